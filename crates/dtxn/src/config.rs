@@ -1,0 +1,398 @@
+//! Coordinator configuration: limits, timeouts, retry policy, retention.
+
+use std::time::Duration;
+
+/// A configuration value was refused by [`CoordinatorConfigBuilder::build`]
+/// or [`RetryPolicy::new`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    /// A count that must be at least one was zero.
+    #[error("{setting} must be at least 1")]
+    Zero {
+        /// The setting's name.
+        setting: &'static str,
+    },
+    /// A duration that must be positive was zero.
+    #[error("{setting} must be longer than zero")]
+    ZeroDuration {
+        /// The setting's name.
+        setting: &'static str,
+    },
+    /// The backoff cap is smaller than the first backoff.
+    #[error("max backoff {max:?} is shorter than the initial backoff {initial:?}")]
+    BackoffCapBelowInitial {
+        /// The initial backoff.
+        initial: Duration,
+        /// The cap.
+        max: Duration,
+    },
+    /// The transaction deadline leaves no time to prepare.
+    #[error(
+        "transaction deadline {deadline:?} must exceed the prepare timeout {prepare_timeout:?}"
+    )]
+    DeadlineShorterThanPrepare {
+        /// The transaction deadline.
+        deadline: Duration,
+        /// The prepare timeout.
+        prepare_timeout: Duration,
+    },
+}
+
+/// How phase-2 calls (`commit` / `rollback`) that fail are retried: capped
+/// exponential backoff with jitter and a bounded number of attempts. After
+/// the last attempt fails the participant is given up on and reported as a
+/// heuristic hazard.
+///
+/// The delay before attempt `n` (n ≥ 2) is `initial · 2^(n-2)`, capped at
+/// `max`, then jittered into `[delay/2, delay]` ("equal jitter") by the
+/// driver so that retries from many transactions do not arrive in lockstep.
+///
+/// ```
+/// use std::time::Duration;
+/// use dtxn::RetryPolicy;
+///
+/// let policy = RetryPolicy::new(4, Duration::from_millis(10), Duration::from_millis(25))?;
+/// assert_eq!(policy.backoff(2), Duration::from_millis(10));
+/// assert_eq!(policy.backoff(3), Duration::from_millis(20));
+/// assert_eq!(policy.backoff(4), Duration::from_millis(25));
+/// # Ok::<(), dtxn::ConfigError>(())
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct RetryPolicy {
+    max_attempts: u32,
+    initial_backoff: Duration,
+    max_backoff: Duration,
+}
+
+impl RetryPolicy {
+    /// Default number of attempts per phase-2 call, the first included.
+    pub const DEFAULT_MAX_ATTEMPTS: u32 = 5;
+    /// Default delay before the second attempt.
+    pub const DEFAULT_INITIAL_BACKOFF: Duration = Duration::from_millis(50);
+    /// Default cap on the delay between attempts.
+    pub const DEFAULT_MAX_BACKOFF: Duration = Duration::from_secs(2);
+
+    /// A policy of at most `max_attempts` attempts, waiting `initial_backoff`
+    /// before the second and doubling up to `max_backoff`.
+    pub fn new(
+        max_attempts: u32,
+        initial_backoff: Duration,
+        max_backoff: Duration,
+    ) -> Result<Self, ConfigError> {
+        if max_attempts == 0 {
+            return Err(ConfigError::Zero {
+                setting: "max_attempts",
+            });
+        }
+        if max_backoff < initial_backoff {
+            return Err(ConfigError::BackoffCapBelowInitial {
+                initial: initial_backoff,
+                max: max_backoff,
+            });
+        }
+        Ok(Self {
+            max_attempts,
+            initial_backoff,
+            max_backoff,
+        })
+    }
+
+    /// Attempts per call, the first included.
+    pub fn max_attempts(&self) -> u32 {
+        self.max_attempts
+    }
+
+    /// The delay before the second attempt.
+    pub fn initial_backoff(&self) -> Duration {
+        self.initial_backoff
+    }
+
+    /// The cap on the delay between attempts.
+    pub fn max_backoff(&self) -> Duration {
+        self.max_backoff
+    }
+
+    /// The delay before `attempt` (1-based) without jitter; zero for the
+    /// first attempt.
+    pub fn backoff(&self, attempt: u32) -> Duration {
+        if attempt <= 1 {
+            return Duration::ZERO;
+        }
+        let shift = (attempt - 2).min(31);
+        self.initial_backoff
+            .saturating_mul(1u32 << shift)
+            .min(self.max_backoff)
+    }
+
+    /// Applies equal jitter to `delay`: `sample` in `[0, 1)` maps the delay
+    /// into `[delay/2, delay)`. The caller supplies the randomness.
+    pub fn jitter(delay: Duration, sample: f64) -> Duration {
+        let half = delay / 2;
+        half + half.mul_f64(sample.clamp(0.0, 1.0))
+    }
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            max_attempts: Self::DEFAULT_MAX_ATTEMPTS,
+            initial_backoff: Self::DEFAULT_INITIAL_BACKOFF,
+            max_backoff: Self::DEFAULT_MAX_BACKOFF,
+        }
+    }
+}
+
+/// Every limit and timeout of a [`TransactionCoordinator`](crate::TransactionCoordinator).
+///
+/// Build one with [`CoordinatorConfig::builder`]; the builder refuses
+/// nonsense (zero limits, zero timeouts, a deadline shorter than the prepare
+/// timeout) with a [`ConfigError`].
+///
+/// | setting | default | meaning |
+/// |---|---|---|
+/// | `max_transactions` | 1000 | unfinished transactions at once; `begin_transaction` beyond it fails with `CapacityExceeded` |
+/// | `max_participants` | 100 | participants per transaction; more fail with `TooManyParticipants` |
+/// | `prepare_timeout` | 5 s | per `prepare` call; a late vote counts as `Aborted` |
+/// | `phase2_timeout` | 5 s | per `commit`/`rollback` attempt; a late answer counts as a failed attempt |
+/// | `retry` | 5 attempts, 50 ms → 2 s | phase-2 retry policy, see [`RetryPolicy`] |
+/// | `transaction_deadline` | 60 s | from begin; a transaction still Active or Prepared then is rolled back |
+/// | `retention_period` | 5 min | how long finished transactions still answer queries |
+/// | `retention_count` | 10 000 | at most this many finished transactions are remembered |
+/// | `sweep_interval` | 250 ms | how often the background task looks for expired deadlines and old finished transactions |
+///
+/// ```
+/// use std::time::Duration;
+/// use dtxn::{CoordinatorConfig, TransactionCoordinator};
+///
+/// let config = CoordinatorConfig::builder()
+///     .max_transactions(5_000)
+///     .prepare_timeout(Duration::from_secs(2))
+///     .build()?;
+/// let coordinator = TransactionCoordinator::with_config(config);
+/// # Ok::<(), dtxn::ConfigError>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct CoordinatorConfig {
+    pub(crate) max_transactions: usize,
+    pub(crate) max_participants: usize,
+    pub(crate) prepare_timeout: Duration,
+    pub(crate) phase2_timeout: Duration,
+    pub(crate) retry: RetryPolicy,
+    pub(crate) transaction_deadline: Duration,
+    pub(crate) retention_period: Duration,
+    pub(crate) retention_count: usize,
+    pub(crate) sweep_interval: Duration,
+}
+
+impl CoordinatorConfig {
+    /// Default `max_transactions`.
+    pub const DEFAULT_MAX_TRANSACTIONS: usize = 1000;
+    /// Default `max_participants`.
+    pub const DEFAULT_MAX_PARTICIPANTS: usize = 100;
+    /// Default `prepare_timeout`.
+    pub const DEFAULT_PREPARE_TIMEOUT: Duration = Duration::from_secs(5);
+    /// Default `phase2_timeout`.
+    pub const DEFAULT_PHASE2_TIMEOUT: Duration = Duration::from_secs(5);
+    /// Default `transaction_deadline`.
+    pub const DEFAULT_TRANSACTION_DEADLINE: Duration = Duration::from_secs(60);
+    /// Default `retention_period`.
+    pub const DEFAULT_RETENTION_PERIOD: Duration = Duration::from_secs(300);
+    /// Default `retention_count`.
+    pub const DEFAULT_RETENTION_COUNT: usize = 10_000;
+    /// Default `sweep_interval`.
+    pub const DEFAULT_SWEEP_INTERVAL: Duration = Duration::from_millis(250);
+
+    /// A builder starting from the defaults.
+    pub fn builder() -> CoordinatorConfigBuilder {
+        CoordinatorConfigBuilder {
+            config: Self::default(),
+        }
+    }
+
+    /// Maximum unfinished transactions at once.
+    pub fn max_transactions(&self) -> usize {
+        self.max_transactions
+    }
+    /// Maximum participants per transaction.
+    pub fn max_participants(&self) -> usize {
+        self.max_participants
+    }
+    /// Timeout of one `prepare` call.
+    pub fn prepare_timeout(&self) -> Duration {
+        self.prepare_timeout
+    }
+    /// Timeout of one `commit` or `rollback` attempt.
+    pub fn phase2_timeout(&self) -> Duration {
+        self.phase2_timeout
+    }
+    /// The phase-2 retry policy.
+    pub fn retry(&self) -> RetryPolicy {
+        self.retry
+    }
+    /// Time from begin after which an Active or Prepared transaction is rolled back.
+    pub fn transaction_deadline(&self) -> Duration {
+        self.transaction_deadline
+    }
+    /// How long a finished transaction is remembered.
+    pub fn retention_period(&self) -> Duration {
+        self.retention_period
+    }
+    /// How many finished transactions are remembered at most.
+    pub fn retention_count(&self) -> usize {
+        self.retention_count
+    }
+    /// Period of the background sweep.
+    pub fn sweep_interval(&self) -> Duration {
+        self.sweep_interval
+    }
+}
+
+impl Default for CoordinatorConfig {
+    fn default() -> Self {
+        Self {
+            max_transactions: Self::DEFAULT_MAX_TRANSACTIONS,
+            max_participants: Self::DEFAULT_MAX_PARTICIPANTS,
+            prepare_timeout: Self::DEFAULT_PREPARE_TIMEOUT,
+            phase2_timeout: Self::DEFAULT_PHASE2_TIMEOUT,
+            retry: RetryPolicy::default(),
+            transaction_deadline: Self::DEFAULT_TRANSACTION_DEADLINE,
+            retention_period: Self::DEFAULT_RETENTION_PERIOD,
+            retention_count: Self::DEFAULT_RETENTION_COUNT,
+            sweep_interval: Self::DEFAULT_SWEEP_INTERVAL,
+        }
+    }
+}
+
+/// Builds a [`CoordinatorConfig`]; see there for the settings and defaults.
+#[derive(Debug, Clone)]
+#[must_use = "call .build() to get a configuration"]
+pub struct CoordinatorConfigBuilder {
+    config: CoordinatorConfig,
+}
+
+macro_rules! setter {
+    ($(#[$doc:meta])* $name:ident: $ty:ty) => {
+        $(#[$doc])*
+        pub fn $name(mut self, value: $ty) -> Self {
+            self.config.$name = value;
+            self
+        }
+    };
+}
+
+impl CoordinatorConfigBuilder {
+    setter!(
+        /// Maximum unfinished transactions at once (≥ 1).
+        max_transactions: usize
+    );
+    setter!(
+        /// Maximum participants per transaction (≥ 1).
+        max_participants: usize
+    );
+    setter!(
+        /// Timeout of one `prepare` call (> 0).
+        prepare_timeout: Duration
+    );
+    setter!(
+        /// Timeout of one `commit`/`rollback` attempt (> 0).
+        phase2_timeout: Duration
+    );
+    setter!(
+        /// The phase-2 retry policy.
+        retry: RetryPolicy
+    );
+    setter!(
+        /// Time from begin after which an Active or Prepared transaction is
+        /// rolled back (> prepare timeout).
+        transaction_deadline: Duration
+    );
+    setter!(
+        /// How long finished transactions are remembered (may be zero).
+        retention_period: Duration
+    );
+    setter!(
+        /// How many finished transactions are remembered (may be zero).
+        retention_count: usize
+    );
+    setter!(
+        /// Period of the background sweep (> 0).
+        sweep_interval: Duration
+    );
+
+    /// Validates the settings.
+    pub fn build(self) -> Result<CoordinatorConfig, ConfigError> {
+        let c = self.config;
+        if c.max_transactions == 0 {
+            return Err(ConfigError::Zero {
+                setting: "max_transactions",
+            });
+        }
+        if c.max_participants == 0 {
+            return Err(ConfigError::Zero {
+                setting: "max_participants",
+            });
+        }
+        for (setting, d) in [
+            ("prepare_timeout", c.prepare_timeout),
+            ("phase2_timeout", c.phase2_timeout),
+            ("transaction_deadline", c.transaction_deadline),
+            ("sweep_interval", c.sweep_interval),
+        ] {
+            if d.is_zero() {
+                return Err(ConfigError::ZeroDuration { setting });
+            }
+        }
+        if c.transaction_deadline <= c.prepare_timeout {
+            return Err(ConfigError::DeadlineShorterThanPrepare {
+                deadline: c.transaction_deadline,
+                prepare_timeout: c.prepare_timeout,
+            });
+        }
+        Ok(c)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn builder_refuses_nonsense() {
+        assert!(matches!(
+            CoordinatorConfig::builder().max_transactions(0).build(),
+            Err(ConfigError::Zero { .. })
+        ));
+        assert!(matches!(
+            CoordinatorConfig::builder()
+                .prepare_timeout(Duration::ZERO)
+                .build(),
+            Err(ConfigError::ZeroDuration { .. })
+        ));
+        assert!(matches!(
+            CoordinatorConfig::builder()
+                .transaction_deadline(Duration::from_secs(1))
+                .prepare_timeout(Duration::from_secs(2))
+                .build(),
+            Err(ConfigError::DeadlineShorterThanPrepare { .. })
+        ));
+        assert!(RetryPolicy::new(0, Duration::ZERO, Duration::ZERO).is_err());
+        assert!(RetryPolicy::new(3, Duration::from_secs(2), Duration::from_secs(1)).is_err());
+    }
+
+    #[test]
+    fn defaults_match_the_brief() {
+        let c = CoordinatorConfig::builder().build().unwrap();
+        assert_eq!(c.max_transactions(), 1000);
+        assert_eq!(c.max_participants(), 100);
+    }
+
+    #[test]
+    fn backoff_is_capped_and_jitter_stays_in_range() {
+        let p = RetryPolicy::new(50, Duration::from_millis(1), Duration::from_secs(1)).unwrap();
+        assert_eq!(p.backoff(1), Duration::ZERO);
+        assert_eq!(p.backoff(40), Duration::from_secs(1));
+        let d = Duration::from_millis(100);
+        assert_eq!(RetryPolicy::jitter(d, 0.0), Duration::from_millis(50));
+        assert!(RetryPolicy::jitter(d, 0.999) < d);
+    }
+}

@@ -1,0 +1,297 @@
+//! Plain-data types of the protocol core.
+
+use std::fmt;
+
+use crate::{ParticipantError, PreparedResult};
+
+/// Where a transaction is in the protocol.
+///
+/// ```text
+/// Active ──prepare──► Preparing ──all voted yes──► Prepared ──commit──► Committing ──► Committed
+///   │                    │                            │
+///   └──── rollback / deadline / a no vote ───────────►└──► Aborting ──► Aborted
+/// ```
+///
+/// `Committed` and `Aborted` are terminal. In `Committing` the decision is
+/// Commit and phase 2 is being delivered; `Aborting` likewise for Abort.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+pub enum TransactionState {
+    /// Begun; participants may register.
+    Active,
+    /// Phase 1 is running.
+    Preparing,
+    /// Every participant voted `Ready` or `ReadOnly`; waiting for commit.
+    Prepared,
+    /// Decision Commit; phase 2 in delivery.
+    Committing,
+    /// Decision Commit; phase 2 done (see the outcome for hazards).
+    Committed,
+    /// Decision Abort; rollback in delivery.
+    Aborting,
+    /// Decision Abort; rollback done. Nobody was told to commit.
+    Aborted,
+}
+
+impl TransactionState {
+    /// `Committed` or `Aborted`.
+    pub fn is_terminal(self) -> bool {
+        matches!(self, Self::Committed | Self::Aborted)
+    }
+
+    /// The decision, once taken.
+    pub fn decision(self) -> Option<Decision> {
+        match self {
+            Self::Committing | Self::Committed => Some(Decision::Commit),
+            Self::Aborting | Self::Aborted => Some(Decision::Abort),
+            Self::Active | Self::Preparing | Self::Prepared => None,
+        }
+    }
+
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Active => "Active",
+            Self::Preparing => "Preparing",
+            Self::Prepared => "Prepared",
+            Self::Committing => "Committing",
+            Self::Committed => "Committed",
+            Self::Aborting => "Aborting",
+            Self::Aborted => "Aborted",
+        }
+    }
+}
+
+impl fmt::Display for TransactionState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The coordinator's decision for a transaction; taken once, never changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+pub enum Decision {
+    /// Every participant voted yes and the client asked to commit.
+    Commit,
+    /// Anything else.
+    Abort,
+}
+
+/// A client operation, named in [`CoreError::InvalidState`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+pub enum Operation {
+    /// `register_participant`.
+    Register,
+    /// `prepare_transaction`.
+    Prepare,
+    /// `commit_transaction`.
+    Commit,
+    /// `rollback_transaction`.
+    Rollback,
+}
+
+impl fmt::Display for Operation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Register => "register",
+            Self::Prepare => "prepare",
+            Self::Commit => "commit",
+            Self::Rollback => "rollback",
+        })
+    }
+}
+
+/// Why a participant call produced no answer.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, thiserror::Error, serde::Serialize)]
+pub enum CallFailure {
+    /// The participant returned an error.
+    #[error("error: {0}")]
+    Error(#[from] ParticipantError),
+    /// The participant panicked; the panic message.
+    #[error("panicked: {0}")]
+    Panicked(String),
+    /// The call did not finish within its timeout.
+    #[error("timed out")]
+    TimedOut,
+}
+
+impl CallFailure {
+    /// Whether retrying the call cannot help.
+    pub fn is_permanent(&self) -> bool {
+        matches!(self, Self::Error(e) if e.is_permanent())
+    }
+}
+
+/// Phase-1 status of one participant.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize)]
+pub enum PrepareStatus {
+    /// Not asked to prepare (yet, or ever: the transaction aborted first).
+    NotAsked,
+    /// `prepare` is in flight.
+    InFlight,
+    /// The participant voted.
+    Voted(PreparedResult),
+    /// The `prepare` call erred, panicked or timed out: an `Aborted` vote
+    /// whose participant state is unknown (so it gets `rollback`).
+    Failed(CallFailure),
+}
+
+/// Phase-2 status of one participant.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize)]
+pub enum Phase2Status {
+    /// No phase-2 call made (not needed, or not yet).
+    NotSent,
+    /// Attempt `attempt` (1-based) is scheduled or in flight.
+    InFlight {
+        /// The current attempt.
+        attempt: u32,
+    },
+    /// The participant acknowledged.
+    Acknowledged {
+        /// Attempts it took.
+        attempts: u32,
+    },
+    /// Given up on after the retry budget: a heuristic hazard.
+    GaveUp {
+        /// Attempts made.
+        attempts: u32,
+        /// Why the last one failed.
+        last: CallFailure,
+    },
+}
+
+/// One participant's progress through the protocol.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize)]
+pub struct Peer {
+    /// Phase 1.
+    pub prepare: PrepareStatus,
+    /// Phase 2.
+    pub phase2: Phase2Status,
+}
+
+/// Why a transaction was decided Abort.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize)]
+pub enum AbortCause {
+    /// A participant voted [`PreparedResult::Aborted`].
+    Voted {
+        /// Its index in registration order.
+        participant: usize,
+        /// The reason it gave.
+        reason: String,
+    },
+    /// A participant's `prepare` erred, panicked or timed out.
+    PrepareFailed {
+        /// Its index in registration order.
+        participant: usize,
+        /// What happened.
+        failure: CallFailure,
+    },
+    /// The client called `rollback_transaction`.
+    RolledBack,
+    /// The transaction deadline passed while it was Active or Prepared.
+    DeadlineExpired,
+    /// Every handle to the coordinator was dropped while the transaction was
+    /// Active or Prepared, so no client could ever commit it.
+    CoordinatorShutdown,
+}
+
+/// Something that happened, fed to [`Transaction::handle`](super::Transaction::handle).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Event {
+    /// A client registers a participant (index = current participant count).
+    Register,
+    /// A client asks to prepare.
+    Prepare,
+    /// A client asks to commit.
+    Commit,
+    /// A client asks to roll back.
+    Rollback,
+    /// The transaction deadline passed.
+    DeadlineExpired,
+    /// The coordinator is shutting down (its last handle was dropped).
+    Shutdown,
+    /// A `prepare` call ended.
+    PrepareDone {
+        /// The participant.
+        participant: usize,
+        /// Its vote, or why there was none.
+        result: Result<PreparedResult, CallFailure>,
+    },
+    /// A `commit` or `rollback` attempt ended.
+    Phase2Done {
+        /// The participant.
+        participant: usize,
+        /// Which attempt.
+        attempt: u32,
+        /// Acknowledged, or why not.
+        result: Result<(), CallFailure>,
+    },
+}
+
+/// A participant call the driver must make, returned by
+/// [`Transaction::handle`](super::Transaction::handle).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Action {
+    /// Call `prepare`, under the prepare timeout.
+    Prepare {
+        /// The participant.
+        participant: usize,
+    },
+    /// Call `commit`, after the policy's backoff for `attempt`.
+    Commit {
+        /// The participant.
+        participant: usize,
+        /// 1-based attempt.
+        attempt: u32,
+    },
+    /// Call `rollback`, after the policy's backoff for `attempt`.
+    Rollback {
+        /// The participant.
+        participant: usize,
+        /// 1-based attempt.
+        attempt: u32,
+    },
+}
+
+impl Action {
+    /// The participant the action calls.
+    pub fn participant(&self) -> usize {
+        match *self {
+            Self::Prepare { participant }
+            | Self::Commit { participant, .. }
+            | Self::Rollback { participant, .. } => participant,
+        }
+    }
+}
+
+/// An event the core refused.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, thiserror::Error)]
+pub enum CoreError {
+    /// The client operation is not allowed in the current state.
+    #[error("cannot {operation} a transaction that is {current}")]
+    InvalidState {
+        /// The state.
+        current: TransactionState,
+        /// The refused operation.
+        operation: Operation,
+    },
+    /// The transaction already has the maximum number of participants.
+    #[error("transaction already has the maximum of {limit} participants")]
+    TooManyParticipants {
+        /// The limit.
+        limit: usize,
+    },
+    /// A call result for a participant that has no such call outstanding
+    /// (a duplicate or late response). It changed nothing.
+    #[error("stale response from participant {participant}")]
+    Stale {
+        /// The participant.
+        participant: usize,
+    },
+    /// A state change outside the protocol's diagram: a bug in the core.
+    #[error("illegal transition {from} -> {to}")]
+    IllegalTransition {
+        /// From.
+        from: TransactionState,
+        /// To.
+        to: TransactionState,
+    },
+}

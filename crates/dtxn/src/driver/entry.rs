@@ -1,0 +1,334 @@
+//! One transaction's entry in the table: the core machine behind a short
+//! mutex, its participants, timings, and a watch channel of its state.
+
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use crate::core::{AbortCause, Action, CoreError, Event, Transaction, TransactionState};
+use crate::outcome::{
+    AbortReason, Hazard, ParticipantReport, TransactionOutcome, TransactionReport,
+};
+use crate::{Participant, RetryPolicy, TransactionId};
+
+/// A participant call ready to be performed by the executor.
+pub(crate) struct Call {
+    pub participant: Arc<dyn Participant>,
+    pub action: Action,
+    pub delay: Duration,
+}
+
+/// What applying an event did. `calls` must be executed even when
+/// `result` is an error: an expired deadline may have been applied first.
+pub(crate) struct Applied {
+    pub calls: Vec<Call>,
+    /// The state after the event, if it changed.
+    pub changed_to: Option<TransactionState>,
+    /// Whether the event itself was accepted.
+    pub result: Result<(), CoreError>,
+}
+
+/// Microseconds since the transaction began, saturating; `u32::MAX` = never.
+type Micros = u32;
+const NEVER: Micros = u32::MAX;
+
+#[derive(Clone, Copy)]
+struct PeerTimes {
+    prepared: Micros,
+    phase2_started: Micros,
+    phase2_done: Micros,
+}
+
+struct Inner {
+    machine: Transaction,
+    participants: Vec<Arc<dyn Participant>>,
+    times: Vec<PeerTimes>,
+    prepare_started: Micros,
+    decided: Micros,
+    finished: Micros,
+}
+
+pub(crate) struct Entry {
+    pub id: TransactionId,
+    pub begun: Instant,
+    pub deadline: Instant,
+    inner: Mutex<Inner>,
+    state: watch::Sender<TransactionState>,
+}
+
+/// Locks, ignoring poisoning: no user code runs under these locks, and the
+/// machine is left consistent by every `handle` call (errors change nothing).
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// A participant's name; a `name()` that panics gets a placeholder instead
+/// of taking the coordinator down.
+pub(crate) fn safe_name(p: &dyn Participant) -> String {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| p.name().to_owned()))
+        .unwrap_or_else(|_| "<name() panicked>".to_owned())
+}
+
+impl Entry {
+    pub fn new(id: TransactionId, machine: Transaction, begun: Instant, deadline: Instant) -> Self {
+        Self {
+            id,
+            begun,
+            deadline,
+            inner: Mutex::new(Inner {
+                machine,
+                participants: Vec::new(),
+                times: Vec::new(),
+                prepare_started: NEVER,
+                decided: NEVER,
+                finished: NEVER,
+            }),
+            state: watch::channel(TransactionState::Active).0,
+        }
+    }
+
+    pub fn state(&self) -> TransactionState {
+        *self.state.borrow()
+    }
+
+    fn since_begun(&self, now: Instant) -> Micros {
+        u32::try_from(now.saturating_duration_since(self.begun).as_micros()).unwrap_or(NEVER - 1)
+    }
+
+    /// Registers `participant` unless this very `Arc` is already registered.
+    /// Returns `Ok(true)` when added.
+    pub fn register(&self, participant: Arc<dyn Participant>) -> Result<bool, CoreError> {
+        let mut inner = lock(&self.inner);
+        let state = inner.machine.state();
+        if state != TransactionState::Active {
+            return Err(CoreError::InvalidState {
+                current: state,
+                operation: crate::core::Operation::Register,
+            });
+        }
+        let ptr = Arc::as_ptr(&participant) as *const ();
+        if inner
+            .participants
+            .iter()
+            .any(|p| Arc::as_ptr(p) as *const () == ptr)
+        {
+            return Ok(false);
+        }
+        inner.machine.handle(Event::Register, &mut Vec::new())?;
+        inner.participants.push(participant);
+        inner.times.push(PeerTimes {
+            prepared: NEVER,
+            phase2_started: NEVER,
+            phase2_done: NEVER,
+        });
+        Ok(true)
+    }
+
+    /// Feeds `event` to the machine. With `check_deadline`, an expired
+    /// deadline is applied first (client calls see expiry deterministically).
+    pub fn apply(&self, event: Event, check_deadline: bool, retry: &RetryPolicy) -> Applied {
+        let mut actions = Vec::new();
+        let mut inner = lock(&self.inner);
+        let before = inner.machine.state();
+        let now = Instant::now();
+        if check_deadline && now >= self.deadline {
+            // Refusals change nothing; only Active/Prepared react.
+            let _ = inner.machine.handle(Event::DeadlineExpired, &mut actions);
+        }
+        let completed = match &event {
+            Event::PrepareDone { participant, .. } => Some((*participant, true)),
+            Event::Phase2Done { participant, .. } => Some((*participant, false)),
+            _ => None,
+        };
+        let result = inner.machine.handle(event, &mut actions);
+        let after = inner.machine.state();
+        let t = self.since_begun(now);
+        if let Some((i, prepare)) = completed {
+            if result.is_ok() {
+                let done = !matches!(
+                    inner.machine.peers()[i].phase2,
+                    crate::core::Phase2Status::InFlight { .. }
+                );
+                let times = &mut inner.times[i];
+                if prepare {
+                    times.prepared = t;
+                } else if done {
+                    times.phase2_done = t;
+                }
+            }
+        }
+        if before == TransactionState::Active && after != TransactionState::Active {
+            inner.prepare_started = t;
+        }
+        if before.decision().is_none() && after.decision().is_some() {
+            inner.decided = t;
+        }
+        if after.is_terminal() && !before.is_terminal() {
+            inner.finished = t;
+        }
+        let mut calls = Vec::with_capacity(actions.len());
+        for action in actions {
+            let i = action.participant();
+            let delay = match action {
+                crate::core::Action::Prepare { .. } => Duration::ZERO,
+                crate::core::Action::Commit { attempt, .. }
+                | crate::core::Action::Rollback { attempt, .. } => {
+                    if attempt == 1 {
+                        inner.times[i].phase2_started = t;
+                    }
+                    RetryPolicy::jitter(retry.backoff(attempt), fastrand::f64())
+                }
+            };
+            calls.push(Call {
+                participant: Arc::clone(&inner.participants[i]),
+                action,
+                delay,
+            });
+        }
+        // Published under the lock so concurrent appliers cannot publish
+        // states out of order.
+        let changed_to = (after != before).then(|| {
+            self.state.send_replace(after);
+            after
+        });
+        drop(inner);
+        Applied {
+            calls,
+            changed_to,
+            result,
+        }
+    }
+
+    /// Waits until the state satisfies `pred`. Cancel safe.
+    pub async fn wait_for(&self, pred: impl Fn(TransactionState) -> bool) -> TransactionState {
+        let mut rx = self.state.subscribe();
+        let state = match rx.wait_for(|s| pred(*s)).await {
+            Ok(s) => *s,
+            // The sender lives in `self`, which we borrow: it cannot be closed.
+            Err(_) => self.state(),
+        };
+        state
+    }
+
+    fn abort_reason(inner: &Inner) -> Option<(AbortCause, Option<Arc<dyn Participant>>)> {
+        let cause = inner.machine.abort_cause()?.clone();
+        let who = match &cause {
+            AbortCause::Voted { participant, .. }
+            | AbortCause::PrepareFailed { participant, .. } => {
+                Some(Arc::clone(&inner.participants[*participant]))
+            }
+            _ => None,
+        };
+        Some((cause, who))
+    }
+
+    pub fn abort_reason_named(&self) -> Option<AbortReason> {
+        let found = Self::abort_reason(&lock(&self.inner));
+        found.map(|(cause, who)| name_cause(cause, who.as_deref()))
+    }
+
+    /// The final outcome (call once the state is terminal or decided).
+    pub fn outcome(&self) -> TransactionOutcome {
+        let (decision, reason, hazards) = {
+            let inner = lock(&self.inner);
+            let decision = inner.machine.state().decision();
+            let hazards: Vec<_> = inner
+                .machine
+                .hazards()
+                .map(|(i, attempts, last)| {
+                    (
+                        Arc::clone(&inner.participants[i]),
+                        i,
+                        attempts,
+                        last.clone(),
+                    )
+                })
+                .collect();
+            (decision, Self::abort_reason(&inner), hazards)
+        };
+        let decision = decision.unwrap_or(crate::core::Decision::Abort);
+        TransactionOutcome {
+            txn: self.id,
+            decision,
+            abort_reason: reason.map(|(cause, who)| name_cause(cause, who.as_deref())),
+            hazards: hazards
+                .into_iter()
+                .map(|(p, index, attempts, last_failure)| Hazard {
+                    participant: safe_name(&*p),
+                    index,
+                    decision,
+                    attempts,
+                    last_failure,
+                })
+                .collect(),
+        }
+    }
+
+    pub fn report(&self) -> TransactionReport {
+        let now = Instant::now();
+        let (state, reason, peers, participants, times, prepare_started, decided, finished) = {
+            let inner = lock(&self.inner);
+            (
+                inner.machine.state(),
+                Self::abort_reason(&inner),
+                inner.machine.peers().to_vec(),
+                inner.participants.clone(),
+                inner.times.clone(),
+                inner.prepare_started,
+                inner.decided,
+                inner.finished,
+            )
+        };
+        let dur = |m: Micros| (m != NEVER).then(|| Duration::from_micros(m.into()));
+        let span = |a: Micros, b: Micros| {
+            (a != NEVER && b != NEVER).then(|| Duration::from_micros(b.saturating_sub(a).into()))
+        };
+        TransactionReport {
+            txn: self.id,
+            state,
+            abort_reason: reason.map(|(cause, who)| name_cause(cause, who.as_deref())),
+            participants: peers
+                .into_iter()
+                .zip(participants.iter())
+                .zip(times)
+                .map(|((peer, p), t)| ParticipantReport {
+                    name: safe_name(&**p),
+                    prepare: peer.prepare,
+                    phase2: peer.phase2,
+                    prepare_latency: span(prepare_started, t.prepared),
+                    phase2_latency: span(t.phase2_started, t.phase2_done),
+                })
+                .collect(),
+            elapsed: dur(finished).unwrap_or_else(|| now.saturating_duration_since(self.begun)),
+            prepare_started: dur(prepare_started),
+            decided: dur(decided),
+        }
+    }
+}
+
+fn name_cause(cause: AbortCause, who: Option<&dyn Participant>) -> AbortReason {
+    let name = || who.map(safe_name).unwrap_or_default();
+    match cause {
+        AbortCause::Voted {
+            participant,
+            reason,
+        } => AbortReason::Voted {
+            participant: name(),
+            index: participant,
+            reason,
+        },
+        AbortCause::PrepareFailed {
+            participant,
+            failure,
+        } => AbortReason::PrepareFailed {
+            participant: name(),
+            index: participant,
+            failure,
+        },
+        AbortCause::RolledBack => AbortReason::RolledBack,
+        AbortCause::DeadlineExpired => AbortReason::DeadlineExpired,
+        AbortCause::CoordinatorShutdown => AbortReason::CoordinatorShutdown,
+    }
+}

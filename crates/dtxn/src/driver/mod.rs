@@ -1,0 +1,508 @@
+//! The tokio driver: the transaction table, the public coordinator handle,
+//! the executor of participant calls and the background sweeper.
+
+mod entry;
+mod exec;
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+use crate::core::{CoreError, Event, Limits, Operation, Transaction, TransactionState};
+use crate::outcome::{PrepareOutcome, Registration, TransactionOutcome, TransactionReport};
+use crate::{CoordinatorConfig, CoordinatorError, Participant, TransactionId};
+use entry::{lock, Entry};
+use exec::spawn_calls;
+
+const SHARDS: usize = 64;
+
+type Shard = Mutex<HashMap<TransactionId, Arc<Entry>>>;
+
+/// State shared by the handles, the executor tasks and the sweeper.
+pub(crate) struct Shared {
+    pub config: CoordinatorConfig,
+    limits: Limits,
+    nonce: u64,
+    next_sequence: AtomicU64,
+    shards: Box<[Shard]>,
+    /// Unfinished transactions (the capacity counter).
+    unfinished: AtomicUsize,
+    /// Finished transactions still remembered, oldest first.
+    finished: Mutex<VecDeque<(Instant, TransactionId)>>,
+    pub runtime: OnceLock<tokio::runtime::Handle>,
+    sweeper_started: AtomicBool,
+    shutdown: AtomicBool,
+    wake_sweeper: Notify,
+}
+
+impl Shared {
+    fn shard(&self, id: TransactionId) -> &Shard {
+        &self.shards[(id.sequence() as usize) % SHARDS]
+    }
+
+    fn get(&self, txn: TransactionId) -> Result<Arc<Entry>, CoordinatorError> {
+        lock(self.shard(txn))
+            .get(&txn)
+            .cloned()
+            .ok_or(CoordinatorError::NotFound { txn })
+    }
+
+    /// Bookkeeping after a state change: publish terminal states to the
+    /// capacity counter and the retention queue.
+    pub(crate) fn after_apply(&self, entry: &Entry, changed_to: Option<TransactionState>) {
+        let Some(state) = changed_to else { return };
+        if let Some(decision) = state.decision().filter(|_| !state.is_terminal()) {
+            tracing::debug!(txn = %entry.id, ?decision, "decided");
+        }
+        if !state.is_terminal() {
+            return;
+        }
+        tracing::debug!(txn = %entry.id, %state, "finished");
+        self.unfinished.fetch_sub(1, Ordering::AcqRel);
+        let now = Instant::now();
+        let mut forget = Vec::new();
+        {
+            let mut finished = lock(&self.finished);
+            finished.push_back((now, entry.id));
+            while finished.len() > self.config.retention_count {
+                forget.extend(finished.pop_front().map(|(_, id)| id));
+            }
+        }
+        for id in forget {
+            lock(self.shard(id)).remove(&id);
+        }
+    }
+
+    /// Ensures the sweeper runs (once a tokio runtime is reachable).
+    fn ensure_sweeper(self: &Arc<Self>) {
+        if self.sweeper_started.load(Ordering::Acquire) {
+            return;
+        }
+        let Ok(handle) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        if self.sweeper_started.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let _ = self.runtime.set(handle.clone());
+        handle.spawn(sweeper(Arc::downgrade(self)));
+    }
+
+    /// Applies a client event and runs the calls it requires.
+    fn client_event(
+        self: &Arc<Self>,
+        entry: &Arc<Entry>,
+        event: Event,
+        phase: &'static str,
+    ) -> Result<(), CoordinatorError> {
+        let applied = entry.apply(event, true, &self.config.retry);
+        spawn_calls(self, entry, applied.calls, phase);
+        self.after_apply(entry, applied.changed_to);
+        applied.result.map_err(|e| map_core_error(entry.id, e))
+    }
+
+    /// Rolls back expired (or, at shutdown, all) Active/Prepared
+    /// transactions and forgets old finished ones.
+    fn sweep(self: &Arc<Self>, shutting_down: bool) {
+        let now = Instant::now();
+        let mut due = Vec::new();
+        for shard in self.shards.iter() {
+            due.extend(
+                lock(shard)
+                    .values()
+                    .filter(|e| {
+                        (shutting_down || e.deadline <= now)
+                            && matches!(
+                                e.state(),
+                                TransactionState::Active | TransactionState::Prepared
+                            )
+                    })
+                    .cloned(),
+            );
+        }
+        for entry in due {
+            let event = if shutting_down {
+                Event::Shutdown
+            } else {
+                Event::DeadlineExpired
+            };
+            tracing::info!(txn = %entry.id, reason = ?event, "rolling back abandoned transaction");
+            let applied = entry.apply(event, false, &self.config.retry);
+            spawn_calls(self, &entry, applied.calls, "rollback");
+            self.after_apply(&entry, applied.changed_to);
+        }
+        let mut forget = Vec::new();
+        {
+            let mut finished = lock(&self.finished);
+            while let Some(&(at, id)) = finished.front() {
+                if now.saturating_duration_since(at) < self.config.retention_period {
+                    break;
+                }
+                finished.pop_front();
+                forget.push(id);
+            }
+        }
+        for id in forget {
+            lock(self.shard(id)).remove(&id);
+        }
+    }
+}
+
+/// The background task: sweeps every `sweep_interval` until the coordinator
+/// is dropped, then rolls back whatever no client can finish any more.
+async fn sweeper(shared: Weak<Shared>) {
+    let Some(interval) = shared.upgrade().map(|s| s.config.sweep_interval) else {
+        return;
+    };
+    loop {
+        let notified = match shared.upgrade() {
+            Some(s) if s.shutdown.load(Ordering::Acquire) => {
+                s.sweep(true);
+                return;
+            }
+            Some(s) => {
+                s.sweep(false);
+                // Registered before sleeping so a shutdown is not missed.
+                let s2 = Arc::clone(&s);
+                drop(s);
+                async move { s2.wake_sweeper.notified().await }
+            }
+            None => return,
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
+            _ = notified => {}
+        }
+    }
+}
+
+fn map_core_error(txn: TransactionId, e: CoreError) -> CoordinatorError {
+    match e {
+        CoreError::InvalidState { current, operation } => CoordinatorError::InvalidState {
+            txn,
+            current,
+            operation,
+        },
+        CoreError::TooManyParticipants { limit } => {
+            CoordinatorError::TooManyParticipants { txn, limit }
+        }
+        // Only call results can be stale or illegal, never client events.
+        CoreError::Stale { .. } | CoreError::IllegalTransition { .. } => {
+            unreachable!("client events never yield {e}")
+        }
+    }
+}
+
+/// Drops into shutdown when the last [`TransactionCoordinator`] clone goes.
+struct Handle {
+    shared: Arc<Shared>,
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        self.shared.shutdown.store(true, Ordering::Release);
+        self.shared.wake_sweeper.notify_one();
+    }
+}
+
+/// Coordinates atomic transactions across [`Participant`]s with two-phase
+/// commit. State is kept in memory.
+///
+/// Cheap to clone (an `Arc` inside); every clone drives the same table. It
+/// must be used from within a tokio runtime (the async methods spawn tasks
+/// that carry the protocol on even if the caller goes away). When the last
+/// clone is dropped, the background task rolls back every transaction still
+/// Active or Prepared — no client could finish them — and stops once they
+/// are done.
+///
+/// See the [crate docs](crate) for an example and the guarantees.
+#[derive(Clone)]
+pub struct TransactionCoordinator {
+    handle: Arc<Handle>,
+}
+
+impl std::fmt::Debug for TransactionCoordinator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TransactionCoordinator")
+            .field("config", &self.shared().config)
+            .field("stats", &self.stats())
+            .finish()
+    }
+}
+
+impl Default for TransactionCoordinator {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Counts from [`TransactionCoordinator::stats`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct CoordinatorStats {
+    /// Transactions not yet Committed or Aborted (counted against
+    /// `max_transactions`).
+    pub unfinished: usize,
+    /// Finished transactions still remembered for queries.
+    pub remembered: usize,
+}
+
+impl TransactionCoordinator {
+    /// A coordinator with the default [`CoordinatorConfig`].
+    pub fn new() -> Self {
+        Self::with_config(CoordinatorConfig::default())
+    }
+
+    /// A coordinator with `config`.
+    pub fn with_config(config: CoordinatorConfig) -> Self {
+        let shared = Arc::new(Shared {
+            limits: Limits {
+                max_participants: config.max_participants,
+                retry: config.retry,
+            },
+            config,
+            nonce: crate::id::instance_nonce(),
+            next_sequence: AtomicU64::new(1),
+            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            unfinished: AtomicUsize::new(0),
+            finished: Mutex::new(VecDeque::new()),
+            runtime: OnceLock::new(),
+            sweeper_started: AtomicBool::new(false),
+            shutdown: AtomicBool::new(false),
+            wake_sweeper: Notify::new(),
+        });
+        shared.ensure_sweeper();
+        Self {
+            handle: Arc::new(Handle { shared }),
+        }
+    }
+
+    fn shared(&self) -> &Arc<Shared> {
+        &self.handle.shared
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &CoordinatorConfig {
+        &self.shared().config
+    }
+
+    /// Current counts.
+    pub fn stats(&self) -> CoordinatorStats {
+        CoordinatorStats {
+            unfinished: self.shared().unfinished.load(Ordering::Acquire),
+            remembered: lock(&self.shared().finished).len(),
+        }
+    }
+
+    /// Begins a transaction in state `Active`.
+    ///
+    /// # Errors
+    ///
+    /// [`CoordinatorError::CapacityExceeded`] when `max_transactions`
+    /// transactions are unfinished.
+    pub fn begin_transaction(&self) -> Result<TransactionId, CoordinatorError> {
+        let shared = self.shared();
+        shared.ensure_sweeper();
+        let limit = shared.config.max_transactions;
+        shared
+            .unfinished
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < limit).then_some(n + 1)
+            })
+            .map_err(|_| CoordinatorError::CapacityExceeded { limit })?;
+        let id = TransactionId::from_parts(
+            shared.nonce,
+            shared.next_sequence.fetch_add(1, Ordering::Relaxed),
+        );
+        let now = Instant::now();
+        let entry = Arc::new(Entry::new(
+            id,
+            Transaction::new(shared.limits),
+            now,
+            now + shared.config.transaction_deadline,
+        ));
+        lock(shared.shard(id)).insert(id, entry);
+        tracing::trace!(txn = %id, "begun");
+        Ok(id)
+    }
+
+    /// Registers `participant` in `txn`. Registering the same `Arc` again
+    /// returns [`Registration::AlreadyRegistered`] and changes nothing.
+    ///
+    /// # Errors
+    ///
+    /// [`NotFound`](CoordinatorError::NotFound),
+    /// [`InvalidState`](CoordinatorError::InvalidState) unless `Active`,
+    /// [`TooManyParticipants`](CoordinatorError::TooManyParticipants) at the
+    /// limit.
+    pub fn register_participant(
+        &self,
+        txn: TransactionId,
+        participant: Arc<dyn Participant>,
+    ) -> Result<Registration, CoordinatorError> {
+        let shared = self.shared();
+        let entry = shared.get(txn)?;
+        self.expire_if_due(&entry);
+        match entry.register(participant) {
+            Ok(true) => Ok(Registration::Registered),
+            Ok(false) => Ok(Registration::AlreadyRegistered),
+            Err(e) => Err(map_core_error(txn, e)),
+        }
+    }
+
+    /// Runs phase 1: asks every participant to prepare, concurrently, each
+    /// under the prepare timeout. Returns as soon as the outcome is known:
+    /// [`PrepareOutcome::Prepared`] when all voted `Ready`/`ReadOnly`, or
+    /// [`PrepareOutcome::Aborted`] at the *first* no vote, error, panic or
+    /// timeout — without waiting for slower participants. Rollback is then
+    /// delivered in the background to everyone who may hold work, including
+    /// participants whose `prepare` is still running (they get `rollback`
+    /// once that call ends).
+    ///
+    /// Repeats are idempotent: while Preparing, callers wait for the same
+    /// phase 1; afterwards they get its outcome again and nobody is called.
+    /// After a Commit decision the phase-1 outcome was `Prepared`.
+    ///
+    /// # Errors
+    ///
+    /// [`NotFound`](CoordinatorError::NotFound).
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe. Phase 1 runs in a spawned task; dropping this future
+    /// only stops waiting for it. Call again (or `rollback_transaction`) to
+    /// observe the outcome.
+    pub async fn prepare_transaction(
+        &self,
+        txn: TransactionId,
+    ) -> Result<PrepareOutcome, CoordinatorError> {
+        let shared = self.shared();
+        let entry = shared.get(txn)?;
+        shared.client_event(&entry, Event::Prepare, "prepare")?;
+        let state = entry.wait_for(|s| s != TransactionState::Preparing).await;
+        match state {
+            TransactionState::Prepared
+            | TransactionState::Committing
+            | TransactionState::Committed => Ok(PrepareOutcome::Prepared),
+            TransactionState::Aborting | TransactionState::Aborted => Ok(PrepareOutcome::Aborted(
+                entry
+                    .abort_reason_named()
+                    .unwrap_or(crate::AbortReason::RolledBack),
+            )),
+            // The Prepare event always leaves Active.
+            current @ (TransactionState::Active | TransactionState::Preparing) => {
+                Err(CoordinatorError::InvalidState {
+                    txn,
+                    current,
+                    operation: Operation::Prepare,
+                })
+            }
+        }
+    }
+
+    /// Commits a Prepared transaction: takes the Commit decision, delivers
+    /// `commit` to every `Ready` voter concurrently (retrying failures under
+    /// the [`RetryPolicy`](crate::RetryPolicy)), and returns the outcome once
+    /// every one acknowledged or was given up on (listed as
+    /// [`hazards`](TransactionOutcome::hazards)).
+    ///
+    /// Repeats and concurrent calls wait for / return the same outcome and
+    /// call nobody again.
+    ///
+    /// # Errors
+    ///
+    /// [`NotFound`](CoordinatorError::NotFound);
+    /// [`InvalidState`](CoordinatorError::InvalidState) when Active or
+    /// Preparing (prepare first) or when the decision was Abort.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe. Once the Commit decision is taken (synchronously, on the
+    /// first poll), phase 2 runs in a spawned task to the end; dropping this
+    /// future only stops waiting for it.
+    pub async fn commit_transaction(
+        &self,
+        txn: TransactionId,
+    ) -> Result<TransactionOutcome, CoordinatorError> {
+        let shared = self.shared();
+        let entry = shared.get(txn)?;
+        shared.client_event(&entry, Event::Commit, "commit")?;
+        entry.wait_for(TransactionState::is_terminal).await;
+        Ok(entry.outcome())
+    }
+
+    /// Rolls back a transaction that is Active, Preparing or Prepared: takes
+    /// the Abort decision and returns once `rollback` reached everyone who
+    /// may hold work (or they were given up on, as hazards). In Aborting or
+    /// Aborted it returns the same outcome again.
+    ///
+    /// # Errors
+    ///
+    /// [`NotFound`](CoordinatorError::NotFound);
+    /// [`InvalidState`](CoordinatorError::InvalidState) when the decision
+    /// was Commit.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe. The Abort decision is taken on the first poll and
+    /// rollback runs in a spawned task; dropping this future only stops
+    /// waiting for it.
+    pub async fn rollback_transaction(
+        &self,
+        txn: TransactionId,
+    ) -> Result<TransactionOutcome, CoordinatorError> {
+        let shared = self.shared();
+        let entry = shared.get(txn)?;
+        shared.client_event(&entry, Event::Rollback, "rollback")?;
+        entry.wait_for(TransactionState::is_terminal).await;
+        Ok(entry.outcome())
+    }
+
+    /// The transaction's current state. An Active or Prepared transaction
+    /// past its deadline is rolled back first, so the answer is never stale.
+    ///
+    /// # Errors
+    ///
+    /// [`NotFound`](CoordinatorError::NotFound).
+    pub fn get_transaction_state(
+        &self,
+        txn: TransactionId,
+    ) -> Result<TransactionState, CoordinatorError> {
+        let entry = self.shared().get(txn)?;
+        self.expire_if_due(&entry);
+        Ok(entry.state())
+    }
+
+    /// A detailed report: each participant's name, vote, phase-2 result and
+    /// latencies, and the transaction's timings.
+    ///
+    /// # Errors
+    ///
+    /// [`NotFound`](CoordinatorError::NotFound).
+    pub fn transaction_report(
+        &self,
+        txn: TransactionId,
+    ) -> Result<TransactionReport, CoordinatorError> {
+        let entry = self.shared().get(txn)?;
+        self.expire_if_due(&entry);
+        Ok(entry.report())
+    }
+
+    fn expire_if_due(&self, entry: &Arc<Entry>) {
+        if Instant::now() >= entry.deadline
+            && matches!(
+                entry.state(),
+                TransactionState::Active | TransactionState::Prepared
+            )
+            && (tokio::runtime::Handle::try_current().is_ok()
+                || self.shared().runtime.get().is_some())
+        {
+            let shared = self.shared();
+            let applied = entry.apply(Event::DeadlineExpired, false, &shared.config.retry);
+            spawn_calls(shared, entry, applied.calls, "rollback");
+            shared.after_apply(entry, applied.changed_to);
+        }
+    }
+}

@@ -1,0 +1,43 @@
+//! The coordinator's error type.
+
+use crate::core::{Operation, TransactionState};
+use crate::TransactionId;
+
+/// Why a [`TransactionCoordinator`](crate::TransactionCoordinator) call was
+/// refused. A refused call changes nothing.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CoordinatorError {
+    /// No such transaction: the id was never issued by this coordinator, or
+    /// the transaction finished long enough ago to be forgotten.
+    #[error("transaction {txn} not found (unknown, or finished and forgotten)")]
+    NotFound {
+        /// The id asked for.
+        txn: TransactionId,
+    },
+    /// The operation is not allowed in the transaction's current state (for
+    /// example commit before prepare, or rollback after a Commit decision).
+    #[error("cannot {operation} transaction {txn}: it is {current}")]
+    InvalidState {
+        /// The transaction.
+        txn: TransactionId,
+        /// Its state when the call was made.
+        current: TransactionState,
+        /// The refused operation.
+        operation: Operation,
+    },
+    /// The transaction already has the configured maximum of participants.
+    #[error("transaction {txn} already has the maximum of {limit} participants")]
+    TooManyParticipants {
+        /// The transaction.
+        txn: TransactionId,
+        /// The configured limit.
+        limit: usize,
+    },
+    /// The coordinator already runs the configured maximum of unfinished
+    /// transactions; retry after some finish.
+    #[error("capacity exceeded: {limit} transactions are already running")]
+    CapacityExceeded {
+        /// The configured limit.
+        limit: usize,
+    },
+}

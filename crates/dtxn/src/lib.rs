@@ -1,0 +1,134 @@
+//! # dtxn — an in-memory two-phase-commit coordinator
+//!
+//! Microservices sometimes have to act as one: creating a user also hands
+//! out a free product and creates a welcome order, and either all three
+//! happen or none do. `dtxn` is the transaction coordinator for that: each
+//! service implements [`Participant`], and a [`TransactionCoordinator`]
+//! runs two-phase commit (2PC, with presumed abort) across them, with all
+//! transaction state in memory.
+//!
+//! ```
+//! use std::sync::Arc;
+//! use dtxn::{async_trait, Participant, ParticipantError, PreparedResult, TransactionCoordinator,
+//!            TransactionId, TransactionState};
+//!
+//! struct Service(&'static str);
+//!
+//! #[async_trait]
+//! impl Participant for Service {
+//!     fn name(&self) -> &str { self.0 }
+//!     async fn prepare(&self, _txn: TransactionId) -> PreparedResult { PreparedResult::Ready }
+//!     async fn commit(&self, _txn: TransactionId) -> Result<(), ParticipantError> { Ok(()) }
+//!     async fn rollback(&self, _txn: TransactionId) -> Result<(), ParticipantError> { Ok(()) }
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), dtxn::CoordinatorError> {
+//! let coordinator = TransactionCoordinator::new();
+//! let txn = coordinator.begin_transaction()?;
+//! for name in ["users", "products", "orders"] {
+//!     coordinator.register_participant(txn, Arc::new(Service(name)))?;
+//! }
+//! if coordinator.prepare_transaction(txn).await?.is_prepared() {
+//!     let outcome = coordinator.commit_transaction(txn).await?;
+//!     assert!(outcome.is_committed() && outcome.hazards.is_empty());
+//! }
+//! assert_eq!(coordinator.get_transaction_state(txn)?, TransactionState::Committed);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # The protocol
+//!
+//! [`prepare_transaction`](TransactionCoordinator::prepare_transaction)
+//! asks every participant to prepare, concurrently. If all vote
+//! [`Ready`](PreparedResult::Ready) or [`ReadOnly`](PreparedResult::ReadOnly)
+//! the transaction is `Prepared` and
+//! [`commit_transaction`](TransactionCoordinator::commit_transaction) tells
+//! the `Ready` voters to commit. The first [`Aborted`](PreparedResult::Aborted)
+//! vote — or a `prepare` that errs, panics or times out — decides Abort at
+//! once, and `rollback` goes to everyone who may hold work. Phase-2 calls
+//! that fail are retried with capped, jittered exponential backoff; a
+//! participant that still fails is given up on and reported as a *heuristic
+//! hazard* in the [`TransactionOutcome`], never hidden and never turning a
+//! Commit into an Abort. The full contract, with the state diagram and what
+//! each call does in each state, is in the repository's `PROTOCOL.md`.
+//!
+//! # Guarantees
+//!
+//! * **Atomicity**: no participant is told `commit` in a transaction in
+//!   which any is told `rollback`; the decision is Commit only if every
+//!   participant voted yes; it never changes.
+//! * **Bounded time**: phase 1 returns within the prepare timeout; phase 2
+//!   within the retry budget; a transaction left Active or Prepared is rolled
+//!   back at its deadline; dropping every coordinator handle rolls back what
+//!   no client can finish.
+//! * **Cancel safety**: every async method is cancel safe: the protocol runs
+//!   in spawned tasks, so dropping a future (a client timeout, an aborted
+//!   task) never leaves a transaction stuck.
+//! * **Isolation of failures**: a participant that panics or hangs affects
+//!   only its own call; no lock is held across `.await`, and transactions
+//!   only share brief accesses to a sharded table.
+//! * **Bounded memory**: at most `max_transactions` unfinished transactions;
+//!   finished ones are remembered for `retention_period` and at most
+//!   `retention_count`, then forgotten (calls then get `NotFound`).
+//!
+//! # Choosing options
+//!
+//! [`CoordinatorConfig`] holds every limit and timeout, with defaults
+//! suitable for in-datacenter services (100 participants, 1000 concurrent
+//! transactions, 5 s prepare timeout, 5 phase-2 attempts). Set the prepare
+//! timeout above your slowest participant's p99.9, and the transaction
+//! deadline above the longest time a client may hold a transaction open.
+//!
+//! # Layout
+//!
+//! * [`core`]: the deterministic protocol state machine (no I/O, no clock).
+//! * `driver` (this crate's [`TransactionCoordinator`]): the tokio shell that
+//!   executes the core's actions, owns timers, tasks and the table.
+//! * [`Participant`] and [`Blocking`]: what services implement.
+//! * [`CoordinatorConfig`], [`RetryPolicy`]: configuration.
+//! * [`CoordinatorError`]: what can be refused.
+//!
+//! Spans and events are emitted with [`tracing`](https://docs.rs/tracing)
+//! (target `dtxn`), each carrying the transaction id.
+
+#![warn(missing_docs)]
+#![forbid(unsafe_code)]
+
+mod config;
+pub mod core;
+mod driver;
+mod error;
+mod id;
+mod outcome;
+mod participant;
+
+pub use async_trait::async_trait;
+pub use config::{ConfigError, CoordinatorConfig, CoordinatorConfigBuilder, RetryPolicy};
+pub use core::{CallFailure, Decision, Operation, Phase2Status, PrepareStatus, TransactionState};
+pub use driver::{CoordinatorStats, TransactionCoordinator};
+pub use error::CoordinatorError;
+pub use id::{ParseTransactionIdError, TransactionId};
+pub use outcome::{
+    AbortReason, Hazard, ParticipantReport, PrepareOutcome, Registration, TransactionOutcome,
+    TransactionReport,
+};
+pub use participant::{
+    Blocking, BlockingParticipant, Participant, ParticipantError, PreparedResult,
+};
+
+#[cfg(test)]
+mod send_sync {
+    fn assert_send_sync<T: Send + Sync>() {}
+
+    #[test]
+    fn public_types_are_send_and_sync() {
+        assert_send_sync::<crate::TransactionCoordinator>();
+        assert_send_sync::<crate::CoordinatorError>();
+        assert_send_sync::<crate::TransactionOutcome>();
+        assert_send_sync::<crate::TransactionReport>();
+        assert_send_sync::<std::sync::Arc<dyn crate::Participant>>();
+        assert_send_sync::<crate::core::Transaction>();
+    }
+}
