@@ -152,17 +152,14 @@ impl Shared {
 }
 
 /// The background task: sweeps every `sweep_interval` until the coordinator
-/// is dropped, then rolls back whatever no client can finish any more.
+/// is dropped (the drop itself rolls back what no client can finish).
 async fn sweeper(shared: Weak<Shared>) {
     let Some(interval) = shared.upgrade().map(|s| s.config.sweep_interval) else {
         return;
     };
     loop {
         let notified = match shared.upgrade() {
-            Some(s) if s.shutdown.load(Ordering::Acquire) => {
-                s.sweep(true);
-                return;
-            }
+            Some(s) if s.shutdown.load(Ordering::Acquire) => return,
             Some(s) => {
                 s.sweep(false);
                 // Registered before sleeping so a shutdown is not missed.
@@ -205,6 +202,9 @@ impl Drop for Handle {
     fn drop(&mut self) {
         self.shared.shutdown.store(true, Ordering::Release);
         self.shared.wake_sweeper.notify_one();
+        // No client can finish what is still Active or Prepared: roll it
+        // back now. The spawned rollback tasks keep `Shared` alive until done.
+        self.shared.sweep(true);
     }
 }
 
