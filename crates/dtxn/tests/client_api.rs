@@ -46,7 +46,7 @@ async fn registering_outside_active_is_invalid_state() {
     let slow = Mock::new("slow")
         .on_prepare(Step::after(ms(10), Step::Ok))
         .arc();
-    let txn = begin_with(&c, &[slow]);
+    let txn = begin_with(&c, [slow]);
     let prepare = tokio::spawn({
         let c = c.clone();
         async move { c.prepare_transaction(txn).await }
@@ -108,7 +108,7 @@ async fn prepare_while_preparing_waits_for_the_same_phase_one() {
     let p = Mock::new("p")
         .on_prepare(Step::after(ms(20), Step::aborted("no")))
         .arc();
-    let txn = begin_with(&c, &[p.clone()]);
+    let txn = begin_with(&c, [p.clone()]);
     let (a, b, d) = tokio::join!(
         c.prepare_transaction(txn),
         c.prepare_transaction(txn),
@@ -123,7 +123,7 @@ async fn prepare_while_preparing_waits_for_the_same_phase_one() {
 async fn prepare_after_phase_one_returns_the_outcome_again_and_calls_nobody() {
     let c = coordinator();
     let p = Mock::new("p").arc();
-    let txn = begin_with(&c, &[p.clone()]);
+    let txn = begin_with(&c, [p.clone()]);
     assert!(c.prepare_transaction(txn).await.unwrap().is_prepared());
     assert!(c.prepare_transaction(txn).await.unwrap().is_prepared());
     c.commit_transaction(txn).await.unwrap();
@@ -131,7 +131,7 @@ async fn prepare_after_phase_one_returns_the_outcome_again_and_calls_nobody() {
     assert_eq!(p.calls(), [Kind::Prepare, Kind::Commit]);
 
     let no = Mock::new("no").on_prepare(Step::aborted("stock")).arc();
-    let txn = begin_with(&c, &[no.clone()]);
+    let txn = begin_with(&c, [no.clone()]);
     let first = c.prepare_transaction(txn).await.unwrap();
     assert!(matches!(
         first,
@@ -149,7 +149,7 @@ async fn commit_repeats_and_concurrent_commits_share_one_outcome() {
     let p = Mock::new("p")
         .on_commit(Step::after(ms(10), Step::Ok))
         .arc();
-    let txn = begin_with(&c, &[p.clone()]);
+    let txn = begin_with(&c, [p.clone()]);
     c.prepare_transaction(txn).await.unwrap();
     let (a, b) = tokio::join!(c.commit_transaction(txn), c.commit_transaction(txn));
     assert_eq!(a.unwrap(), b.unwrap());
@@ -164,7 +164,7 @@ async fn commit_before_prepare_is_invalid_state() {
     let slow = Mock::new("slow")
         .on_prepare(Step::after(ms(10), Step::Ok))
         .arc();
-    let txn = begin_with(&c, &[slow.clone()]);
+    let txn = begin_with(&c, [slow.clone()]);
     assert_eq!(
         invalid(c.commit_transaction(txn).await.unwrap_err()),
         (TransactionState::Active, Operation::Commit)
@@ -189,7 +189,7 @@ async fn commit_after_abort_decision_is_invalid_state() {
     let p = Mock::new("p")
         .on_rollback(Step::after(ms(10), Step::Ok))
         .arc();
-    let txn = begin_with(&c, &[p.clone()]);
+    let txn = begin_with(&c, [p.clone()]);
     c.prepare_transaction(txn).await.unwrap();
     let rollback = tokio::spawn({
         let c = c.clone();
@@ -215,7 +215,7 @@ async fn rollback_while_preparing_decides_abort() {
     let slow = Mock::new("slow")
         .on_prepare(Step::after(ms(30), Step::Ok))
         .arc();
-    let txn = begin_with(&c, &[ready.clone(), slow.clone()]);
+    let txn = begin_with(&c, [ready.clone(), slow.clone()]);
     let prepare = tokio::spawn({
         let c = c.clone();
         async move { c.prepare_transaction(txn).await }
@@ -235,7 +235,7 @@ async fn rollback_while_preparing_decides_abort() {
 async fn rollback_is_idempotent() {
     let c = coordinator();
     let p = Mock::new("p").arc();
-    let txn = begin_with(&c, &[p.clone()]);
+    let txn = begin_with(&c, [p.clone()]);
     c.prepare_transaction(txn).await.unwrap();
     let first = c.rollback_transaction(txn).await.unwrap();
     assert_eq!(c.rollback_transaction(txn).await.unwrap(), first);
@@ -248,7 +248,7 @@ async fn rollback_after_commit_decision_is_invalid_state() {
     let p = Mock::new("p")
         .on_commit(Step::after(ms(10), Step::Ok))
         .arc();
-    let txn = begin_with(&c, &[p.clone()]);
+    let txn = begin_with(&c, [p.clone()]);
     c.prepare_transaction(txn).await.unwrap();
     let commit = tokio::spawn({
         let c = c.clone();
@@ -289,7 +289,7 @@ async fn finished_transactions_are_forgotten_after_the_retention_period() {
             .build()
             .unwrap(),
     );
-    let txn = begin_with(&c, &[Mock::new("p").arc()]);
+    let txn = begin_with(&c, [Mock::new("p").arc()]);
     c.prepare_transaction(txn).await.unwrap();
     c.commit_transaction(txn).await.unwrap();
     tokio::time::sleep(ms(500)).await;
@@ -310,7 +310,7 @@ async fn at_most_retention_count_finished_transactions_are_remembered() {
     let c = TransactionCoordinator::with_config(config().retention_count(10).build().unwrap());
     let mut ids = Vec::new();
     for _ in 0..50 {
-        let txn = begin_with(&c, &[Mock::new("p").arc()]);
+        let txn = begin_with(&c, [Mock::new("p").arc()]);
         c.rollback_transaction(txn).await.unwrap();
         ids.push(txn);
     }

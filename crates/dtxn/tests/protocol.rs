@@ -17,7 +17,7 @@ use tokio::time::Instant;
 async fn all_ready_commits_and_each_voter_gets_commit_once() {
     let c = coordinator();
     let ps: Vec<_> = (0..3).map(|i| Mock::new(&format!("p{i}")).arc()).collect();
-    let txn = begin_with(&c, &ps);
+    let txn = begin_with(&c, ps.iter().cloned());
     assert_eq!(
         c.prepare_transaction(txn).await.unwrap(),
         PrepareOutcome::Prepared
@@ -49,7 +49,7 @@ async fn read_only_voters_get_no_phase_two() {
         .on_prepare(Step::Vote(PreparedResult::ReadOnly))
         .arc();
     let rw = Mock::new("rw").arc();
-    let txn = begin_with(&c, &[ro.clone(), rw.clone()]);
+    let txn = begin_with(&c, [ro.clone(), rw.clone()]);
     c.prepare_transaction(txn).await.unwrap();
     c.commit_transaction(txn).await.unwrap();
     assert_eq!(ro.calls(), [Kind::Prepare]);
@@ -66,7 +66,7 @@ async fn all_read_only_commits_without_phase_two() {
                 .arc()
         })
         .collect();
-    let txn = begin_with(&c, &ps);
+    let txn = begin_with(&c, ps.iter().cloned());
     c.prepare_transaction(txn).await.unwrap();
     assert!(c.commit_transaction(txn).await.unwrap().is_committed());
     assert!(ps.iter().all(|p| p.calls() == [Kind::Prepare]));
@@ -81,7 +81,7 @@ async fn first_no_vote_decides_abort_without_waiting_for_slow_participants() {
     let slow = Mock::new("slow")
         .on_prepare(Step::after(ms(90), Step::Ok))
         .arc();
-    let txn = begin_with(&c, &[no.clone(), slow.clone()]);
+    let txn = begin_with(&c, [no.clone(), slow.clone()]);
     let start = Instant::now();
     let outcome = c.prepare_transaction(txn).await.unwrap();
     assert_eq!(
@@ -119,7 +119,7 @@ async fn rollback_reaches_in_flight_prepares() {
     let late_ro = Mock::new("late-ro")
         .on_prepare(Step::after(ms(50), Step::Vote(PreparedResult::ReadOnly)))
         .arc();
-    let txn = begin_with(&c, &[no.clone(), late_ready.clone(), late_ro.clone()]);
+    let txn = begin_with(&c, [no.clone(), late_ready.clone(), late_ro.clone()]);
     assert!(!c.prepare_transaction(txn).await.unwrap().is_prepared());
     c.rollback_transaction(txn).await.unwrap();
     assert_eq!(late_ready.calls(), [Kind::Prepare, Kind::Rollback]);
@@ -140,7 +140,7 @@ async fn prepare_that_panics_counts_as_abort_and_gets_rollback() {
     let c = coordinator();
     let bad = Mock::new("bad").on_prepare(Step::Panic).arc();
     let good = Mock::new("good").arc();
-    let txn = begin_with(&c, &[bad.clone(), good.clone()]);
+    let txn = begin_with(&c, [bad.clone(), good.clone()]);
     match c.prepare_transaction(txn).await.unwrap() {
         PrepareOutcome::Aborted(AbortReason::PrepareFailed {
             participant,
@@ -165,7 +165,7 @@ async fn prepare_that_panics_counts_as_abort_and_gets_rollback() {
 async fn prepare_that_hangs_times_out_within_the_prepare_timeout() {
     let c = coordinator();
     let hang = Mock::new("hang").on_prepare(Step::Hang).arc();
-    let txn = begin_with(&c, &[hang.clone(), Mock::new("ok").arc()]);
+    let txn = begin_with(&c, [hang.clone(), Mock::new("ok").arc()]);
     let start = Instant::now();
     let outcome = c.prepare_transaction(txn).await.unwrap();
     assert_eq!(start.elapsed(), c.config().prepare_timeout());
@@ -184,7 +184,7 @@ async fn prepare_that_hangs_times_out_within_the_prepare_timeout() {
 async fn rollback_of_active_transaction_reaches_participants_never_asked_to_prepare() {
     let c = coordinator();
     let ps: Vec<_> = (0..3).map(|_| Mock::new("p").arc()).collect();
-    let txn = begin_with(&c, &ps);
+    let txn = begin_with(&c, ps.iter().cloned());
     let outcome = c.rollback_transaction(txn).await.unwrap();
     assert_eq!(outcome.abort_reason, Some(AbortReason::RolledBack));
     assert!(ps.iter().all(|p| p.calls() == [Kind::Rollback]));
@@ -197,7 +197,7 @@ async fn failing_commit_is_retried_until_acknowledged() {
         .on_commit(Step::Fail(ParticipantError::transient("busy")))
         .on_commit(Step::Panic)
         .arc();
-    let txn = begin_with(&c, &[flaky.clone()]);
+    let txn = begin_with(&c, [flaky.clone()]);
     c.prepare_transaction(txn).await.unwrap();
     let outcome = c.commit_transaction(txn).await.unwrap();
     assert!(outcome.is_committed() && outcome.hazards.is_empty());
@@ -218,7 +218,7 @@ async fn commit_given_up_after_retry_budget_is_a_hazard_not_an_abort() {
         .on_commit(Step::Fail(ParticipantError::transient("still down")))
         .arc();
     let ok = Mock::new("ok").arc();
-    let txn = begin_with(&c, &[dead.clone(), ok.clone()]);
+    let txn = begin_with(&c, [dead.clone(), ok.clone()]);
     c.prepare_transaction(txn).await.unwrap();
     let start = Instant::now();
     let outcome = c.commit_transaction(txn).await.unwrap();
@@ -247,7 +247,7 @@ async fn permanent_error_is_given_up_at_once() {
     let gone = Mock::new("gone")
         .on_rollback(Step::Fail(ParticipantError::permanent("deleted")))
         .arc();
-    let txn = begin_with(&c, &[gone.clone()]);
+    let txn = begin_with(&c, [gone.clone()]);
     let outcome = c.rollback_transaction(txn).await.unwrap();
     assert_eq!(outcome.decision, Decision::Abort);
     assert_eq!(outcome.hazards.len(), 1);
@@ -258,7 +258,7 @@ async fn permanent_error_is_given_up_at_once() {
 async fn active_transaction_past_its_deadline_is_rolled_back_by_the_coordinator() {
     let c = coordinator();
     let p = Mock::new("p").arc();
-    let txn = begin_with(&c, &[p.clone()]);
+    let txn = begin_with(&c, [p.clone()]);
     let deadline = c.config().transaction_deadline();
     tokio::time::sleep(deadline + c.config().sweep_interval()).await;
     // No client call: the sweeper rolled it back.
@@ -273,7 +273,7 @@ async fn active_transaction_past_its_deadline_is_rolled_back_by_the_coordinator(
 async fn prepared_transaction_past_its_deadline_is_rolled_back() {
     let c = coordinator();
     let p = Mock::new("p").arc();
-    let txn = begin_with(&c, &[p.clone()]);
+    let txn = begin_with(&c, [p.clone()]);
     c.prepare_transaction(txn).await.unwrap();
     tokio::time::advance(c.config().transaction_deadline()).await;
     // A client call at the deadline sees the expiry deterministically.
@@ -296,7 +296,7 @@ async fn dropping_a_commit_future_still_finishes_the_transaction() {
     let slow = Mock::new("slow")
         .on_commit(Step::after(ms(50), Step::Ok))
         .arc();
-    let txn = begin_with(&c, &[slow.clone()]);
+    let txn = begin_with(&c, [slow.clone()]);
     c.prepare_transaction(txn).await.unwrap();
     // The client gives up after 1 ms.
     assert!(tokio::time::timeout(ms(1), c.commit_transaction(txn))
@@ -323,7 +323,7 @@ async fn dropping_a_prepare_future_still_finishes_phase_one() {
     let slow = Mock::new("slow")
         .on_prepare(Step::after(ms(50), Step::Ok))
         .arc();
-    let txn = begin_with(&c, &[slow.clone()]);
+    let txn = begin_with(&c, [slow.clone()]);
     let task = tokio::spawn({
         let c = c.clone();
         async move { c.prepare_transaction(txn).await }
@@ -346,7 +346,7 @@ async fn concurrent_commit_and_rollback_take_exactly_one_decision() {
         .on_commit(Step::after(ms(5), Step::Ok))
         .on_rollback(Step::after(ms(5), Step::Ok))
         .arc();
-    let txn = begin_with(&c, &[p.clone()]);
+    let txn = begin_with(&c, [p.clone()]);
     c.prepare_transaction(txn).await.unwrap();
     let mut handles = Vec::new();
     for i in 0..20 {
@@ -379,16 +379,16 @@ async fn a_panicking_participant_does_not_affect_other_transactions() {
         .on_prepare(Step::Panic)
         .on_commit(Step::Panic)
         .arc();
-    let t1 = begin_with(&c, &[bomb.clone()]);
+    let t1 = begin_with(&c, [bomb.clone()]);
     let good = Mock::new("good").arc();
-    let t2 = begin_with(&c, &[good.clone()]);
+    let t2 = begin_with(&c, [good.clone()]);
     let (r1, r2) = tokio::join!(c.prepare_transaction(t1), c.prepare_transaction(t2));
     assert!(!r1.unwrap().is_prepared());
     assert!(r2.unwrap().is_prepared());
     assert!(c.commit_transaction(t2).await.unwrap().is_committed());
     c.rollback_transaction(t1).await.unwrap();
     // The coordinator is healthy afterwards.
-    let t3 = begin_with(&c, &[Mock::new("x").arc()]);
+    let t3 = begin_with(&c, [Mock::new("x").arc()]);
     c.prepare_transaction(t3).await.unwrap();
     assert!(c.commit_transaction(t3).await.unwrap().is_committed());
 }
@@ -419,8 +419,8 @@ async fn dropping_the_coordinator_rolls_back_what_no_client_can_finish() {
     let c = coordinator();
     let p = Mock::new("p").arc();
     let q = Mock::new("q").arc();
-    let t1 = begin_with(&c, &[p.clone()]);
-    let t2 = begin_with(&c, &[q.clone()]);
+    let t1 = begin_with(&c, [p.clone()]);
+    let t2 = begin_with(&c, [q.clone()]);
     c.prepare_transaction(t2).await.unwrap();
     let _ = t1;
     drop(c);
@@ -438,7 +438,7 @@ async fn report_names_each_participant_with_vote_result_and_timings() {
     let b = Mock::new("products")
         .on_prepare(Step::Vote(PreparedResult::ReadOnly))
         .arc();
-    let txn = begin_with(&c, &[a, b]);
+    let txn = begin_with(&c, [a, b]);
     c.prepare_transaction(txn).await.unwrap();
     c.commit_transaction(txn).await.unwrap();
     let report = c.transaction_report(txn).unwrap();

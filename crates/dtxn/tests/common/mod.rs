@@ -154,10 +154,13 @@ pub fn coordinator() -> dtxn::TransactionCoordinator {
 }
 
 /// Begins a transaction with the given participants registered.
-pub fn begin_with(c: &dtxn::TransactionCoordinator, participants: &[Arc<Mock>]) -> TransactionId {
+pub fn begin_with(
+    c: &dtxn::TransactionCoordinator,
+    participants: impl IntoIterator<Item = Arc<Mock>>,
+) -> TransactionId {
     let txn = c.begin_transaction().unwrap();
     for p in participants {
-        c.register_participant(txn, Arc::clone(p) as Arc<dyn Participant>)
+        c.register_participant(txn, p as Arc<dyn Participant>)
             .unwrap();
     }
     txn
