@@ -52,7 +52,7 @@
 //! participant that still fails is given up on and reported as a *heuristic
 //! hazard* in the [`TransactionOutcome`], never hidden and never turning a
 //! Commit into an Abort. The full contract, with the state diagram and what
-//! each call does in each state, is in the repository's `PROTOCOL.md`.
+//! each call does in each state, is in the repository's `docs/PROTOCOL.md`.
 //!
 //! # Guarantees
 //!
@@ -117,6 +117,11 @@ pub use outcome::{
 pub use participant::{
     Blocking, BlockingParticipant, Participant, ParticipantError, PreparedResult,
 };
+
+/// The README's examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+pub struct ReadmeDoctests;
 
 #[cfg(test)]
 mod send_sync {
