@@ -145,12 +145,14 @@ impl Entry {
         let result = inner.machine.handle(event, &mut actions);
         let after = inner.machine.state();
         let t = self.since_begun(now);
+        let mut gave_up = None;
         if let Some((i, prepare)) = completed {
             if result.is_ok() {
-                let done = !matches!(
-                    inner.machine.peers()[i].phase2,
-                    crate::core::Phase2Status::InFlight { .. }
-                );
+                let phase2 = &inner.machine.peers()[i].phase2;
+                let done = !matches!(phase2, crate::core::Phase2Status::InFlight { .. });
+                if let crate::core::Phase2Status::GaveUp { attempts, .. } = phase2 {
+                    gave_up = Some((Arc::clone(&inner.participants[i]), *attempts));
+                }
                 let times = &mut inner.times[i];
                 if prepare {
                     times.prepared = t;
@@ -194,6 +196,15 @@ impl Entry {
             after
         });
         drop(inner);
+        if let Some((p, attempts)) = gave_up {
+            tracing::warn!(
+                txn = %self.id,
+                participant = %safe_name(&*p),
+                attempts,
+                decision = ?after.decision(),
+                "participant given up on in phase 2: heuristic hazard"
+            );
+        }
         Applied {
             calls,
             changed_to,

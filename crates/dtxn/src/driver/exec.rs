@@ -112,16 +112,21 @@ async fn perform(
                 .and_then(|r| r.map_err(CallFailure::Error)),
         },
     };
-    if let Event::PrepareDone {
-        result: Err(failure),
-        ..
-    }
-    | Event::Phase2Done {
-        result: Err(failure),
-        ..
-    } = &event
-    {
-        tracing::warn!(txn = %txn, participant = %safe_name(&**p), action = ?call.action, %failure, "participant call failed");
+    match &event {
+        Event::PrepareDone {
+            result: Err(failure),
+            ..
+        } => {
+            tracing::debug!(%txn, participant = %safe_name(&**p), %failure, "prepare failed");
+        }
+        Event::Phase2Done {
+            result: Err(failure),
+            attempt,
+            ..
+        } => {
+            tracing::info!(%txn, participant = %safe_name(&**p), attempt, %failure, "phase-2 call failed");
+        }
+        _ => {}
     }
     event
 }
