@@ -182,6 +182,8 @@ pub struct CoordinatorConfig {
     pub(crate) retention_period: Duration,
     pub(crate) retention_count: usize,
     pub(crate) sweep_interval: Duration,
+    #[cfg(feature = "planted-bugs")]
+    pub(crate) planted_bug: Option<crate::core::PlantedBug>,
 }
 
 impl CoordinatorConfig {
@@ -259,6 +261,8 @@ impl Default for CoordinatorConfig {
             retention_period: Self::DEFAULT_RETENTION_PERIOD,
             retention_count: Self::DEFAULT_RETENTION_COUNT,
             sweep_interval: Self::DEFAULT_SWEEP_INTERVAL,
+            #[cfg(feature = "planted-bugs")]
+            planted_bug: None,
         }
     }
 }
@@ -318,6 +322,15 @@ impl CoordinatorConfigBuilder {
         /// Period of the background sweep (> 0).
         sweep_interval: Duration
     );
+
+    /// Plants a deliberate protocol bug in every transaction (verification
+    /// only; requires the `planted-bugs` feature).
+    #[cfg(feature = "planted-bugs")]
+    #[doc(hidden)]
+    pub fn planted_bug(mut self, bug: crate::core::PlantedBug) -> Self {
+        self.config.planted_bug = Some(bug);
+        self
+    }
 
     /// Validates the settings.
     pub fn build(self) -> Result<CoordinatorConfig, ConfigError> {

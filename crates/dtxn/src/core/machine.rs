@@ -33,6 +33,32 @@ pub struct Transaction {
     /// Participants that still need phase 2 to finish before the transaction
     /// is terminal (including in-flight prepares after an Abort decision).
     outstanding: usize,
+    #[cfg(feature = "planted-bugs")]
+    planted: Option<PlantedBug>,
+}
+
+/// Deliberate protocol bugs, compiled in only with the `planted-bugs`
+/// feature, that the verification suite must catch (so none of its checkers
+/// can pass vacuously). Without the feature no bug can be switched on.
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PlantedBug {
+    /// A commit request after an Abort decision sends `commit` to the Ready
+    /// voters (breaks agreement).
+    CommitAfterAbort,
+    /// The Abort decision forgets prepares still in flight: a late `Ready`
+    /// never gets `rollback` (breaks rollback coverage).
+    ForgetInFlightPrepare,
+    /// A Commit decision with a hazard is reported as Aborted (breaks
+    /// stability / honest outcome).
+    AbortedAfterCommit,
+    /// The first `Ready` vote makes the transaction Prepared without waiting
+    /// for the others (breaks commit validity).
+    PreparedOnFirstReady,
+    /// A participant given up on is recorded as acknowledged (hides a hazard).
+    HideHazard,
+    /// `ReadOnly` voters also get `commit` (breaks phase discipline).
+    CommitReadOnly,
 }
 
 impl Transaction {
@@ -45,7 +71,24 @@ impl Transaction {
             limits,
             preparing: 0,
             outstanding: 0,
+            #[cfg(feature = "planted-bugs")]
+            planted: None,
         }
+    }
+
+    /// Switches on a deliberate bug (verification only).
+    #[cfg(feature = "planted-bugs")]
+    #[doc(hidden)]
+    pub fn plant(&mut self, bug: PlantedBug) {
+        self.planted = Some(bug);
+    }
+
+    #[inline]
+    fn planted(&self, _bug: PlantedBug) -> bool {
+        #[cfg(feature = "planted-bugs")]
+        return self.planted == Some(_bug);
+        #[cfg(not(feature = "planted-bugs"))]
+        false
     }
 
     /// The current state.
@@ -141,10 +184,25 @@ impl Transaction {
                 _ => Ok(()),
             },
             Event::Commit => match self.state {
+                Aborting | Aborted if self.planted(PlantedBug::CommitAfterAbort) => {
+                    for (participant, peer) in self.peers.iter().enumerate() {
+                        if peer.prepare == PrepareStatus::Voted(PreparedResult::Ready) {
+                            actions.push(Action::Commit {
+                                participant,
+                                attempt: 1,
+                            });
+                        }
+                    }
+                    Ok(())
+                }
                 Prepared => {
                     self.transit(Committing)?;
+                    let read_only_too = self.planted(PlantedBug::CommitReadOnly);
                     for (participant, peer) in self.peers.iter_mut().enumerate() {
-                        if peer.prepare == PrepareStatus::Voted(PreparedResult::Ready) {
+                        if peer.prepare == PrepareStatus::Voted(PreparedResult::Ready)
+                            || (read_only_too
+                                && peer.prepare == PrepareStatus::Voted(PreparedResult::ReadOnly))
+                        {
                             peer.phase2 = Phase2Status::InFlight { attempt: 1 };
                             self.outstanding += 1;
                             actions.push(Action::Commit {
@@ -206,6 +264,7 @@ impl Transaction {
     ) -> Result<(), CoreError> {
         self.transit(TransactionState::Aborting)?;
         self.cause = Some(cause);
+        let forget_in_flight = self.planted(PlantedBug::ForgetInFlightPrepare);
         for (participant, peer) in self.peers.iter_mut().enumerate() {
             match &peer.prepare {
                 PrepareStatus::NotAsked
@@ -218,6 +277,7 @@ impl Transaction {
                         attempt: 1,
                     });
                 }
+                PrepareStatus::InFlight if forget_in_flight => {}
                 PrepareStatus::InFlight => self.outstanding += 1,
                 PrepareStatus::Voted(PreparedResult::ReadOnly | PreparedResult::Aborted(_)) => {}
             }
@@ -231,6 +291,8 @@ impl Transaction {
         result: Result<PreparedResult, CallFailure>,
         actions: &mut Vec<Action>,
     ) -> Result<(), CoreError> {
+        let first_ready_prepares = self.planted(PlantedBug::PreparedOnFirstReady);
+        let forget_in_flight = self.planted(PlantedBug::ForgetInFlightPrepare);
         let peer = self
             .peers
             .get_mut(participant)
@@ -262,8 +324,14 @@ impl Transaction {
                     self.decide_abort(cause, actions)
                 }
                 _ if self.preparing == 0 => self.transit(TransactionState::Prepared),
+                PrepareStatus::Voted(PreparedResult::Ready) if first_ready_prepares => {
+                    self.transit(TransactionState::Prepared)
+                }
                 _ => Ok(()),
             },
+            TransactionState::Aborting | TransactionState::Aborted if forget_in_flight => {
+                self.finish_if_done()
+            }
             TransactionState::Aborting => {
                 // A late answer after the Abort decision: this participant was
                 // counted as outstanding in `decide_abort`.
@@ -295,6 +363,7 @@ impl Transaction {
     ) -> Result<(), CoreError> {
         let max_attempts = self.limits.retry.max_attempts();
         let commit = self.state == TransactionState::Committing;
+        let hide_hazard = self.planted(PlantedBug::HideHazard);
         let peer = self
             .peers
             .get_mut(participant)
@@ -302,6 +371,10 @@ impl Transaction {
             .ok_or(CoreError::Stale { participant })?;
         match result {
             Ok(()) => {
+                peer.phase2 = Phase2Status::Acknowledged { attempts: attempt };
+                self.outstanding -= 1;
+            }
+            Err(_) if attempt >= max_attempts && hide_hazard => {
                 peer.phase2 = Phase2Status::Acknowledged { attempts: attempt };
                 self.outstanding -= 1;
             }
@@ -336,6 +409,13 @@ impl Transaction {
             return Ok(());
         }
         match self.state {
+            TransactionState::Committing
+                if self.planted(PlantedBug::AbortedAfterCommit) && self.hazards().next().is_some() =>
+            {
+                // Deliberately bypasses `transit`.
+                self.state = TransactionState::Aborted;
+                Ok(())
+            }
             TransactionState::Committing => self.transit(TransactionState::Committed),
             TransactionState::Aborting => self.transit(TransactionState::Aborted),
             _ => Ok(()),

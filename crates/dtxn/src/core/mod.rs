@@ -36,7 +36,7 @@
 mod machine;
 mod types;
 
-pub use machine::{Limits, Transaction};
+pub use machine::{Limits, PlantedBug, Transaction};
 pub use types::{
     AbortCause, Action, CallFailure, CoreError, Decision, Event, Operation, Peer, Phase2Status,
     PrepareStatus, TransactionState,

@@ -317,9 +317,15 @@ impl TransactionCoordinator {
             shared.next_sequence.fetch_add(1, Ordering::Relaxed),
         );
         let now = Instant::now();
+        #[allow(unused_mut)]
+        let mut machine = Transaction::new(shared.limits);
+        #[cfg(feature = "planted-bugs")]
+        if let Some(bug) = shared.config.planted_bug {
+            machine.plant(bug);
+        }
         let entry = Arc::new(Entry::new(
             id,
-            Transaction::new(shared.limits),
+            machine,
             now,
             now + shared.config.transaction_deadline,
         ));
