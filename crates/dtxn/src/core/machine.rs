@@ -410,7 +410,8 @@ impl Transaction {
         }
         match self.state {
             TransactionState::Committing
-                if self.planted(PlantedBug::AbortedAfterCommit) && self.hazards().next().is_some() =>
+                if self.planted(PlantedBug::AbortedAfterCommit)
+                    && self.hazards().next().is_some() =>
             {
                 // Deliberately bypasses `transit`.
                 self.state = TransactionState::Aborted;

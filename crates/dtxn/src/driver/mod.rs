@@ -96,12 +96,19 @@ impl Shared {
         self: &Arc<Self>,
         entry: &Arc<Entry>,
         event: Event,
-        phase: &'static str,
+        operation: Operation,
     ) -> Result<(), CoordinatorError> {
         let applied = entry.apply(event, true, &self.config.retry);
+        let phase = match operation {
+            Operation::Prepare => "prepare",
+            Operation::Commit => "commit",
+            Operation::Rollback | Operation::Register => "rollback",
+        };
         spawn_calls(self, entry, applied.calls, phase);
         self.after_apply(entry, applied.changed_to);
-        applied.result.map_err(|e| map_core_error(entry.id, e))
+        applied
+            .result
+            .map_err(|e| map_core_error(entry, e, operation))
     }
 
     /// Rolls back expired (or, at shutdown, all) Active/Prepared
@@ -176,7 +183,8 @@ async fn sweeper(shared: Weak<Shared>) {
     }
 }
 
-fn map_core_error(txn: TransactionId, e: CoreError) -> CoordinatorError {
+fn map_core_error(entry: &Entry, e: CoreError, operation: Operation) -> CoordinatorError {
+    let txn = entry.id;
     match e {
         CoreError::InvalidState { current, operation } => CoordinatorError::InvalidState {
             txn,
@@ -186,9 +194,15 @@ fn map_core_error(txn: TransactionId, e: CoreError) -> CoordinatorError {
         CoreError::TooManyParticipants { limit } => {
             CoordinatorError::TooManyParticipants { txn, limit }
         }
-        // Only call results can be stale or illegal, never client events.
+        // Client events are never stale and the core never makes an illegal
+        // move on one; should it ever, refuse the call rather than panic.
         CoreError::Stale { .. } | CoreError::IllegalTransition { .. } => {
-            unreachable!("client events never yield {e}")
+            tracing::error!(%txn, error = %e, "core refused a client event unexpectedly");
+            CoordinatorError::InvalidState {
+                txn,
+                current: entry.state(),
+                operation,
+            }
         }
     }
 }
@@ -354,7 +368,7 @@ impl TransactionCoordinator {
         match entry.register(participant) {
             Ok(true) => Ok(Registration::Registered),
             Ok(false) => Ok(Registration::AlreadyRegistered),
-            Err(e) => Err(map_core_error(txn, e)),
+            Err(e) => Err(map_core_error(&entry, e, Operation::Register)),
         }
     }
 
@@ -386,7 +400,7 @@ impl TransactionCoordinator {
     ) -> Result<PrepareOutcome, CoordinatorError> {
         let shared = self.shared();
         let entry = shared.get(txn)?;
-        shared.client_event(&entry, Event::Prepare, "prepare")?;
+        shared.client_event(&entry, Event::Prepare, Operation::Prepare)?;
         let state = entry.wait_for(|s| s != TransactionState::Preparing).await;
         match state {
             TransactionState::Prepared
@@ -434,7 +448,7 @@ impl TransactionCoordinator {
     ) -> Result<TransactionOutcome, CoordinatorError> {
         let shared = self.shared();
         let entry = shared.get(txn)?;
-        shared.client_event(&entry, Event::Commit, "commit")?;
+        shared.client_event(&entry, Event::Commit, Operation::Commit)?;
         entry.wait_for(TransactionState::is_terminal).await;
         Ok(entry.outcome())
     }
@@ -461,7 +475,7 @@ impl TransactionCoordinator {
     ) -> Result<TransactionOutcome, CoordinatorError> {
         let shared = self.shared();
         let entry = shared.get(txn)?;
-        shared.client_event(&entry, Event::Rollback, "rollback")?;
+        shared.client_event(&entry, Event::Rollback, Operation::Rollback)?;
         entry.wait_for(TransactionState::is_terminal).await;
         Ok(entry.outcome())
     }
