@@ -1,1 +1,70 @@
-fn main() {}
+//! `dtxn`: the command-line front end of the dtxn coordinator.
+//!
+//! Without a subcommand it runs the demo scenario (see [`demo`]), so
+//! `dtxn --transactions 5000 --json` and `dtxn demo --transactions 5000
+//! --json` are the same run.
+//!
+//! Logs go to stderr, filtered by `RUST_LOG` (default `warn`: heuristic
+//! hazards and protocol violations, not the failures the demo injects on
+//! purpose, which the coordinator logs at `info`).
+
+mod demo;
+
+use std::io::IsTerminal;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+
+/// The log filter when `RUST_LOG` is not set.
+const DEFAULT_LOG_FILTER: &str = "warn";
+
+/// Two-phase-commit transactions across in-process services.
+#[derive(Debug, Parser)]
+#[command(name = "dtxn", version, about, args_conflicts_with_subcommands = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+
+    /// Demo options, used when no subcommand is given.
+    #[command(flatten)]
+    demo: demo::DemoArgs,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the demo scenario: concurrent sign-ups across a user, a product
+    /// and an order service, some failing, then a consistency check (the
+    /// default command).
+    Demo(demo::DemoArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_time()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("dtxn: cannot start the tokio runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match cli.command {
+        Some(Command::Demo(args)) => runtime.block_on(demo::execute(args)),
+        None => runtime.block_on(demo::execute(cli.demo)),
+    }
+}
+
+/// Logs to stderr, filtered by `RUST_LOG` or [`DEFAULT_LOG_FILTER`].
+fn init_tracing() {
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_LOG_FILTER));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+}
