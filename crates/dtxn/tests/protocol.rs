@@ -502,3 +502,49 @@ async fn blocking_participants_run_off_the_runtime_and_their_panics_are_caught()
     }
     let _ = Duration::ZERO;
 }
+
+#[tokio::test(start_paused = true)]
+async fn dropping_the_coordinator_while_preparing_rolls_back_once_phase_one_ends() {
+    let c = coordinator();
+    let slow = Mock::new("slow")
+        .on_prepare(Step::after(ms(50), Step::Ok))
+        .arc();
+    let txn = begin_with(&c, [slow.clone()]);
+    // The client gives up on prepare, then drops the coordinator.
+    assert!(tokio::time::timeout(ms(5), c.prepare_transaction(txn))
+        .await
+        .is_err());
+    drop(c);
+    tokio::time::sleep(ms(100)).await;
+    assert_eq!(slow.calls(), [Kind::Prepare, Kind::Rollback]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn deadline_passing_during_phase_one_rolls_back_when_it_ends() {
+    let c = dtxn::TransactionCoordinator::with_config(
+        common::config()
+            .prepare_timeout(ms(500))
+            .transaction_deadline(ms(600))
+            .sweep_interval(Duration::from_secs(3600))
+            .build()
+            .unwrap(),
+    );
+    let slow = Mock::new("slow")
+        .on_prepare(Step::after(ms(400), Step::Ok))
+        .arc();
+    let txn = begin_with(&c, [slow.clone()]);
+    tokio::time::sleep(ms(300)).await;
+    let task = tokio::spawn({
+        let c = c.clone();
+        async move { c.prepare_transaction(txn).await }
+    });
+    // Phase 1 ends at 700 ms, past the 600 ms deadline: rolled back at once,
+    // without waiting for the (hour-long) sweep.
+    let _ = task.await.unwrap();
+    tokio::time::sleep(ms(1)).await;
+    assert_eq!(slow.calls(), [Kind::Prepare, Kind::Rollback]);
+    assert_eq!(
+        c.get_transaction_state(txn).unwrap(),
+        TransactionState::Aborted
+    );
+}

@@ -230,9 +230,10 @@ impl Transaction {
                     };
                     self.decide_abort(cause, actions)
                 }
-                // Phase 1 is bounded by the prepare timeout; the driver
-                // re-checks the deadline once it ends. Decided transactions
-                // are bounded by the retry policy.
+                // Phase 1 is bounded by the prepare timeout; when it ends in
+                // Prepared the driver delivers the event again (an expired
+                // deadline or a shutdown). Decided transactions are bounded
+                // by the retry policy.
                 _ => Ok(()),
             },
             Event::PrepareDone {
@@ -293,6 +294,22 @@ impl Transaction {
     ) -> Result<(), CoreError> {
         let first_ready_prepares = self.planted(PlantedBug::PreparedOnFirstReady);
         let forget_in_flight = self.planted(PlantedBug::ForgetInFlightPrepare);
+        if self.peers.get(participant).map(|p| &p.prepare) != Some(&PrepareStatus::InFlight) {
+            return Err(CoreError::Stale { participant });
+        }
+        // A prepare can only be in flight in Preparing or Aborting; refuse
+        // before changing anything.
+        let expected = matches!(
+            self.state,
+            TransactionState::Preparing | TransactionState::Aborting
+        ) || (forget_in_flight && self.state == TransactionState::Aborted)
+            || first_ready_prepares;
+        if !expected {
+            return Err(CoreError::IllegalTransition {
+                from: self.state,
+                to: self.state,
+            });
+        }
         let peer = self
             .peers
             .get_mut(participant)

@@ -13,7 +13,7 @@ use tracing::Instrument;
 
 use super::entry::{safe_name, Call, Entry};
 use super::Shared;
-use crate::core::{Action, CallFailure, Event};
+use crate::core::{Action, CallFailure, Event, TransactionState};
 use crate::TransactionId;
 
 /// Spawns a task that performs `calls` and keeps feeding their results (and
@@ -64,7 +64,17 @@ async fn run(shared: Arc<Shared>, entry: Arc<Entry>, calls: Vec<Call>) {
             tracing::error!(txn = %entry.id, error = %e, "core refused a call result");
         }
         shared.after_apply(&entry, applied.changed_to);
-        for call in applied.calls {
+        let mut calls = applied.calls;
+        if applied.changed_to == Some(TransactionState::Prepared) {
+            // The deadline and shutdown are ignored while Preparing; deliver
+            // them now that phase 1 has ended, or nobody ever will.
+            if let Some(event) = shared.pending_abandonment(&entry) {
+                let again = entry.apply(event, false, &shared.config.retry);
+                shared.after_apply(&entry, again.changed_to);
+                calls.extend(again.calls);
+            }
+        }
+        for call in calls {
             pending.push(perform(
                 call,
                 entry.id,

@@ -111,6 +111,18 @@ impl Shared {
             .map_err(|e| map_core_error(entry, e, operation))
     }
 
+    /// The event that abandons `entry` now, if any: `Shutdown` once the last
+    /// handle is gone, `DeadlineExpired` past its deadline.
+    pub(crate) fn pending_abandonment(&self, entry: &Entry) -> Option<Event> {
+        if self.shutdown.load(Ordering::Acquire) {
+            Some(Event::Shutdown)
+        } else if Instant::now() >= entry.deadline {
+            Some(Event::DeadlineExpired)
+        } else {
+            None
+        }
+    }
+
     /// Rolls back expired (or, at shutdown, all) Active/Prepared
     /// transactions and forgets old finished ones.
     fn sweep(self: &Arc<Self>, shutting_down: bool) {
