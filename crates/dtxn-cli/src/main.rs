@@ -9,6 +9,7 @@
 //! purpose, which the coordinator logs at `info`).
 
 mod demo;
+mod soak;
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -37,11 +38,20 @@ enum Command {
     /// and an order service, some failing, then a consistency check (the
     /// default command).
     Demo(demo::DemoArgs),
+    /// Chaos soak: many transactions (1 to 100 participants, up to 1000 at
+    /// once) with random participant faults, checking atomicity invariants.
+    Soak(soak::SoakArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing();
+    if let Some(Command::Soak(args)) = cli.command {
+        // Hazards are the point of a soak: log only errors by default. The
+        // soak builds its own runtime.
+        init_tracing("error");
+        return soak::execute(args);
+    }
+    init_tracing(DEFAULT_LOG_FILTER);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_time()
         .build()
@@ -55,13 +65,14 @@ fn main() -> ExitCode {
     match cli.command {
         Some(Command::Demo(args)) => runtime.block_on(demo::execute(args)),
         None => runtime.block_on(demo::execute(cli.demo)),
+        Some(Command::Soak(_)) => unreachable!("handled above"),
     }
 }
 
-/// Logs to stderr, filtered by `RUST_LOG` or [`DEFAULT_LOG_FILTER`].
-fn init_tracing() {
+/// Logs to stderr, filtered by `RUST_LOG` or `default_filter`.
+fn init_tracing(default_filter: &str) {
     let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_LOG_FILTER));
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

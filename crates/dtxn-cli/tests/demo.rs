@@ -99,3 +99,33 @@ fn invalid_options_are_refused() {
         assert_eq!(status.code(), Some(2), "{args:?} is refused");
     }
 }
+
+#[test]
+fn soak_runs_and_reports_no_violations_as_json() {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_dtxn"))
+        .args([
+            "soak",
+            "--transactions",
+            "200",
+            "--concurrency",
+            "100",
+            "--seed",
+            "11",
+            "--json",
+        ])
+        .output()
+        .expect("run dtxn soak");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let line = String::from_utf8(output.stdout).unwrap();
+    let json: serde_json::Value = serde_json::from_str(line.trim()).unwrap();
+    assert_eq!(json["violations"], 0);
+    assert_eq!(json["transactions"], 200);
+    assert_eq!(
+        json["committed"].as_u64().unwrap() + json["aborted"].as_u64().unwrap(),
+        200
+    );
+}

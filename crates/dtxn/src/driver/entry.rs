@@ -201,7 +201,7 @@ impl Entry {
                 txn = %self.id,
                 participant = %safe_name(&*p),
                 attempts,
-                decision = ?after.decision(),
+                decision = ?after.decision().unwrap_or(crate::core::Decision::Abort),
                 "participant given up on in phase 2: heuristic hazard"
             );
         }
