@@ -8,6 +8,8 @@
 //! hazards and protocol violations, not the failures the demo injects on
 //! purpose, which the coordinator logs at `info`).
 
+mod bench;
+mod chart;
 mod demo;
 mod soak;
 
@@ -41,6 +43,9 @@ enum Command {
     /// Chaos soak: many transactions (1 to 100 participants, up to 1000 at
     /// once) with random participant faults, checking atomicity invariants.
     Soak(soak::SoakArgs),
+    /// Benchmark: dtxn against the floor (direct participant calls) and a
+    /// hand-written baseline coordinator, with the targets.
+    Bench(bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -51,6 +56,14 @@ fn main() -> ExitCode {
         init_tracing("error");
         return soak::execute(args);
     }
+    let cli = match cli.command {
+        Some(Command::Bench(args)) => {
+            // The bench builds its own runtime.
+            init_tracing(DEFAULT_LOG_FILTER);
+            return bench::execute(args);
+        }
+        _ => cli,
+    };
     init_tracing(DEFAULT_LOG_FILTER);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_time()
@@ -65,7 +78,7 @@ fn main() -> ExitCode {
     match cli.command {
         Some(Command::Demo(args)) => runtime.block_on(demo::execute(args)),
         None => runtime.block_on(demo::execute(cli.demo)),
-        Some(Command::Soak(_)) => unreachable!("handled above"),
+        Some(Command::Soak(_) | Command::Bench(_)) => unreachable!("handled above"),
     }
 }
 

@@ -397,7 +397,7 @@ fn racing_callers_expose_a_planted_commit_after_abort() {
     silence_injected_panics();
     let base = base_seed();
     let rt = runtime();
-    let found = (0..200).find_map(|i| {
+    let found = (0..2_000).find_map(|i| {
         let seed = base.wrapping_add(i);
         let result = rt.block_on(async {
             tokio::time::timeout(
@@ -408,7 +408,7 @@ fn racing_callers_expose_a_planted_commit_after_abort() {
         });
         result.expect("no deadlock").err()
     });
-    let violations = found.expect("200 iterations never exposed the planted bug");
+    let violations = found.expect("2000 iterations never exposed the planted bug");
     let text = violations.join("\n");
     assert!(
         text.contains("got both commit and rollback") || text.contains("got commit but"),

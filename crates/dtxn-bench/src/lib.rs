@@ -1,0 +1,269 @@
+//! # dtxn-bench — what dtxn costs, measured against a floor and a baseline
+//!
+//! Every workload runs, in the same run and on the same runtime, up to three
+//! contenders (see [`Contender`]):
+//!
+//! * the **floor**: the participants' own calls made directly — prepare on
+//!   each, then commit on each — with no coordination at all (for the
+//!   concurrent latency workload, each phase's calls are made at once);
+//! * the **baseline**: the coordinator a team writes in an afternoon — one
+//!   global `Mutex<HashMap<u64, Vec<Arc<dyn Participant>>>>`, participants
+//!   called one after another;
+//! * **dtxn**'s full cycle: begin, register N, prepare, commit.
+//!
+//! The workloads ([`Workload`]):
+//!
+//! * **(a) overhead**: no-op participants, 1/3/10/100 per transaction, at 1
+//!   and at 1000 transactions in flight: throughput and time per
+//!   transaction, ratios dtxn/floor and dtxn/baseline;
+//! * **(b) latency**: 100 participants answering in 5 ms ± 0.5 ms: p50/p99
+//!   at 10 in flight against two round trips of the slowest participant,
+//!   and throughput with p99 at 1000 in flight against the floor;
+//! * **(c) early abort**: one participant votes Aborted after 1 ms, the
+//!   others answer after 100 ms: how soon `prepare_transaction` returns;
+//! * **(d) memory**: RSS per active 100-participant transaction, and RSS
+//!   after many finished transactions against after few.
+//!
+//! Each timed figure is the median over [`BenchConfig::runs`] runs; ratios
+//! are computed within each run, then their median is taken. [`run`]
+//! produces a serialisable [`Report`], including the issue's [`Target`]s
+//! with whether each is met.
+
+#![warn(missing_docs)]
+#![forbid(unsafe_code)]
+
+pub mod contenders;
+pub mod measure;
+pub mod memory;
+pub mod participants;
+mod workloads;
+
+use std::time::Duration;
+
+pub use contenders::{Baseline, Contender, IdPool};
+pub use measure::{drive, median, quantile, Drive};
+pub use participants::{EarlyAbort, Latency, Noop};
+pub use workloads::{
+    EarlyAbortReport, LatencyHigh, LatencyLow, LatencyReport, MemoryReport, OverheadRow, Speed,
+};
+
+/// One of the benchmark's workloads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+pub enum Workload {
+    /// (a) coordination overhead with no-op participants.
+    Overhead,
+    /// (b) end-to-end latency with 5 ms participants.
+    Latency,
+    /// (c) time to abort on an early no vote.
+    EarlyAbort,
+    /// (d) memory per active transaction and growth over time.
+    Memory,
+}
+
+/// What to run and how much of it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct BenchConfig {
+    /// Workloads to run.
+    pub workloads: Vec<Workload>,
+    /// Participants per transaction in workload (a).
+    pub sizes: Vec<usize>,
+    /// Runs per timed measurement (medians are taken over them).
+    pub runs: usize,
+    /// Transactions in flight at once for the "high concurrency" cases of
+    /// (a) and (b) (1000 in full runs).
+    pub high_concurrency: usize,
+    /// Participant calls per measurement in (a): transactions =
+    /// `max(calls / size, 2 × concurrency)`.
+    pub overhead_calls: usize,
+    /// Participants per transaction in (b) and (c) and per active
+    /// transaction in (d).
+    pub latency_participants: usize,
+    /// Transactions per run at 10 in flight in (b).
+    pub latency_low_transactions: usize,
+    /// Transactions per run at [`high_concurrency`](Self::high_concurrency) in (b).
+    pub latency_high_transactions: usize,
+    /// Transactions per run in (c) (each one measured, median taken).
+    pub early_abort_transactions: usize,
+    /// Active transactions held at once in (d).
+    pub memory_active: usize,
+    /// (d): RSS is read after this many finished transactions...
+    pub memory_finished_small: usize,
+    /// ...and again after this many.
+    pub memory_finished_large: usize,
+    /// `retention_count` of the coordinator in (d)'s growth measurement.
+    pub memory_retention: usize,
+}
+
+impl BenchConfig {
+    /// The full benchmark, as the issue specifies it.
+    pub fn full() -> Self {
+        Self {
+            workloads: vec![
+                Workload::Overhead,
+                Workload::Latency,
+                Workload::EarlyAbort,
+                Workload::Memory,
+            ],
+            sizes: vec![1, 3, 10, 100],
+            runs: 5,
+            high_concurrency: 1000,
+            overhead_calls: 200_000,
+            latency_participants: 100,
+            latency_low_transactions: 200,
+            latency_high_transactions: 3000,
+            early_abort_transactions: 20,
+            memory_active: 1000,
+            memory_finished_small: 10_000,
+            memory_finished_large: 1_000_000,
+            memory_retention: 100,
+        }
+    }
+
+    /// Small counts that finish in seconds even in a debug build (for CI);
+    /// the figures mean little.
+    pub fn quick() -> Self {
+        Self {
+            runs: 1,
+            high_concurrency: 50,
+            overhead_calls: 500,
+            latency_participants: 20,
+            latency_low_transactions: 20,
+            latency_high_transactions: 100,
+            early_abort_transactions: 3,
+            memory_active: 50,
+            memory_finished_small: 200,
+            memory_finished_large: 1000,
+            memory_retention: 20,
+            ..Self::full()
+        }
+    }
+
+    /// Progress steps [`run`] reports, for a progress bar.
+    pub fn steps(&self) -> u64 {
+        let runs = self.runs.max(1) as u64;
+        self.workloads
+            .iter()
+            .map(|w| match w {
+                Workload::Overhead => runs * self.sizes.len() as u64 * 2,
+                Workload::Latency => runs * 2,
+                Workload::EarlyAbort => runs,
+                Workload::Memory => 2,
+            })
+            .sum()
+    }
+}
+
+/// The machine the benchmark ran on.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Machine {
+    /// Logical CPUs available to the process.
+    pub cpus: usize,
+    /// `model name` from `/proc/cpuinfo`, if known.
+    pub model: Option<String>,
+}
+
+impl Machine {
+    /// Describes this machine.
+    pub fn detect() -> Self {
+        let model = std::fs::read_to_string("/proc/cpuinfo").ok().and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, v)| v.trim().to_owned())
+        });
+        Self {
+            cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            model,
+        }
+    }
+}
+
+/// One of the issue's performance targets and whether it was met.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Target {
+    /// The workload it belongs to: `a`, `b`, `c` or `d`.
+    pub workload: &'static str,
+    /// What the issue asks.
+    pub target: String,
+    /// What was measured.
+    pub measured: String,
+    /// Whether the measurement meets the target.
+    pub met: bool,
+}
+
+/// Everything one benchmark run measured.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Report {
+    /// Where it ran.
+    pub machine: Machine,
+    /// What ran.
+    pub config: BenchConfig,
+    /// Workload (a), one row per size and concurrency.
+    pub overhead: Option<Vec<OverheadRow>>,
+    /// Workload (b).
+    pub latency: Option<LatencyReport>,
+    /// Workload (c).
+    pub early_abort: Option<EarlyAbortReport>,
+    /// Workload (d).
+    pub memory: Option<MemoryReport>,
+    /// The issue's targets against the measurements.
+    pub targets: Vec<Target>,
+    /// Transactions that unexpectedly did not commit, over all workloads
+    /// (should be 0; the figures are suspect otherwise).
+    pub failed_transactions: usize,
+    /// Wall time of the whole benchmark.
+    pub elapsed_secs: f64,
+}
+
+/// Runs the benchmark on the current (multi-thread) tokio runtime, calling
+/// `progress` with a label after each of [`BenchConfig::steps`] steps.
+///
+/// Memory (d) runs first, while the allocator holds the least, then the
+/// others in order.
+pub async fn run(config: &BenchConfig, progress: &(dyn Fn(&str) + Sync)) -> Report {
+    let started = std::time::Instant::now();
+    let has = |w| config.workloads.contains(&w);
+    let mut failed = 0;
+    let memory = if has(Workload::Memory) {
+        Some(workloads::memory(config, progress).await)
+    } else {
+        None
+    };
+    let overhead = if has(Workload::Overhead) {
+        let (rows, f) = workloads::overhead(config, progress).await;
+        failed += f;
+        Some(rows)
+    } else {
+        None
+    };
+    let latency = if has(Workload::Latency) {
+        let (report, f) = workloads::latency(config, progress).await;
+        failed += f;
+        Some(report)
+    } else {
+        None
+    };
+    let early_abort = if has(Workload::EarlyAbort) {
+        Some(workloads::early_abort(config, progress).await)
+    } else {
+        None
+    };
+    let mut report = Report {
+        machine: Machine::detect(),
+        config: config.clone(),
+        overhead,
+        latency,
+        early_abort,
+        memory,
+        targets: Vec::new(),
+        failed_transactions: failed,
+        elapsed_secs: started.elapsed().as_secs_f64(),
+    };
+    report.targets = workloads::targets(&report);
+    report
+}
+
+/// Milliseconds of `d`, as a float.
+pub(crate) fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}

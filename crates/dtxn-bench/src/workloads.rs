@@ -1,0 +1,563 @@
+//! The four workloads and the targets.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use dtxn::{CoordinatorConfig, Participant, TransactionCoordinator};
+use futures_util::future::join_all;
+
+use crate::measure::{drive, median};
+use crate::participants::{many, EarlyAbort, Latency, Noop};
+use crate::{memory, ms, BenchConfig, Contender, Report, Target};
+
+/// Concurrency of the "low" case in workload (b).
+const LATENCY_LOW_CONCURRENCY: usize = 10;
+/// Mean answer time of a latency participant in (b).
+const LATENCY_MEAN: Duration = Duration::from_millis(5);
+/// Jitter (±) of a latency participant in (b).
+const LATENCY_JITTER: Duration = Duration::from_micros(500);
+/// When the no-voter answers in (c).
+const ABORT_AFTER: Duration = Duration::from_millis(1);
+/// When the other participants answer in (c).
+const OTHERS_AFTER: Duration = Duration::from_millis(100);
+/// Transactions in flight in (d)'s growth measurement.
+const MEMORY_CONCURRENCY: usize = 100;
+/// Participants per transaction in (d)'s growth measurement.
+const MEMORY_GROWTH_PARTICIPANTS: usize = 3;
+
+/// Throughput and time per transaction (wall time ÷ transactions, so
+/// amortised over the concurrency).
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+pub struct Speed {
+    /// Transactions per second.
+    pub tx_per_s: f64,
+    /// Microseconds of wall time per transaction.
+    pub us_per_tx: f64,
+}
+
+impl Speed {
+    fn from_micros(us_per_tx: f64) -> Self {
+        Self {
+            tx_per_s: 1e6 / us_per_tx.max(1e-9),
+            us_per_tx,
+        }
+    }
+}
+
+/// Workload (a) at one size and concurrency (medians over runs).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct OverheadRow {
+    /// No-op participants per transaction.
+    pub participants: usize,
+    /// Transactions in flight.
+    pub concurrency: usize,
+    /// Transactions per measurement.
+    pub transactions: usize,
+    /// The floor (direct sequential calls).
+    pub floor: Speed,
+    /// The hand-written baseline.
+    pub baseline: Speed,
+    /// dtxn's full cycle.
+    pub dtxn: Speed,
+    /// dtxn's time per transaction ÷ the floor's (median of per-run ratios).
+    pub dtxn_over_floor: f64,
+    /// dtxn's time per transaction ÷ the baseline's (median of per-run
+    /// ratios; below 1 means dtxn has more throughput).
+    pub dtxn_over_baseline: f64,
+}
+
+/// Workload (b) at 10 transactions in flight (medians over runs).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct LatencyLow {
+    /// Transactions in flight.
+    pub concurrency: usize,
+    /// Transactions per run.
+    pub transactions: usize,
+    /// Floor (concurrent direct calls) p50, ms.
+    pub floor_p50_ms: f64,
+    /// Floor p99, ms.
+    pub floor_p99_ms: f64,
+    /// dtxn p50, ms.
+    pub dtxn_p50_ms: f64,
+    /// dtxn p99, ms.
+    pub dtxn_p99_ms: f64,
+    /// dtxn p50 ÷ the reference (two round trips of the slowest participant).
+    pub p50_over_reference: f64,
+    /// dtxn p99 ÷ the reference.
+    pub p99_over_reference: f64,
+    /// dtxn p50 ÷ the floor's p50 (median of per-run ratios): what tokio's
+    /// timers allow, since a 5 ms sleep takes longer than 5 ms.
+    pub p50_over_floor: f64,
+    /// dtxn p99 ÷ the floor's p99 (median of per-run ratios).
+    pub p99_over_floor: f64,
+}
+
+/// Workload (b) at high concurrency (medians over runs).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct LatencyHigh {
+    /// Transactions in flight.
+    pub concurrency: usize,
+    /// Transactions per run.
+    pub transactions: usize,
+    /// Floor throughput, tx/s.
+    pub floor_tx_per_s: f64,
+    /// Floor p99, ms.
+    pub floor_p99_ms: f64,
+    /// dtxn throughput, tx/s.
+    pub dtxn_tx_per_s: f64,
+    /// dtxn p99, ms.
+    pub dtxn_p99_ms: f64,
+    /// dtxn throughput ÷ the floor's (median of per-run ratios).
+    pub throughput_over_floor: f64,
+}
+
+/// Workload (b).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct LatencyReport {
+    /// Participants per transaction.
+    pub participants: usize,
+    /// Mean answer time of each participant call, ms.
+    pub mean_ms: f64,
+    /// ± jitter of each answer, ms.
+    pub jitter_ms: f64,
+    /// Two round trips of the slowest possible participant, ms.
+    pub reference_ms: f64,
+    /// At 10 in flight.
+    pub low: LatencyLow,
+    /// At high concurrency.
+    pub high: LatencyHigh,
+}
+
+/// Workload (c) (medians over runs of per-run medians).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct EarlyAbortReport {
+    /// Participants per transaction (one of them votes Aborted).
+    pub participants: usize,
+    /// When the no vote comes, ms.
+    pub abort_after_ms: f64,
+    /// When the others answer, ms.
+    pub others_after_ms: f64,
+    /// Transactions measured per run.
+    pub transactions: usize,
+    /// From calling `prepare_transaction` to its return, ms.
+    pub prepare_returns_ms: f64,
+    /// From the Aborted vote to `prepare_transaction` returning, ms.
+    pub after_abort_vote_ms: f64,
+    /// The worst single transaction's time from vote to return, ms.
+    pub max_after_abort_vote_ms: f64,
+}
+
+/// Workload (d) (measured once, not over runs).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct MemoryReport {
+    /// Active transactions held at once.
+    pub active_transactions: usize,
+    /// Participants registered in each.
+    pub participants: usize,
+    /// RSS before beginning them, KiB.
+    pub rss_before_kib: u64,
+    /// RSS with all of them active, KiB.
+    pub rss_active_kib: u64,
+    /// Peak RSS (VmHWM) of the process at that point, KiB.
+    pub peak_rss_kib: u64,
+    /// (active − before) ÷ transactions, bytes.
+    pub bytes_per_active_transaction: f64,
+    /// Finished transactions at the first reading.
+    pub finished_small: usize,
+    /// RSS after `finished_small` transactions, KiB.
+    pub rss_after_small_kib: u64,
+    /// Finished transactions at the second reading.
+    pub finished_large: usize,
+    /// RSS after `finished_large` transactions, KiB.
+    pub rss_after_large_kib: u64,
+    /// (large − small) ÷ small, percent.
+    pub growth_percent: f64,
+    /// `retention_count` used.
+    pub retention_count: usize,
+}
+
+fn dtxn_capacity(config: &BenchConfig) -> usize {
+    (config.high_concurrency.max(config.memory_active) * 2).max(1000)
+}
+
+/// Workload (a). Returns the rows and the count of failed transactions.
+pub(crate) async fn overhead(
+    config: &BenchConfig,
+    progress: &(dyn Fn(&str) + Sync),
+) -> (Vec<OverheadRow>, usize) {
+    let concurrencies = [1, config.high_concurrency.max(1)];
+    // Per (size, concurrency): per-run [floor, baseline, dtxn] µs per tx.
+    let mut samples: Vec<Vec<[f64; 3]>> = vec![Vec::new(); config.sizes.len() * 2];
+    let mut counts = vec![0; config.sizes.len() * 2];
+    let mut failed = 0;
+    for run in 0..config.runs.max(1) {
+        for (si, &size) in config.sizes.iter().enumerate() {
+            let participants = many(size, || Arc::new(Noop));
+            for (ci, &concurrency) in concurrencies.iter().enumerate() {
+                let transactions = (config.overhead_calls / size.max(1)).max(2 * concurrency);
+                let contenders = [
+                    Contender::floor(false),
+                    Contender::baseline(),
+                    Contender::dtxn(dtxn_capacity(config), 1000),
+                ];
+                let mut us = [0.0; 3];
+                for (k, contender) in contenders.iter().enumerate() {
+                    // Warm up (allocator, runtime, caches) before timing.
+                    drive(
+                        contender,
+                        &participants,
+                        transactions / 10,
+                        concurrency,
+                        false,
+                    )
+                    .await;
+                    let d = drive(contender, &participants, transactions, concurrency, false).await;
+                    failed += d.failed;
+                    us[k] = d.micros_per_tx();
+                }
+                samples[si * 2 + ci].push(us);
+                counts[si * 2 + ci] = transactions;
+                progress(&format!(
+                    "(a) run {}: {size} participants × {concurrency} in flight",
+                    run + 1
+                ));
+            }
+        }
+    }
+    let mut rows = Vec::new();
+    for (si, &size) in config.sizes.iter().enumerate() {
+        for (ci, &concurrency) in concurrencies.iter().enumerate() {
+            let s = &samples[si * 2 + ci];
+            let col = |k: usize| median(&s.iter().map(|r| r[k]).collect::<Vec<_>>());
+            rows.push(OverheadRow {
+                participants: size,
+                concurrency,
+                transactions: counts[si * 2 + ci],
+                floor: Speed::from_micros(col(0)),
+                baseline: Speed::from_micros(col(1)),
+                dtxn: Speed::from_micros(col(2)),
+                dtxn_over_floor: median(&s.iter().map(|r| r[2] / r[0]).collect::<Vec<_>>()),
+                dtxn_over_baseline: median(&s.iter().map(|r| r[2] / r[1]).collect::<Vec<_>>()),
+            });
+        }
+    }
+    (rows, failed)
+}
+
+/// Workload (b). Returns the report and the count of failed transactions.
+pub(crate) async fn latency(
+    config: &BenchConfig,
+    progress: &(dyn Fn(&str) + Sync),
+) -> (LatencyReport, usize) {
+    let participant = Latency::new(LATENCY_MEAN, LATENCY_JITTER);
+    let participants = many(config.latency_participants, || Arc::new(participant));
+    let reference = participant.max_delay() * 2;
+    let high = config.high_concurrency.max(1);
+    let mut low_runs: Vec<[f64; 6]> = Vec::new();
+    let mut high_runs: Vec<[f64; 5]> = Vec::new();
+    let mut failed = 0;
+    for run in 0..config.runs.max(1) {
+        let floor = Contender::floor(true);
+        let dtxn = Contender::dtxn(dtxn_capacity(config), 1000);
+        let n = config.latency_low_transactions;
+        let f = drive(&floor, &participants, n, LATENCY_LOW_CONCURRENCY, true).await;
+        let d = drive(&dtxn, &participants, n, LATENCY_LOW_CONCURRENCY, true).await;
+        failed += f.failed + d.failed;
+        low_runs.push([
+            f.quantile_ms(0.5),
+            f.quantile_ms(0.99),
+            d.quantile_ms(0.5),
+            d.quantile_ms(0.99),
+            d.quantile_ms(0.5) / f.quantile_ms(0.5),
+            d.quantile_ms(0.99) / f.quantile_ms(0.99),
+        ]);
+        progress(&format!(
+            "(b) run {}: {LATENCY_LOW_CONCURRENCY} in flight",
+            run + 1
+        ));
+
+        let n = config.latency_high_transactions;
+        let f = drive(&floor, &participants, n, high, true).await;
+        let d = drive(&dtxn, &participants, n, high, true).await;
+        failed += f.failed + d.failed;
+        high_runs.push([
+            f.throughput(),
+            f.quantile_ms(0.99),
+            d.throughput(),
+            d.quantile_ms(0.99),
+            d.throughput() / f.throughput(),
+        ]);
+        progress(&format!("(b) run {}: {high} in flight", run + 1));
+    }
+    let col4 = |k: usize| median(&low_runs.iter().map(|r| r[k]).collect::<Vec<_>>());
+    let col5 = |k: usize| median(&high_runs.iter().map(|r| r[k]).collect::<Vec<_>>());
+    let reference_ms = ms(reference);
+    let report = LatencyReport {
+        participants: config.latency_participants,
+        mean_ms: ms(LATENCY_MEAN),
+        jitter_ms: ms(LATENCY_JITTER),
+        reference_ms,
+        low: LatencyLow {
+            concurrency: LATENCY_LOW_CONCURRENCY,
+            transactions: config.latency_low_transactions,
+            floor_p50_ms: col4(0),
+            floor_p99_ms: col4(1),
+            dtxn_p50_ms: col4(2),
+            dtxn_p99_ms: col4(3),
+            p50_over_reference: col4(2) / reference_ms,
+            p99_over_reference: col4(3) / reference_ms,
+            p50_over_floor: col4(4),
+            p99_over_floor: col4(5),
+        },
+        high: LatencyHigh {
+            concurrency: high,
+            transactions: config.latency_high_transactions,
+            floor_tx_per_s: col5(0),
+            floor_p99_ms: col5(1),
+            dtxn_tx_per_s: col5(2),
+            dtxn_p99_ms: col5(3),
+            throughput_over_floor: col5(4),
+        },
+    };
+    (report, failed)
+}
+
+/// Workload (c).
+pub(crate) async fn early_abort(
+    config: &BenchConfig,
+    progress: &(dyn Fn(&str) + Sync),
+) -> EarlyAbortReport {
+    let n = config.latency_participants.max(2);
+    let slow = many(n - 1, || {
+        Arc::new(Latency::new(OTHERS_AFTER, Duration::ZERO))
+    });
+    let mut prepare_runs = Vec::new();
+    let mut after_runs = Vec::new();
+    let mut worst: f64 = 0.0;
+    for run in 0..config.runs.max(1) {
+        let coordinator = TransactionCoordinator::with_config(
+            CoordinatorConfig::builder()
+                .max_transactions(dtxn_capacity(config))
+                .build()
+                .expect("a valid configuration"),
+        );
+        let mut prepare = Vec::new();
+        let mut after = Vec::new();
+        let mut txns = Vec::new();
+        for _ in 0..config.early_abort_transactions.max(1) {
+            let aborter = EarlyAbort::new(ABORT_AFTER);
+            let Ok(txn) = coordinator.begin_transaction() else {
+                continue;
+            };
+            txns.push(txn);
+            for p in slow.iter() {
+                let _ = coordinator.register_participant(txn, Arc::clone(p));
+            }
+            let _ = coordinator.register_participant(txn, aborter.clone() as Arc<dyn Participant>);
+            let t0 = Instant::now();
+            let _ = coordinator.prepare_transaction(txn).await;
+            let t1 = Instant::now();
+            prepare.push(ms(t1 - t0));
+            if let Some(voted) = aborter.voted_at() {
+                let a = ms(t1.saturating_duration_since(voted));
+                worst = worst.max(a);
+                after.push(a);
+            }
+        }
+        // Let the background rollbacks finish before the next run.
+        join_all(txns.iter().map(|&t| coordinator.rollback_transaction(t))).await;
+        prepare_runs.push(median(&prepare));
+        after_runs.push(median(&after));
+        progress(&format!("(c) run {}", run + 1));
+    }
+    EarlyAbortReport {
+        participants: n,
+        abort_after_ms: ms(ABORT_AFTER),
+        others_after_ms: ms(OTHERS_AFTER),
+        transactions: config.early_abort_transactions.max(1),
+        prepare_returns_ms: median(&prepare_runs),
+        after_abort_vote_ms: median(&after_runs),
+        max_after_abort_vote_ms: worst,
+    }
+}
+
+/// Workload (d).
+pub(crate) async fn memory(config: &BenchConfig, progress: &(dyn Fn(&str) + Sync)) -> MemoryReport {
+    // Active transactions: participants exist before the reading, so only
+    // the coordinator's own memory is counted.
+    let active = config.memory_active.max(1);
+    let participants = many(config.latency_participants, || Arc::new(Noop));
+    let coordinator = TransactionCoordinator::with_config(
+        CoordinatorConfig::builder()
+            .max_transactions(active)
+            .build()
+            .expect("a valid configuration"),
+    );
+    let mut txns = Vec::with_capacity(active);
+    let rss_before = memory::current_kib();
+    for _ in 0..active {
+        if let Ok(txn) = coordinator.begin_transaction() {
+            for p in participants.iter() {
+                let _ = coordinator.register_participant(txn, Arc::clone(p));
+            }
+            txns.push(txn);
+        }
+    }
+    let (rss_active, peak) = memory::rss_kib().unwrap_or((0, 0));
+    join_all(txns.iter().map(|&t| coordinator.rollback_transaction(t))).await;
+    drop(txns);
+    drop(coordinator);
+    progress("(d) active transactions");
+
+    // Growth: RSS after few finished transactions against after many.
+    let growth_participants = many(MEMORY_GROWTH_PARTICIPANTS, || Arc::new(Noop));
+    let dtxn = Contender::dtxn(dtxn_capacity(config), config.memory_retention);
+    let small = config.memory_finished_small;
+    let large = config.memory_finished_large.max(small);
+    drive(
+        &dtxn,
+        &growth_participants,
+        small,
+        MEMORY_CONCURRENCY,
+        false,
+    )
+    .await;
+    let rss_small = memory::current_kib();
+    drive(
+        &dtxn,
+        &growth_participants,
+        large - small,
+        MEMORY_CONCURRENCY,
+        false,
+    )
+    .await;
+    let rss_large = memory::current_kib();
+    progress("(d) finished transactions");
+
+    MemoryReport {
+        active_transactions: active,
+        participants: config.latency_participants,
+        rss_before_kib: rss_before,
+        rss_active_kib: rss_active,
+        peak_rss_kib: peak,
+        bytes_per_active_transaction: rss_active.saturating_sub(rss_before) as f64 * 1024.0
+            / active as f64,
+        finished_small: small,
+        rss_after_small_kib: rss_small,
+        finished_large: large,
+        rss_after_large_kib: rss_large,
+        growth_percent: (rss_large as f64 - rss_small as f64) / (rss_small.max(1) as f64) * 100.0,
+        retention_count: config.memory_retention,
+    }
+}
+
+/// The targets, checked against `report`.
+pub(crate) fn targets(report: &Report) -> Vec<Target> {
+    let mut out = Vec::new();
+    if let Some(rows) = &report.overhead {
+        let mut concurrencies: Vec<usize> = rows.iter().map(|r| r.concurrency).collect();
+        concurrencies.sort_unstable();
+        concurrencies.dedup();
+        for c in concurrencies {
+            for (size, limit) in [(3, 2.0), (100, 1.5)] {
+                if let Some(r) = rows
+                    .iter()
+                    .find(|r| r.concurrency == c && r.participants == size)
+                {
+                    out.push(Target {
+                        workload: "a",
+                        target: format!(
+                            "full cycle ≤ {limit}× the floor at {size} participants, {c} in flight"
+                        ),
+                        measured: format!("{:.2}×", r.dtxn_over_floor),
+                        met: r.dtxn_over_floor <= limit,
+                    });
+                }
+            }
+            let at_c: Vec<&OverheadRow> = rows.iter().filter(|r| r.concurrency == c).collect();
+            out.push(Target {
+                workload: "a",
+                target: format!("throughput ≥ the baseline's at every size, {c} in flight"),
+                measured: at_c
+                    .iter()
+                    .map(|r| {
+                        format!(
+                            "{}p: {:.2}×",
+                            r.participants,
+                            r.dtxn.tx_per_s / r.baseline.tx_per_s
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                met: at_c.iter().all(|r| r.dtxn_over_baseline <= 1.0),
+            });
+        }
+    }
+    if let Some(l) = &report.latency {
+        out.push(Target {
+            workload: "b",
+            target: format!(
+                "p50 ≤ 1.1× two round trips of the slowest participant ({:.1} ms), 10 in flight",
+                l.reference_ms
+            ),
+            measured: format!(
+                "{:.2} ms = {:.2}×",
+                l.low.dtxn_p50_ms, l.low.p50_over_reference
+            ),
+            met: l.low.p50_over_reference <= 1.1,
+        });
+        out.push(Target {
+            workload: "b",
+            target: format!(
+                "p99 ≤ 1.3× two round trips of the slowest participant ({:.1} ms), 10 in flight",
+                l.reference_ms
+            ),
+            measured: format!(
+                "{:.2} ms = {:.2}×",
+                l.low.dtxn_p99_ms, l.low.p99_over_reference
+            ),
+            met: l.low.p99_over_reference <= 1.3,
+        });
+        out.push(Target {
+            workload: "b",
+            target: format!(
+                "throughput ≥ 0.8× the floor's, {} in flight",
+                l.high.concurrency
+            ),
+            measured: format!("{:.2}×", l.high.throughput_over_floor),
+            met: l.high.throughput_over_floor >= 0.8,
+        });
+    }
+    if let Some(e) = &report.early_abort {
+        out.push(Target {
+            workload: "c",
+            target: "prepare returns within 2 ms of the first Aborted vote".to_owned(),
+            measured: format!(
+                "{:.3} ms (median; worst {:.3} ms)",
+                e.after_abort_vote_ms, e.max_after_abort_vote_ms
+            ),
+            met: e.after_abort_vote_ms <= 2.0,
+        });
+    }
+    if let Some(m) = &report.memory {
+        out.push(Target {
+            workload: "d",
+            target: format!(
+                "RSS after {} finished within 10% of after {}",
+                m.finished_large, m.finished_small
+            ),
+            measured: format!("{:+.1}%", m.growth_percent),
+            met: m.growth_percent <= 10.0,
+        });
+        out.push(Target {
+            workload: "d",
+            target: format!(
+                "≤ 8 KiB per active {}-participant transaction",
+                m.participants
+            ),
+            measured: format!("{:.0} B", m.bytes_per_active_transaction),
+            met: m.bytes_per_active_transaction <= 8192.0,
+        });
+    }
+    out
+}

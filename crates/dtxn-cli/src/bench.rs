@@ -1,0 +1,262 @@
+//! `dtxn bench`: what dtxn costs, measured in one run against the floor
+//! (the participants' own calls, no coordination) and a hand-written
+//! baseline coordinator. See the `dtxn-bench` crate for the workloads and
+//! `docs/PERFORMANCE.md` for results.
+
+use std::io::IsTerminal;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, ValueEnum};
+use dtxn_bench::{BenchConfig, Report, Workload};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+/// A workload, named by its letter in the issue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum WorkloadArg {
+    /// Overhead with no-op participants.
+    A,
+    /// Latency with 5 ms participants.
+    B,
+    /// Early abort.
+    C,
+    /// Memory.
+    D,
+}
+
+impl From<WorkloadArg> for Workload {
+    fn from(w: WorkloadArg) -> Self {
+        match w {
+            WorkloadArg::A => Workload::Overhead,
+            WorkloadArg::B => Workload::Latency,
+            WorkloadArg::C => Workload::EarlyAbort,
+            WorkloadArg::D => Workload::Memory,
+        }
+    }
+}
+
+/// Options of `dtxn bench`.
+#[derive(Debug, Clone, Args)]
+pub struct BenchArgs {
+    /// Workloads to run: a (overhead), b (latency), c (early abort),
+    /// d (memory).
+    #[arg(long, value_delimiter = ',', default_value = "a,b,c,d")]
+    pub workloads: Vec<WorkloadArg>,
+    /// Participants per transaction in workload (a) (1 to 100).
+    #[arg(long, value_delimiter = ',', default_value = "1,3,10,100",
+          value_parser = clap::value_parser!(u8).range(1..=100))]
+    pub sizes: Vec<u8>,
+    /// Runs per measurement; medians are reported (default 5, or 1 with
+    /// --quick).
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
+    pub runs: Option<u16>,
+    /// Small counts that finish in seconds (for CI); the numbers mean little.
+    #[arg(long)]
+    pub quick: bool,
+    /// Finished transactions after which (d) reads RSS the second time
+    /// (default 1,000,000).
+    #[arg(long)]
+    pub finished: Option<usize>,
+    /// Finished transactions after which (d) reads RSS the first time
+    /// (default 10,000).
+    #[arg(long)]
+    pub finished_baseline: Option<usize>,
+    /// Print one line of JSON instead of the table.
+    #[arg(long)]
+    pub json: bool,
+    /// Also write an SVG chart of workload (a)'s throughput to this file.
+    #[arg(long, value_name = "PATH")]
+    pub svg: Option<std::path::PathBuf>,
+}
+
+impl BenchArgs {
+    fn config(&self) -> BenchConfig {
+        let mut config = if self.quick {
+            BenchConfig::quick()
+        } else {
+            BenchConfig::full()
+        };
+        let mut workloads: Vec<Workload> = self.workloads.iter().map(|&w| w.into()).collect();
+        workloads.dedup();
+        config.workloads = workloads;
+        config.sizes = self.sizes.iter().map(|&s| usize::from(s)).collect();
+        if let Some(runs) = self.runs {
+            config.runs = usize::from(runs);
+        }
+        if let Some(n) = self.finished_baseline {
+            config.memory_finished_small = n;
+        }
+        if let Some(n) = self.finished {
+            config.memory_finished_large = n.max(config.memory_finished_small);
+        }
+        config
+    }
+}
+
+/// Runs the benchmark (it builds its own runtime: call outside one).
+pub fn execute(args: BenchArgs) -> ExitCode {
+    let config = args.config();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_time()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("dtxn: cannot start the tokio runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let bar = ProgressBar::with_draw_target(Some(config.steps()), ProgressDrawTarget::hidden());
+    if !args.json && std::io::stderr().is_terminal() {
+        if let Ok(style) = ProgressStyle::with_template(
+            "{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} {msg}",
+        ) {
+            bar.set_style(style);
+        }
+        bar.set_draw_target(ProgressDrawTarget::stderr());
+        bar.enable_steady_tick(Duration::from_millis(100));
+    }
+    let progress = |label: &str| {
+        bar.set_message(label.to_owned());
+        bar.inc(1);
+    };
+    let report = runtime.block_on(dtxn_bench::run(&config, &progress));
+    bar.finish_and_clear();
+    if let Some(path) = &args.svg {
+        if let Err(e) = crate::chart::write_svg(&report, path) {
+            eprintln!("dtxn: cannot write the chart to {}: {e}", path.display());
+            return ExitCode::from(2);
+        }
+    }
+    if args.json {
+        match serde_json::to_string(&report) {
+            Ok(line) => println!("{line}"),
+            Err(e) => {
+                eprintln!("dtxn: cannot serialise the report: {e}");
+                return ExitCode::from(2);
+            }
+        }
+    } else {
+        print!("{}", render(&report));
+    }
+    ExitCode::SUCCESS
+}
+
+/// The report as readable tables.
+pub fn render(report: &Report) -> String {
+    use std::fmt::Write;
+    let mut s = String::new();
+    let m = &report.machine;
+    let _ = writeln!(
+        s,
+        "dtxn bench: {} CPUs ({}), {} run(s) per measurement, medians\n",
+        m.cpus,
+        m.model.as_deref().unwrap_or("unknown CPU"),
+        report.config.runs
+    );
+    if let Some(rows) = &report.overhead {
+        let _ = writeln!(s, "(a) overhead, no-op participants (tx/s; µs per transaction = wall time ÷ transactions)");
+        let _ = writeln!(
+            s,
+            "{:>5} {:>9} {:>22} {:>22} {:>22} {:>10} {:>10}",
+            "parts", "in flight", "floor", "baseline", "dtxn", "dtxn/floor", "dtxn/base"
+        );
+        for r in rows {
+            let cell =
+                |sp: &dtxn_bench::Speed| format!("{:.0} ({:.2} µs)", sp.tx_per_s, sp.us_per_tx);
+            let _ = writeln!(
+                s,
+                "{:>5} {:>9} {:>22} {:>22} {:>22} {:>9.2}× {:>9.2}×",
+                r.participants,
+                r.concurrency,
+                cell(&r.floor),
+                cell(&r.baseline),
+                cell(&r.dtxn),
+                r.dtxn_over_floor,
+                r.dtxn_over_baseline
+            );
+        }
+        let _ = writeln!(
+            s,
+            "  (ratios are time per transaction: below 1 is faster)\n"
+        );
+    }
+    if let Some(l) = &report.latency {
+        let _ = writeln!(
+            s,
+            "(b) latency, {} participants answering in {:.1} ± {:.1} ms; reference = 2 × slowest = {:.1} ms",
+            l.participants, l.mean_ms, l.jitter_ms, l.reference_ms
+        );
+        let _ = writeln!(
+            s,
+            "  {} in flight: floor p50 {:.2} ms p99 {:.2} ms | dtxn p50 {:.2} ms ({:.2}× ref, {:.2}× floor) p99 {:.2} ms ({:.2}× ref, {:.2}× floor)",
+            l.low.concurrency,
+            l.low.floor_p50_ms,
+            l.low.floor_p99_ms,
+            l.low.dtxn_p50_ms,
+            l.low.p50_over_reference,
+            l.low.p50_over_floor,
+            l.low.dtxn_p99_ms,
+            l.low.p99_over_reference,
+            l.low.p99_over_floor
+        );
+        let _ = writeln!(
+            s,
+            "  {} in flight: floor {:.0} tx/s p99 {:.1} ms | dtxn {:.0} tx/s p99 {:.1} ms | dtxn/floor throughput {:.2}×\n",
+            l.high.concurrency, l.high.floor_tx_per_s, l.high.floor_p99_ms, l.high.dtxn_tx_per_s,
+            l.high.dtxn_p99_ms, l.high.throughput_over_floor
+        );
+    }
+    if let Some(e) = &report.early_abort {
+        let _ = writeln!(
+            s,
+            "(c) early abort, {} participants, one votes Aborted after {:.0} ms, the others answer after {:.0} ms",
+            e.participants, e.abort_after_ms, e.others_after_ms
+        );
+        let _ = writeln!(
+            s,
+            "  prepare returns after {:.3} ms; {:.3} ms after the Aborted vote (worst {:.3} ms)\n",
+            e.prepare_returns_ms, e.after_abort_vote_ms, e.max_after_abort_vote_ms
+        );
+    }
+    if let Some(mem) = &report.memory {
+        let _ = writeln!(
+            s,
+            "(d) memory: {} active × {} participants: RSS {} → {} KiB (peak {} KiB) = {:.0} B per transaction",
+            mem.active_transactions, mem.participants, mem.rss_before_kib, mem.rss_active_kib,
+            mem.peak_rss_kib, mem.bytes_per_active_transaction
+        );
+        let _ = writeln!(
+            s,
+            "  RSS after {} finished: {} KiB; after {}: {} KiB ({:+.1}%, retention_count {})\n",
+            mem.finished_small,
+            mem.rss_after_small_kib,
+            mem.finished_large,
+            mem.rss_after_large_kib,
+            mem.growth_percent,
+            mem.retention_count
+        );
+    }
+    if !report.targets.is_empty() {
+        let _ = writeln!(s, "targets");
+        for t in &report.targets {
+            let _ = writeln!(
+                s,
+                "  [{}] ({}) {}: {}",
+                if t.met { "met" } else { "NOT met" },
+                t.workload,
+                t.target,
+                t.measured
+            );
+        }
+    }
+    if report.failed_transactions > 0 {
+        let _ = writeln!(
+            s,
+            "warning: {} transactions did not commit; the figures are suspect",
+            report.failed_transactions
+        );
+    }
+    let _ = writeln!(s, "total {:.1} s", report.elapsed_secs);
+    s
+}
