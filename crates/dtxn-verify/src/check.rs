@@ -791,7 +791,7 @@ mod tests {
         };
         let gave_up = Phase2Status::GaveUp {
             attempts: 1,
-            last: dtxn::CallFailure::TimedOut,
+            last: Box::new(dtxn::CallFailure::TimedOut),
         };
         let v = check_transaction(&committed(record, gave_up), &bounds());
         assert!(
@@ -809,7 +809,7 @@ mod tests {
         };
         let gave_up = Phase2Status::GaveUp {
             attempts: 2,
-            last: dtxn::CallFailure::TimedOut,
+            last: Box::new(dtxn::CallFailure::TimedOut),
         };
         let v = check_transaction(&committed(record, gave_up), &bounds());
         assert!(v.violations.is_empty(), "{:?}", v.violations);

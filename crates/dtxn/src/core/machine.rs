@@ -117,7 +117,7 @@ impl Transaction {
             .iter()
             .enumerate()
             .filter_map(|(i, p)| match &p.phase2 {
-                Phase2Status::GaveUp { attempts, last } => Some((i, *attempts, last)),
+                Phase2Status::GaveUp { attempts, last } => Some((i, *attempts, &**last)),
                 _ => None,
             })
     }
@@ -170,6 +170,8 @@ impl Transaction {
             Event::Prepare => match self.state {
                 Active => {
                     self.transit(Preparing)?;
+                    // Registration is over: give back the growth slack.
+                    self.peers.shrink_to_fit();
                     if self.peers.is_empty() {
                         return self.transit(Prepared);
                     }
@@ -321,7 +323,7 @@ impl Transaction {
         );
         peer.prepare = match result {
             Ok(vote) => PrepareStatus::Voted(vote),
-            Err(failure) => PrepareStatus::Failed(failure),
+            Err(failure) => PrepareStatus::Failed(Box::new(failure)),
         };
         self.preparing -= 1;
         match self.state {
@@ -336,7 +338,7 @@ impl Transaction {
                 PrepareStatus::Failed(failure) => {
                     let cause = AbortCause::PrepareFailed {
                         participant,
-                        failure: failure.clone(),
+                        failure: (**failure).clone(),
                     };
                     self.decide_abort(cause, actions)
                 }
@@ -398,7 +400,7 @@ impl Transaction {
             Err(last) if attempt >= max_attempts || last.is_permanent() => {
                 peer.phase2 = Phase2Status::GaveUp {
                     attempts: attempt,
-                    last,
+                    last: Box::new(last),
                 };
                 self.outstanding -= 1;
             }

@@ -131,7 +131,7 @@ pub enum PrepareStatus {
     Voted(PreparedResult),
     /// The `prepare` call erred, panicked or timed out: an `Aborted` vote
     /// whose participant state is unknown (so it gets `rollback`).
-    Failed(CallFailure),
+    Failed(Box<CallFailure>),
 }
 
 /// Phase-2 status of one participant.
@@ -154,7 +154,7 @@ pub enum Phase2Status {
         /// Attempts made.
         attempts: u32,
         /// Why the last one failed.
-        last: CallFailure,
+        last: Box<CallFailure>,
     },
 }
 

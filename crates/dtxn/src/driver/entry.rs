@@ -163,6 +163,9 @@ impl Entry {
         }
         if before == TransactionState::Active && after != TransactionState::Active {
             inner.prepare_started = t;
+            // Registration is over: give back the vectors' growth slack.
+            inner.participants.shrink_to_fit();
+            inner.times.shrink_to_fit();
         }
         if before.decision().is_none() && after.decision().is_some() {
             inner.decided = t;
