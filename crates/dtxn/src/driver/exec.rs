@@ -104,23 +104,27 @@ async fn perform(
         Action::Commit {
             participant,
             attempt,
-        } => Event::Phase2Done {
+        }
+        | Action::Rollback {
             participant,
             attempt,
-            result: guarded(phase2_timeout, async { p.commit(txn).await })
-                .await
-                .and_then(|r| r.map_err(CallFailure::Error)),
-        },
-        Action::Rollback {
-            participant,
-            attempt,
-        } => Event::Phase2Done {
-            participant,
-            attempt,
-            result: guarded(phase2_timeout, async { p.rollback(txn).await })
-                .await
-                .and_then(|r| r.map_err(CallFailure::Error)),
-        },
+        } => {
+            let commit = matches!(call.action, Action::Commit { .. });
+            let phase2 = async {
+                if commit {
+                    p.commit(txn).await
+                } else {
+                    p.rollback(txn).await
+                }
+            };
+            Event::Phase2Done {
+                participant,
+                attempt,
+                result: guarded(phase2_timeout, phase2)
+                    .await
+                    .and_then(|r| r.map_err(CallFailure::Error)),
+            }
+        }
     };
     match &event {
         Event::PrepareDone {
