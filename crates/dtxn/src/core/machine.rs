@@ -312,11 +312,8 @@ impl Transaction {
                 to: self.state,
             });
         }
-        let peer = self
-            .peers
-            .get_mut(participant)
-            .filter(|p| p.prepare == PrepareStatus::InFlight)
-            .ok_or(CoreError::Stale { participant })?;
+        // Checked above: the participant exists and its prepare is in flight.
+        let peer = &mut self.peers[participant];
         let needs_rollback = !matches!(
             result,
             Ok(PreparedResult::ReadOnly | PreparedResult::Aborted(_))

@@ -91,6 +91,21 @@ impl Shared {
         handle.spawn(sweeper(Arc::downgrade(self)));
     }
 
+    /// Applies `event` outside a call-executing task, runs the calls it
+    /// requires in a new task, and does the bookkeeping of a state change.
+    fn apply_and_run(
+        self: &Arc<Self>,
+        entry: &Arc<Entry>,
+        event: Event,
+        check_deadline: bool,
+        phase: &'static str,
+    ) -> Result<(), CoreError> {
+        let applied = entry.apply(event, check_deadline, &self.config.retry);
+        spawn_calls(self, entry, applied.calls, phase);
+        self.after_apply(entry, applied.changed_to);
+        applied.result
+    }
+
     /// Applies a client event and runs the calls it requires.
     fn client_event(
         self: &Arc<Self>,
@@ -98,16 +113,12 @@ impl Shared {
         event: Event,
         operation: Operation,
     ) -> Result<(), CoordinatorError> {
-        let applied = entry.apply(event, true, &self.config.retry);
         let phase = match operation {
             Operation::Prepare => "prepare",
             Operation::Commit => "commit",
             Operation::Rollback | Operation::Register => "rollback",
         };
-        spawn_calls(self, entry, applied.calls, phase);
-        self.after_apply(entry, applied.changed_to);
-        applied
-            .result
+        self.apply_and_run(entry, event, true, phase)
             .map_err(|e| map_core_error(entry, e, operation))
     }
 
@@ -149,9 +160,8 @@ impl Shared {
                 Event::DeadlineExpired
             };
             tracing::info!(txn = %entry.id, reason = ?event, "rolling back abandoned transaction");
-            let applied = entry.apply(event, false, &self.config.retry);
-            spawn_calls(self, &entry, applied.calls, "rollback");
-            self.after_apply(&entry, applied.changed_to);
+            // Refusals change nothing; only Active/Prepared react.
+            let _ = self.apply_and_run(&entry, event, false, "rollback");
         }
         let mut forget = Vec::new();
         {
@@ -531,10 +541,10 @@ impl TransactionCoordinator {
             && (tokio::runtime::Handle::try_current().is_ok()
                 || self.shared().runtime.get().is_some())
         {
-            let shared = self.shared();
-            let applied = entry.apply(Event::DeadlineExpired, false, &shared.config.retry);
-            spawn_calls(shared, entry, applied.calls, "rollback");
-            shared.after_apply(entry, applied.changed_to);
+            // Refusals change nothing; only Active/Prepared react.
+            let _ = self
+                .shared()
+                .apply_and_run(entry, Event::DeadlineExpired, false, "rollback");
         }
     }
 }
