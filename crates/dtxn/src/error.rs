@@ -40,4 +40,8 @@ pub enum CoordinatorError {
         /// The configured limit.
         limit: usize,
     },
+    /// [`TransactionCoordinator::shutdown`](crate::TransactionCoordinator::shutdown)
+    /// was called: no new transactions are begun.
+    #[error("the coordinator is shutting down: no new transactions")]
+    ShuttingDown,
 }

@@ -336,3 +336,98 @@ fn invalid_configuration_is_refused() {
     );
     assert_eq!(err.to_string(), "max_participants must be at least 1");
 }
+
+#[tokio::test(start_paused = true)]
+async fn shutdown_rolls_back_undecided_transactions_finishes_decided_ones_and_refuses_begin() {
+    let c = coordinator();
+    let active = Mock::new("active").arc();
+    let prepared = Mock::new("prepared").arc();
+    let committing = Mock::new("committing")
+        .on_commit(Step::after(ms(50), Step::Ok))
+        .arc();
+    let t_active = begin_with(&c, [active.clone()]);
+    let t_prepared = begin_with(&c, [prepared.clone()]);
+    let t_committing = begin_with(&c, [committing.clone()]);
+    c.prepare_transaction(t_prepared).await.unwrap();
+    c.prepare_transaction(t_committing).await.unwrap();
+    let commit = tokio::spawn({
+        let c = c.clone();
+        async move { c.commit_transaction(t_committing).await }
+    });
+    tokio::task::yield_now().await;
+    assert_eq!(
+        c.get_transaction_state(t_committing).unwrap(),
+        TransactionState::Committing
+    );
+
+    c.shutdown().await;
+
+    assert_eq!(c.begin_transaction(), Err(CoordinatorError::ShuttingDown));
+    assert_eq!(
+        c.get_transaction_state(t_active).unwrap(),
+        TransactionState::Aborted
+    );
+    assert_eq!(
+        c.get_transaction_state(t_prepared).unwrap(),
+        TransactionState::Aborted
+    );
+    assert_eq!(
+        c.transaction_report(t_prepared).unwrap().abort_reason,
+        Some(AbortReason::CoordinatorShutdown)
+    );
+    assert!(commit.await.unwrap().unwrap().is_committed());
+    assert_eq!(committing.calls(), [Kind::Prepare, Kind::Commit]);
+    assert_eq!(prepared.calls(), [Kind::Prepare, Kind::Rollback]);
+    assert_eq!(active.calls(), [Kind::Rollback]);
+    assert!(c.unfinished_transactions().is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn stats_count_outcomes_and_hazards_and_the_unfinished_list_shows_in_doubt_transactions() {
+    let c = TransactionCoordinator::with_config(
+        config()
+            .retry(dtxn::RetryPolicy::new(2, ms(1), ms(1)).unwrap())
+            .build()
+            .unwrap(),
+    );
+    let ok = begin_with(&c, [Mock::new("a").arc()]);
+    c.prepare_transaction(ok).await.unwrap();
+    c.commit_transaction(ok).await.unwrap();
+    let gone = Mock::new("gone")
+        .on_commit(Step::Fail(dtxn::ParticipantError::permanent("deleted")))
+        .arc();
+    let hazardous = begin_with(&c, [gone, Mock::new("b").arc()]);
+    c.prepare_transaction(hazardous).await.unwrap();
+    assert!(c.commit_transaction(hazardous).await.unwrap().has_hazards());
+    let rolled = begin_with(&c, [Mock::new("c").arc()]);
+    c.rollback_transaction(rolled).await.unwrap();
+
+    let in_doubt = begin_with(&c, [Mock::new("d").arc(), Mock::new("e").arc()]);
+    c.prepare_transaction(in_doubt).await.unwrap();
+    tokio::time::advance(ms(5)).await;
+    let active = c.begin_transaction().unwrap();
+
+    let stats = c.stats();
+    assert_eq!(
+        (
+            stats.committed,
+            stats.aborted,
+            stats.hazards,
+            stats.unfinished
+        ),
+        (2, 1, 1, 2)
+    );
+    let list = c.unfinished_transactions();
+    let seen: Vec<_> = list
+        .iter()
+        .map(|s| (s.txn, s.state, s.participants))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            (in_doubt, TransactionState::Prepared, 2),
+            (active, TransactionState::Active, 0)
+        ]
+    );
+    assert!(list[0].age >= ms(5));
+}

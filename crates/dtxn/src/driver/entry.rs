@@ -243,6 +243,15 @@ impl Entry {
         found.map(|(cause, who)| name_cause(cause, who.as_deref()))
     }
 
+    pub fn participant_count(&self) -> usize {
+        lock(&self.inner).participants.len()
+    }
+
+    /// How many participants were given up on in phase 2.
+    pub fn hazard_count(&self) -> usize {
+        lock(&self.inner).machine.hazards().count()
+    }
+
     /// The final outcome (call once the state is terminal or decided).
     pub fn outcome(&self) -> TransactionOutcome {
         let (decision, reason, hazards) = {

@@ -30,6 +30,10 @@ pub(crate) struct Shared {
     shards: Box<[Shard]>,
     /// Unfinished transactions (the capacity counter).
     unfinished: AtomicUsize,
+    /// Lifetime totals, for metrics.
+    committed: AtomicU64,
+    aborted: AtomicU64,
+    hazards: AtomicU64,
     /// Finished transactions still remembered, oldest first.
     finished: Mutex<VecDeque<(Instant, TransactionId)>>,
     pub runtime: OnceLock<tokio::runtime::Handle>,
@@ -62,6 +66,16 @@ impl Shared {
         }
         tracing::debug!(txn = %entry.id, %state, "finished");
         self.unfinished.fetch_sub(1, Ordering::AcqRel);
+        let total = if state == TransactionState::Committed {
+            &self.committed
+        } else {
+            &self.aborted
+        };
+        total.fetch_add(1, Ordering::Relaxed);
+        let hazards = entry.hazard_count();
+        if hazards > 0 {
+            self.hazards.fetch_add(hazards as u64, Ordering::Relaxed);
+        }
         let now = Instant::now();
         let mut forget = Vec::new();
         {
@@ -132,6 +146,20 @@ impl Shared {
         } else {
             None
         }
+    }
+
+    /// Entries not yet terminal (a snapshot, shard by shard).
+    fn unfinished_entries(&self) -> Vec<Arc<Entry>> {
+        let mut list = Vec::new();
+        for shard in self.shards.iter() {
+            list.extend(
+                lock(shard)
+                    .values()
+                    .filter(|e| !e.state().is_terminal())
+                    .cloned(),
+            );
+        }
+        list
     }
 
     /// Rolls back expired (or, at shutdown, all) Active/Prepared
@@ -277,12 +305,37 @@ impl Default for TransactionCoordinator {
 
 /// Counts from [`TransactionCoordinator::stats`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[non_exhaustive]
 pub struct CoordinatorStats {
     /// Transactions not yet Committed or Aborted (counted against
     /// `max_transactions`).
     pub unfinished: usize,
     /// Finished transactions still remembered for queries.
     pub remembered: usize,
+    /// Transactions that ended Committed, since the coordinator was made.
+    pub committed: u64,
+    /// Transactions that ended Aborted, since the coordinator was made.
+    pub aborted: u64,
+    /// Participants given up on in phase 2 (heuristic hazards), since the
+    /// coordinator was made.
+    pub hazards: u64,
+}
+
+/// One unfinished transaction, from
+/// [`TransactionCoordinator::unfinished_transactions`].
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[non_exhaustive]
+pub struct TransactionSummary {
+    /// The transaction.
+    pub txn: TransactionId,
+    /// Its state: Active, Preparing or Prepared (*in doubt*: voted, waiting
+    /// for the client's decision), or Committing/Aborting (phase 2 still
+    /// delivering, perhaps retrying).
+    pub state: TransactionState,
+    /// Time since begin.
+    pub age: std::time::Duration,
+    /// Registered participants.
+    pub participants: usize,
 }
 
 impl TransactionCoordinator {
@@ -303,6 +356,9 @@ impl TransactionCoordinator {
             next_sequence: AtomicU64::new(1),
             shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
             unfinished: AtomicUsize::new(0),
+            committed: AtomicU64::new(0),
+            aborted: AtomicU64::new(0),
+            hazards: AtomicU64::new(0),
             finished: Mutex::new(VecDeque::new()),
             runtime: OnceLock::new(),
             sweeper_started: AtomicBool::new(false),
@@ -326,9 +382,59 @@ impl TransactionCoordinator {
 
     /// Current counts.
     pub fn stats(&self) -> CoordinatorStats {
+        let shared = self.shared();
         CoordinatorStats {
-            unfinished: self.shared().unfinished.load(Ordering::Acquire),
-            remembered: lock(&self.shared().finished).len(),
+            unfinished: shared.unfinished.load(Ordering::Acquire),
+            remembered: lock(&shared.finished).len(),
+            committed: shared.committed.load(Ordering::Relaxed),
+            aborted: shared.aborted.load(Ordering::Relaxed),
+            hazards: shared.hazards.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Every transaction not yet Committed or Aborted, oldest first. Takes
+    /// each shard's lock briefly in turn, so the list is not one atomic
+    /// snapshot: transactions may finish or begin while it is made.
+    pub fn unfinished_transactions(&self) -> Vec<TransactionSummary> {
+        let now = Instant::now();
+        let mut list = Vec::new();
+        for entry in self.shared().unfinished_entries() {
+            let state = entry.state();
+            if !state.is_terminal() {
+                list.push(TransactionSummary {
+                    txn: entry.id,
+                    state,
+                    age: now.saturating_duration_since(entry.begun),
+                    participants: entry.participant_count(),
+                });
+            }
+        }
+        list.sort_by_key(|s| std::cmp::Reverse(s.age));
+        list
+    }
+
+    /// Shuts the coordinator down gracefully: from now on
+    /// [`begin_transaction`](Self::begin_transaction) is refused with
+    /// [`CoordinatorError::ShuttingDown`], every transaction still Active or
+    /// Prepared is rolled back (no client can finish it any more; one in
+    /// Preparing is rolled back once its phase 1 ends), and the returned
+    /// future completes once every transaction has reached Committed or
+    /// Aborted — phase 2 already under way runs to its end, retries and
+    /// all. Bound the wait with [`tokio::time::timeout`] if need be.
+    ///
+    /// Queries keep working afterwards. Calling it again waits again.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: the shutdown and the rollbacks happen on the first poll
+    /// and run in spawned tasks; dropping the future only stops waiting.
+    pub async fn shutdown(&self) {
+        let shared = self.shared();
+        shared.shutdown.store(true, Ordering::Release);
+        shared.wake_sweeper.notify_one();
+        shared.sweep(true);
+        for entry in shared.unfinished_entries() {
+            entry.wait_for(TransactionState::is_terminal).await;
         }
     }
 
@@ -340,6 +446,9 @@ impl TransactionCoordinator {
     /// transactions are unfinished.
     pub fn begin_transaction(&self) -> Result<TransactionId, CoordinatorError> {
         let shared = self.shared();
+        if shared.shutdown.load(Ordering::Acquire) {
+            return Err(CoordinatorError::ShuttingDown);
+        }
         shared.ensure_sweeper();
         let limit = shared.config.max_transactions;
         shared
