@@ -113,6 +113,21 @@ pub trait Participant: Send + Sync {
     /// Phase 1: prepare to commit `txn` and vote.
     async fn prepare(&self, txn: TransactionId) -> PreparedResult;
 
+    /// Phase 1 for participants whose `prepare` *call* can fail without a
+    /// vote — a remote service that is unreachable, answers garbage or
+    /// breaks the connection. The coordinator calls this, not
+    /// [`prepare`](Self::prepare); the default just votes with `prepare`.
+    ///
+    /// An `Err` is treated like a panic or a timeout: the transaction
+    /// aborts (reported as [`AbortReason::PrepareFailed`](crate::AbortReason::PrepareFailed)),
+    /// and — unlike after an [`Aborted`](PreparedResult::Aborted) vote —
+    /// this participant *is* sent `rollback`, since it may have prepared
+    /// before the failure was seen. Override it instead of voting `Aborted`
+    /// when the participant's state is unknown.
+    async fn try_prepare(&self, txn: TransactionId) -> Result<PreparedResult, ParticipantError> {
+        Ok(self.prepare(txn).await)
+    }
+
     /// Phase 2 after a Commit decision. Must be idempotent.
     async fn commit(&self, txn: TransactionId) -> Result<(), ParticipantError>;
 

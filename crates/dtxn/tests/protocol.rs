@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use common::{begin_with, coordinator, ms, Kind, Mock, Step};
 use dtxn::{
-    AbortReason, CallFailure, Decision, ParticipantError, Phase2Status, PrepareOutcome,
-    PreparedResult, TransactionState,
+    AbortReason, CallFailure, Decision, Participant, ParticipantError, Phase2Status,
+    PrepareOutcome, PreparedResult, TransactionId, TransactionState,
 };
 use tokio::time::Instant;
 
@@ -547,4 +547,50 @@ async fn deadline_passing_during_phase_one_rolls_back_when_it_ends() {
         c.get_transaction_state(txn).unwrap(),
         TransactionState::Aborted
     );
+}
+
+/// A participant whose prepare call fails without a vote (say, a remote
+/// service whose connection broke).
+struct Unreachable(Mock);
+
+#[dtxn::async_trait]
+impl Participant for Unreachable {
+    fn name(&self) -> &str {
+        "unreachable"
+    }
+    async fn prepare(&self, txn: TransactionId) -> PreparedResult {
+        self.0.prepare(txn).await
+    }
+    async fn try_prepare(&self, txn: TransactionId) -> Result<PreparedResult, ParticipantError> {
+        self.0.prepare(txn).await;
+        Err(ParticipantError::transient("connection reset"))
+    }
+    async fn commit(&self, txn: TransactionId) -> Result<(), ParticipantError> {
+        self.0.commit(txn).await
+    }
+    async fn rollback(&self, txn: TransactionId) -> Result<(), ParticipantError> {
+        self.0.rollback(txn).await
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_prepare_call_aborts_and_the_failed_participant_still_gets_rollback() {
+    let c = coordinator();
+    let unreachable = Arc::new(Unreachable(Mock::new("unreachable")));
+    let other = Mock::new("other").arc();
+    let txn = c.begin_transaction().unwrap();
+    c.register_participant(txn, unreachable.clone()).unwrap();
+    c.register_participant(txn, other.clone()).unwrap();
+    let outcome = c.prepare_transaction(txn).await.unwrap();
+    assert_eq!(
+        outcome,
+        PrepareOutcome::Aborted(AbortReason::PrepareFailed {
+            participant: "unreachable".into(),
+            index: 0,
+            failure: CallFailure::Error(ParticipantError::transient("connection reset")),
+        })
+    );
+    c.rollback_transaction(txn).await.unwrap();
+    assert_eq!(unreachable.0.calls(), [Kind::Prepare, Kind::Rollback]);
+    assert_eq!(other.calls(), [Kind::Prepare, Kind::Rollback]);
 }

@@ -99,7 +99,9 @@ async fn perform(
     let event = match call.action {
         Action::Prepare { participant } => Event::PrepareDone {
             participant,
-            result: guarded(prepare_timeout, async { p.prepare(txn).await }).await,
+            result: guarded(prepare_timeout, async { p.try_prepare(txn).await })
+                .await
+                .and_then(|r| r.map_err(CallFailure::Error)),
         },
         Action::Commit {
             participant,
