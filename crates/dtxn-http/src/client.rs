@@ -1,0 +1,358 @@
+//! [`HttpParticipant`]: a participant reached over HTTP.
+
+use std::time::Duration;
+
+use dtxn::{async_trait, Participant, ParticipantError, PreparedResult, TransactionId};
+use reqwest::{StatusCode, Url};
+
+use crate::wire::{ErrorBody, PhaseRequest, VoteResponse};
+
+/// The most of an answer's body that is read (a vote or an error is small).
+const MAX_BODY: usize = 64 * 1024;
+
+/// Why an [`HttpParticipant`] could not be made.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HttpParticipantError {
+    /// The base URL does not parse.
+    #[error("invalid participant URL {url:?}: {reason}")]
+    InvalidUrl {
+        /// The URL given.
+        url: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The HTTP client could not be built.
+    #[error("cannot build the HTTP client: {0}")]
+    Client(String),
+}
+
+/// A [`Participant`] living in another process: each call is a `POST` to
+/// the service's `prepare`, `commit` or `rollback` endpoint, following the
+/// [wire contract](crate::wire).
+///
+/// Connections are pooled and reused (keep-alive) by the underlying
+/// [`reqwest::Client`]; participants built from one
+/// [`HttpParticipantBuilder::client`] share its pool. Every call has its own
+/// timeout ([`HttpParticipantBuilder::timeout`]), independent of the
+/// coordinator's phase timeouts (whichever is shorter wins). Redirects are
+/// not followed: a participant must answer at the URL it registered.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+/// use std::{sync::Arc, time::Duration};
+/// use dtxn::TransactionCoordinator;
+/// use dtxn_http::HttpParticipant;
+///
+/// let inventory = HttpParticipant::builder("inventory", "http://127.0.0.1:7002/")
+///     .timeout(Duration::from_secs(2))
+///     .build()?;
+/// let coordinator = TransactionCoordinator::new();
+/// let txn = coordinator.begin_transaction()?;
+/// coordinator.register_participant(txn, Arc::new(inventory))?;
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct HttpParticipant {
+    name: String,
+    base: Url,
+    prepare: Url,
+    commit: Url,
+    rollback: Url,
+    client: reqwest::Client,
+    timeout: Duration,
+}
+
+/// Builds an [`HttpParticipant`].
+#[derive(Debug)]
+pub struct HttpParticipantBuilder {
+    name: String,
+    url: String,
+    timeout: Duration,
+    client: Option<reqwest::Client>,
+}
+
+impl HttpParticipant {
+    /// The default per-call timeout.
+    pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+
+    /// A participant named `name` at `base_url`, with default settings and a
+    /// client of its own.
+    ///
+    /// # Errors
+    ///
+    /// [`HttpParticipantError::InvalidUrl`] unless `base_url` is an absolute
+    /// `http` or `https` URL with a host and no query or fragment.
+    pub fn new(
+        name: impl Into<String>,
+        base_url: impl AsRef<str>,
+    ) -> Result<Self, HttpParticipantError> {
+        Self::builder(name, base_url).build()
+    }
+
+    /// A builder for a participant named `name` at `base_url`.
+    pub fn builder(name: impl Into<String>, base_url: impl AsRef<str>) -> HttpParticipantBuilder {
+        HttpParticipantBuilder {
+            name: name.into(),
+            url: base_url.as_ref().to_owned(),
+            timeout: Self::DEFAULT_TIMEOUT,
+            client: None,
+        }
+    }
+
+    /// A client suited to participant calls: connection pooling, no
+    /// redirects, TCP_NODELAY, a 2 s connect timeout. Share one among many
+    /// participants with [`HttpParticipantBuilder::client`].
+    ///
+    /// # Errors
+    ///
+    /// [`HttpParticipantError::Client`] if the client cannot be built.
+    pub fn default_client() -> Result<reqwest::Client, HttpParticipantError> {
+        reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .connect_timeout(Duration::from_secs(2))
+            .tcp_nodelay(true)
+            .pool_idle_timeout(Duration::from_secs(90))
+            .build()
+            .map_err(|e| HttpParticipantError::Client(e.to_string()))
+    }
+
+    /// The service's base URL.
+    pub fn base_url(&self) -> &Url {
+        &self.base
+    }
+
+    /// The per-call timeout.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    async fn post(&self, url: &Url, txn: TransactionId) -> Result<Answer, ParticipantError> {
+        let response = self
+            .client
+            .post(url.clone())
+            .timeout(self.timeout)
+            .json(&PhaseRequest {
+                transaction_id: txn,
+            })
+            .send()
+            .await
+            .map_err(|e| transport_error(url, e))?;
+        let status = response.status();
+        let body = read_capped(response)
+            .await
+            .map_err(|e| transport_error(url, e))?;
+        Ok(Answer { status, body })
+    }
+
+    async fn phase2(&self, url: &Url, txn: TransactionId) -> Result<(), ParticipantError> {
+        let answer = self.post(url, txn).await?;
+        if answer.status.is_success() {
+            return Ok(());
+        }
+        let message = answer.describe(url);
+        if is_retryable(answer.status) {
+            Err(ParticipantError::transient(message))
+        } else {
+            Err(ParticipantError::permanent(message))
+        }
+    }
+}
+
+impl HttpParticipantBuilder {
+    /// The per-call timeout (default [`HttpParticipant::DEFAULT_TIMEOUT`]).
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Use `client` (and its connection pool) instead of a new
+    /// [`HttpParticipant::default_client`]. Cloning a `reqwest::Client` is
+    /// cheap and shares the pool.
+    pub fn client(mut self, client: reqwest::Client) -> Self {
+        self.client = Some(client);
+        self
+    }
+
+    /// The participant.
+    ///
+    /// # Errors
+    ///
+    /// See [`HttpParticipant::new`].
+    pub fn build(self) -> Result<HttpParticipant, HttpParticipantError> {
+        let invalid = |reason: &str| HttpParticipantError::InvalidUrl {
+            url: self.url.clone(),
+            reason: reason.to_owned(),
+        };
+        let mut base = Url::parse(&self.url).map_err(|e| invalid(&e.to_string()))?;
+        if !matches!(base.scheme(), "http" | "https") {
+            return Err(invalid("the scheme must be http or https"));
+        }
+        if base.host().is_none() {
+            return Err(invalid("it has no host"));
+        }
+        if base.query().is_some() || base.fragment().is_some() {
+            return Err(invalid("it must not have a query or fragment"));
+        }
+        if !base.path().ends_with('/') {
+            let path = format!("{}/", base.path());
+            base.set_path(&path);
+        }
+        let join = |endpoint: &str| base.join(endpoint).map_err(|e| invalid(&e.to_string()));
+        let (prepare, commit, rollback) = (join("prepare")?, join("commit")?, join("rollback")?);
+        let client = match self.client {
+            Some(client) => client,
+            None => HttpParticipant::default_client()?,
+        };
+        Ok(HttpParticipant {
+            name: self.name,
+            base,
+            prepare,
+            commit,
+            rollback,
+            client,
+            timeout: self.timeout,
+        })
+    }
+}
+
+#[async_trait]
+impl Participant for HttpParticipant {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Votes with [`try_prepare`](Self::try_prepare); a failed call becomes
+    /// an `Aborted` vote here. The coordinator calls `try_prepare`.
+    async fn prepare(&self, txn: TransactionId) -> PreparedResult {
+        match self.try_prepare(txn).await {
+            Ok(vote) => vote,
+            Err(e) => PreparedResult::Aborted(format!("prepare call failed: {e}")),
+        }
+    }
+
+    async fn try_prepare(&self, txn: TransactionId) -> Result<PreparedResult, ParticipantError> {
+        let answer = self.post(&self.prepare, txn).await?;
+        match answer.status {
+            StatusCode::OK => serde_json::from_slice::<VoteResponse>(&answer.body)
+                .map(PreparedResult::from)
+                .map_err(|e| {
+                    ParticipantError::permanent(format!(
+                        "POST {}: 200 without a vote: {e}",
+                        self.prepare
+                    ))
+                }),
+            StatusCode::CONFLICT => Ok(PreparedResult::Aborted(answer.reason())),
+            _ => Err(ParticipantError::transient(answer.describe(&self.prepare))),
+        }
+    }
+
+    async fn commit(&self, txn: TransactionId) -> Result<(), ParticipantError> {
+        self.phase2(&self.commit, txn).await
+    }
+
+    async fn rollback(&self, txn: TransactionId) -> Result<(), ParticipantError> {
+        self.phase2(&self.rollback, txn).await
+    }
+}
+
+struct Answer {
+    status: StatusCode,
+    body: Vec<u8>,
+}
+
+impl Answer {
+    /// The `error` of an [`ErrorBody`], else the body as text, else the
+    /// status.
+    fn reason(&self) -> String {
+        if let Ok(body) = serde_json::from_slice::<ErrorBody>(&self.body) {
+            return body.error;
+        }
+        let text = String::from_utf8_lossy(&self.body);
+        let text = text.trim();
+        if text.is_empty() {
+            self.status.to_string()
+        } else {
+            text.chars().take(512).collect()
+        }
+    }
+
+    fn describe(&self, url: &Url) -> String {
+        format!("POST {url}: {}: {}", self.status, self.reason())
+    }
+}
+
+/// Retrying may help: server errors, request timeout, too many requests.
+fn is_retryable(status: StatusCode) -> bool {
+    status.is_server_error()
+        || status == StatusCode::REQUEST_TIMEOUT
+        || status == StatusCode::TOO_MANY_REQUESTS
+}
+
+fn transport_error(url: &Url, e: reqwest::Error) -> ParticipantError {
+    let what = if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "connection failed"
+    } else {
+        "request failed"
+    };
+    // reqwest's Display omits the cause chain, which says what happened.
+    let mut message = format!("POST {url}: {what}: {e}");
+    let mut source = std::error::Error::source(&e);
+    while let Some(cause) = source {
+        message.push_str(": ");
+        message.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    ParticipantError::transient(message)
+}
+
+async fn read_capped(mut response: reqwest::Response) -> Result<Vec<u8>, reqwest::Error> {
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await? {
+        let room = MAX_BODY - body.len();
+        body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        if body.len() == MAX_BODY {
+            break;
+        }
+    }
+    Ok(body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base_urls_are_validated_and_endpoints_joined() {
+        let p = HttpParticipant::new("p", "http://127.0.0.1:7001/svc").unwrap();
+        assert_eq!(p.prepare.as_str(), "http://127.0.0.1:7001/svc/prepare");
+        assert_eq!(p.rollback.as_str(), "http://127.0.0.1:7001/svc/rollback");
+        let p = HttpParticipant::new("p", "http://localhost:7001").unwrap();
+        assert_eq!(p.commit.as_str(), "http://localhost:7001/commit");
+        for bad in [
+            "localhost:7001",
+            "ftp://host/",
+            "http://host/?a=1",
+            "not a url",
+            "",
+        ] {
+            assert!(
+                matches!(
+                    HttpParticipant::new("p", bad),
+                    Err(HttpParticipantError::InvalidUrl { .. })
+                ),
+                "{bad:?} was accepted"
+            );
+        }
+    }
+
+    #[test]
+    fn only_server_errors_timeouts_and_throttling_are_retried() {
+        assert!(is_retryable(StatusCode::SERVICE_UNAVAILABLE));
+        assert!(is_retryable(StatusCode::INTERNAL_SERVER_ERROR));
+        assert!(is_retryable(StatusCode::TOO_MANY_REQUESTS));
+        assert!(!is_retryable(StatusCode::NOT_FOUND));
+        assert!(!is_retryable(StatusCode::UNPROCESSABLE_ENTITY));
+    }
+}

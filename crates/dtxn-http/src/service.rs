@@ -1,0 +1,154 @@
+//! [`participant_router`]: serve any [`Participant`] over HTTP.
+
+use std::sync::Arc;
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Json, Router};
+use dtxn::{Participant, ParticipantError, PreparedResult, TransactionId};
+
+use crate::wire::{ErrorBody, PhaseRequest, VoteResponse};
+
+/// Request bodies are a transaction id; anything bigger is refused.
+const BODY_LIMIT: usize = 16 * 1024;
+
+/// An axum [`Router`] serving `participant` under the [wire
+/// contract](crate::wire): `POST /prepare`, `POST /commit` and
+/// `POST /rollback`. Nest it wherever the service wants it and register
+/// that URL with the coordinator.
+///
+/// Each call runs in a task of its own, so a coordinator that hangs up (its
+/// timeout passed) does not cancel the participant half-way through an
+/// operation; a panic becomes a `500` (retried for commit and rollback, a
+/// failed call for prepare). A transient [`ParticipantError`] becomes a
+/// `503`, a permanent one a `422`. Malformed requests get a `4xx` with an
+/// [`ErrorBody`].
+///
+/// ```no_run
+/// use std::sync::Arc;
+/// use dtxn::{async_trait, Participant, ParticipantError, PreparedResult, TransactionId};
+///
+/// struct Inventory;
+///
+/// #[async_trait]
+/// impl Participant for Inventory {
+///     fn name(&self) -> &str { "inventory" }
+///     async fn prepare(&self, _: TransactionId) -> PreparedResult { PreparedResult::Ready }
+///     async fn commit(&self, _: TransactionId) -> Result<(), ParticipantError> { Ok(()) }
+///     async fn rollback(&self, _: TransactionId) -> Result<(), ParticipantError> { Ok(()) }
+/// }
+///
+/// # async fn serve() -> std::io::Result<()> {
+/// let app = axum::Router::new()
+///     .nest("/2pc", dtxn_http::participant_router(Arc::new(Inventory)));
+/// let listener = tokio::net::TcpListener::bind("127.0.0.1:7002").await?;
+/// axum::serve(listener, app).await // register http://127.0.0.1:7002/2pc/
+/// # }
+/// ```
+pub fn participant_router(participant: Arc<dyn Participant>) -> Router {
+    Router::new()
+        .route("/prepare", post(prepare))
+        .route("/commit", post(commit))
+        .route("/rollback", post(rollback))
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .with_state(participant)
+}
+
+type Body = Result<Json<PhaseRequest>, JsonRejection>;
+
+async fn prepare(State(p): State<Arc<dyn Participant>>, body: Body) -> Response {
+    let txn = match transaction(body) {
+        Ok(txn) => txn,
+        Err(response) => return response,
+    };
+    match run(&p, txn, |p, txn| async move { p.try_prepare(txn).await }).await {
+        Ok(Ok(vote)) => {
+            if let PreparedResult::Aborted(reason) = &vote {
+                tracing::debug!(%txn, participant = p.name(), reason, "voted to abort");
+            }
+            Json(VoteResponse::from(vote)).into_response()
+        }
+        Ok(Err(e)) => participant_error(e),
+        Err(response) => response,
+    }
+}
+
+async fn commit(State(p): State<Arc<dyn Participant>>, body: Body) -> Response {
+    phase2(p, body, true).await
+}
+
+async fn rollback(State(p): State<Arc<dyn Participant>>, body: Body) -> Response {
+    phase2(p, body, false).await
+}
+
+async fn phase2(p: Arc<dyn Participant>, body: Body, commit: bool) -> Response {
+    let txn = match transaction(body) {
+        Ok(txn) => txn,
+        Err(response) => return response,
+    };
+    let result = run(&p, txn, move |p, txn| async move {
+        if commit {
+            p.commit(txn).await
+        } else {
+            p.rollback(txn).await
+        }
+    })
+    .await;
+    match result {
+        Ok(Ok(())) => StatusCode::NO_CONTENT.into_response(),
+        Ok(Err(e)) => participant_error(e),
+        Err(response) => response,
+    }
+}
+
+/// Runs one participant call in its own task; a panic becomes a `500`.
+async fn run<T, F, Fut>(p: &Arc<dyn Participant>, txn: TransactionId, call: F) -> Result<T, Response>
+where
+    F: FnOnce(Arc<dyn Participant>, TransactionId) -> Fut,
+    Fut: std::future::Future<Output = T> + Send + 'static,
+    T: Send + 'static,
+{
+    match tokio::spawn(call(Arc::clone(p), txn)).await {
+        Ok(value) => Ok(value),
+        Err(e) => {
+            let message = if e.is_panic() {
+                "the participant panicked"
+            } else {
+                "the participant call was cancelled"
+            };
+            tracing::error!(%txn, participant = p.name(), "{message}");
+            Err(error(StatusCode::INTERNAL_SERVER_ERROR, "panicked", message))
+        }
+    }
+}
+
+fn transaction(body: Body) -> Result<TransactionId, Response> {
+    match body {
+        Ok(Json(request)) => Ok(request.transaction_id),
+        Err(rejection) => Err(error(rejection.status(), "bad_request", rejection.body_text())),
+    }
+}
+
+fn participant_error(e: ParticipantError) -> Response {
+    if e.is_permanent() {
+        error(StatusCode::UNPROCESSABLE_ENTITY, "permanent", e.message())
+    } else {
+        error(StatusCode::SERVICE_UNAVAILABLE, "transient", e.message())
+    }
+}
+
+async fn not_found() -> Response {
+    error(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        "no such endpoint: participant services answer POST prepare, commit and rollback",
+    )
+}
+
+pub(crate) fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
+    (status, Json(ErrorBody::new(code, message))).into_response()
+}
