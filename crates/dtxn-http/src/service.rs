@@ -106,7 +106,11 @@ async fn phase2(p: Arc<dyn Participant>, body: Body, commit: bool) -> Response {
 }
 
 /// Runs one participant call in its own task; a panic becomes a `500`.
-async fn run<T, F, Fut>(p: &Arc<dyn Participant>, txn: TransactionId, call: F) -> Result<T, Response>
+async fn run<T, F, Fut>(
+    p: &Arc<dyn Participant>,
+    txn: TransactionId,
+    call: F,
+) -> Result<T, Response>
 where
     F: FnOnce(Arc<dyn Participant>, TransactionId) -> Fut,
     Fut: std::future::Future<Output = T> + Send + 'static,
@@ -121,7 +125,11 @@ where
                 "the participant call was cancelled"
             };
             tracing::error!(%txn, participant = p.name(), "{message}");
-            Err(error(StatusCode::INTERNAL_SERVER_ERROR, "panicked", message))
+            Err(error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "panicked",
+                message,
+            ))
         }
     }
 }
@@ -129,7 +137,11 @@ where
 fn transaction(body: Body) -> Result<TransactionId, Response> {
     match body {
         Ok(Json(request)) => Ok(request.transaction_id),
-        Err(rejection) => Err(error(rejection.status(), "bad_request", rejection.body_text())),
+        Err(rejection) => Err(error(
+            rejection.status(),
+            "bad_request",
+            rejection.body_text(),
+        )),
     }
 }
 

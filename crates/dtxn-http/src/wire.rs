@@ -10,7 +10,8 @@
 //! POST {base}/rollback   {"transaction_id": "<id>"}
 //! ```
 //!
-//! `<id>` is a [`TransactionId`] in its display form (32 hex digits).
+//! `<id>` is a [`TransactionId`] in its display form: 32 hex digits,
+//! hyphenated like a UUID (`7f3a9c0e-5b1d-2f4a-0000-000000000001`).
 //!
 //! # `prepare`
 //!
@@ -48,8 +49,8 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 pub struct PhaseRequest {
-    /// The transaction, as 32 hex digits.
-    #[cfg_attr(feature = "server", schema(value_type = String, example = "7f3a9c0e5b1d2f4a0000000000000001"))]
+    /// The transaction: 32 hex digits, hyphenated like a UUID.
+    #[cfg_attr(feature = "server", schema(value_type = String, example = "7f3a9c0e-5b1d-2f4a-0000-000000000001"))]
     pub transaction_id: TransactionId,
 }
 
