@@ -7,6 +7,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
+use super::Shared;
 use crate::core::{AbortCause, Action, CoreError, Event, Transaction, TransactionState};
 use crate::outcome::{
     AbortReason, Hazard, ParticipantReport, TransactionOutcome, TransactionReport,
@@ -128,7 +129,11 @@ impl Entry {
 
     /// Feeds `event` to the machine. With `check_deadline`, an expired
     /// deadline is applied first (client calls see expiry deterministically).
-    pub fn apply(&self, event: Event, check_deadline: bool, retry: &RetryPolicy) -> Applied {
+    ///
+    /// A terminal state is counted in `shared`'s totals *before* it is
+    /// published, so whoever sees it finished also sees it counted.
+    pub fn apply(&self, event: Event, check_deadline: bool, shared: &Shared) -> Applied {
+        let retry = &shared.config.retry;
         let mut actions = Vec::new();
         let mut inner = lock(&self.inner);
         let before = inner.machine.state();
@@ -194,6 +199,9 @@ impl Entry {
         }
         // Published under the lock so concurrent appliers cannot publish
         // states out of order.
+        if after.is_terminal() && !before.is_terminal() {
+            shared.count_finished(after, inner.machine.hazards().count());
+        }
         let changed_to = (after != before).then(|| {
             self.state.send_replace(after);
             after
@@ -245,11 +253,6 @@ impl Entry {
 
     pub fn participant_count(&self) -> usize {
         lock(&self.inner).participants.len()
-    }
-
-    /// How many participants were given up on in phase 2.
-    pub fn hazard_count(&self) -> usize {
-        lock(&self.inner).machine.hazards().count()
     }
 
     /// The final outcome (call once the state is terminal or decided).

@@ -26,61 +26,137 @@ pub(crate) fn spawn_calls(
     calls: Vec<Call>,
     phase: &'static str,
 ) {
-    if calls.is_empty() {
-        return;
-    }
-    let span = tracing::debug_span!("dtxn", txn = %entry.id, phase);
-    let task = run(Arc::clone(shared), Arc::clone(entry), calls).instrument(span);
-    match tokio::runtime::Handle::try_current() {
-        Ok(handle) => {
-            handle.spawn(task);
+    runner(shared, entry, calls).detach(phase);
+}
+
+/// The participant calls of one transaction in flight, and the loop that
+/// feeds their results into the machine.
+///
+/// A client call drives its runner *inline*, in the client's own task,
+/// until the state it waits for is reached, then
+/// [`detach`](Self::detach)es what is left into a spawned task; the
+/// [`Detach`] guard does the same if the client future is dropped mid-way,
+/// so cancellation never strands a call. In the common case every call is
+/// answered before the client returns, and no task is spawned at all.
+pub(crate) struct Runner<F> {
+    shared: Arc<Shared>,
+    entry: Arc<Entry>,
+    pending: FuturesUnordered<F>,
+    /// `perform`, as a pointer so that `F` (its unnameable future type) is
+    /// fixed once and more calls can be pushed later.
+    perform: fn(Call, TransactionId, Duration, Duration) -> F,
+}
+
+/// A runner for `calls`.
+pub(crate) fn runner(
+    shared: &Arc<Shared>,
+    entry: &Arc<Entry>,
+    calls: Vec<Call>,
+) -> Runner<impl Future<Output = Event> + Send + 'static> {
+    let mut runner = Runner {
+        shared: Arc::clone(shared),
+        entry: Arc::clone(entry),
+        pending: FuturesUnordered::new(),
+        perform,
+    };
+    runner.push(calls);
+    runner
+}
+
+impl<F: Future<Output = Event> + Send + 'static> Runner<F> {
+    fn push(&mut self, calls: Vec<Call>) {
+        for call in calls {
+            self.pending.push((self.perform)(
+                call,
+                self.entry.id,
+                self.shared.config.prepare_timeout,
+                self.shared.config.phase2_timeout,
+            ));
         }
-        Err(_) => match shared.runtime.get() {
-            Some(handle) => {
+    }
+
+    /// Feeds call results into the machine until `done(state)` holds or no
+    /// call is left. Cancel safe: a dropped drive loses no call (they stay
+    /// in `pending`) and no result (each is applied as soon as it is taken).
+    pub async fn drive_until(&mut self, done: impl Fn(TransactionState) -> bool) {
+        let (shared, entry) = (Arc::clone(&self.shared), Arc::clone(&self.entry));
+        let (shared, entry) = (&*shared, &entry);
+        while !done(entry.state()) {
+            let Some(event) = self.pending.next().await else {
+                return;
+            };
+            let applied = entry.apply(event, false, shared);
+            if let Err(e) = &applied.result {
+                // Stale answers cannot occur here (each call is outstanding
+                // exactly once) but are harmless; anything else is a core bug.
+                tracing::error!(txn = %entry.id, error = %e, "core refused a call result");
+            }
+            shared.after_apply(entry, applied.changed_to);
+            let mut calls = applied.calls;
+            if applied.changed_to == Some(TransactionState::Prepared) {
+                // The deadline and shutdown are ignored while Preparing; deliver
+                // them now that phase 1 has ended, or nobody ever will.
+                if let Some(event) = shared.pending_abandonment(entry) {
+                    let again = entry.apply(event, false, shared);
+                    shared.after_apply(entry, again.changed_to);
+                    calls.extend(again.calls);
+                }
+            }
+            self.push(calls);
+        }
+    }
+
+    /// Runs the calls still pending to the end in a spawned task.
+    pub fn detach(mut self, phase: &'static str) {
+        if self.pending.is_empty() {
+            return;
+        }
+        let span = tracing::debug_span!("dtxn", txn = %self.entry.id, phase);
+        let (shared, id) = (Arc::clone(&self.shared), self.entry.id);
+        let task = async move { self.drive_until(|_| false).await }.instrument(span);
+        match tokio::runtime::Handle::try_current() {
+            Ok(handle) => {
                 handle.spawn(task);
             }
-            // Unreachable in practice: calls only arise after an async call
-            // or the sweeper, both of which run inside a runtime.
-            None => tracing::error!(txn = %entry.id, "no tokio runtime to run participant calls"),
-        },
+            Err(_) => match shared.runtime.get() {
+                Some(handle) => {
+                    handle.spawn(task);
+                }
+                // Unreachable in practice: calls only arise after an async call
+                // or the sweeper, both of which run inside a runtime.
+                None => tracing::error!(txn = %id, "no tokio runtime to run participant calls"),
+            },
+        }
     }
 }
 
-async fn run(shared: Arc<Shared>, entry: Arc<Entry>, calls: Vec<Call>) {
-    let mut pending = FuturesUnordered::new();
-    for call in calls {
-        pending.push(perform(
-            call,
-            entry.id,
-            shared.config.prepare_timeout,
-            shared.config.phase2_timeout,
-        ));
+/// Owns a [`Runner`] driven by a client future and detaches what is left of
+/// it when dropped — when the client got its answer, or gave up waiting.
+pub(crate) struct Detach<F: Future<Output = Event> + Send + 'static> {
+    runner: Option<Runner<F>>,
+    phase: &'static str,
+}
+
+impl<F: Future<Output = Event> + Send + 'static> Detach<F> {
+    pub fn new(runner: Runner<F>, phase: &'static str) -> Self {
+        Self {
+            runner: Some(runner),
+            phase,
+        }
     }
-    while let Some(event) = pending.next().await {
-        let applied = entry.apply(event, false, &shared.config.retry);
-        if let Err(e) = &applied.result {
-            // Stale answers cannot occur here (each call is outstanding
-            // exactly once) but are harmless; anything else is a core bug.
-            tracing::error!(txn = %entry.id, error = %e, "core refused a call result");
+
+    /// See [`Runner::drive_until`].
+    pub async fn drive_until(&mut self, done: impl Fn(TransactionState) -> bool) {
+        if let Some(runner) = &mut self.runner {
+            runner.drive_until(done).await;
         }
-        shared.after_apply(&entry, applied.changed_to);
-        let mut calls = applied.calls;
-        if applied.changed_to == Some(TransactionState::Prepared) {
-            // The deadline and shutdown are ignored while Preparing; deliver
-            // them now that phase 1 has ended, or nobody ever will.
-            if let Some(event) = shared.pending_abandonment(&entry) {
-                let again = entry.apply(event, false, &shared.config.retry);
-                shared.after_apply(&entry, again.changed_to);
-                calls.extend(again.calls);
-            }
-        }
-        for call in calls {
-            pending.push(perform(
-                call,
-                entry.id,
-                shared.config.prepare_timeout,
-                shared.config.phase2_timeout,
-            ));
+    }
+}
+
+impl<F: Future<Output = Event> + Send + 'static> Drop for Detach<F> {
+    fn drop(&mut self) {
+        if let Some(runner) = self.runner.take() {
+            runner.detach(self.phase);
         }
     }
 }

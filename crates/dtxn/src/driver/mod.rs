@@ -54,8 +54,23 @@ impl Shared {
             .ok_or(CoordinatorError::NotFound { txn })
     }
 
-    /// Bookkeeping after a state change: publish terminal states to the
-    /// capacity counter and the retention queue.
+    /// Counts a transaction that just reached terminal `state` (called by
+    /// [`Entry::apply`] before it publishes the state).
+    pub(crate) fn count_finished(&self, state: TransactionState, hazards: usize) {
+        self.unfinished.fetch_sub(1, Ordering::AcqRel);
+        let total = if state == TransactionState::Committed {
+            &self.committed
+        } else {
+            &self.aborted
+        };
+        total.fetch_add(1, Ordering::Relaxed);
+        if hazards > 0 {
+            self.hazards.fetch_add(hazards as u64, Ordering::Relaxed);
+        }
+    }
+
+    /// Bookkeeping after a state change: logs the decision, and puts
+    /// finished transactions in the retention queue.
     pub(crate) fn after_apply(&self, entry: &Entry, changed_to: Option<TransactionState>) {
         let Some(state) = changed_to else { return };
         if let Some(decision) = state.decision().filter(|_| !state.is_terminal()) {
@@ -65,17 +80,6 @@ impl Shared {
             return;
         }
         tracing::debug!(txn = %entry.id, %state, "finished");
-        self.unfinished.fetch_sub(1, Ordering::AcqRel);
-        let total = if state == TransactionState::Committed {
-            &self.committed
-        } else {
-            &self.aborted
-        };
-        total.fetch_add(1, Ordering::Relaxed);
-        let hazards = entry.hazard_count();
-        if hazards > 0 {
-            self.hazards.fetch_add(hazards as u64, Ordering::Relaxed);
-        }
         let now = Instant::now();
         let mut forget = Vec::new();
         {
@@ -114,26 +118,39 @@ impl Shared {
         check_deadline: bool,
         phase: &'static str,
     ) -> Result<(), CoreError> {
-        let applied = entry.apply(event, check_deadline, &self.config.retry);
+        let applied = entry.apply(event, check_deadline, self);
         spawn_calls(self, entry, applied.calls, phase);
         self.after_apply(entry, applied.changed_to);
         applied.result
     }
 
-    /// Applies a client event and runs the calls it requires.
+    /// Applies a client event. The calls it requires come back as a
+    /// [`Runner`](exec::Runner) for the client to drive; on a refusal any
+    /// calls (a deadline applied first) run in the background.
     fn client_event(
         self: &Arc<Self>,
         entry: &Arc<Entry>,
         event: Event,
         operation: Operation,
-    ) -> Result<(), CoordinatorError> {
+    ) -> Result<
+        exec::Detach<impl std::future::Future<Output = Event> + Send + 'static>,
+        CoordinatorError,
+    > {
         let phase = match operation {
             Operation::Prepare => "prepare",
             Operation::Commit => "commit",
             Operation::Rollback | Operation::Register => "rollback",
         };
-        self.apply_and_run(entry, event, true, phase)
-            .map_err(|e| map_core_error(entry, e, operation))
+        let applied = entry.apply(event, true, self);
+        self.after_apply(entry, applied.changed_to);
+        let calls = exec::Detach::new(exec::runner(self, entry, applied.calls), phase);
+        match applied.result {
+            Ok(()) => Ok(calls),
+            Err(e) => {
+                drop(calls);
+                Err(map_core_error(entry, e, operation))
+            }
+        }
     }
 
     /// The event that abandons `entry` now, if any: `Shutdown` once the last
@@ -531,7 +548,11 @@ impl TransactionCoordinator {
     ) -> Result<PrepareOutcome, CoordinatorError> {
         let shared = self.shared();
         let entry = shared.get(txn)?;
-        shared.client_event(&entry, Event::Prepare, Operation::Prepare)?;
+        let mut calls = shared.client_event(&entry, Event::Prepare, Operation::Prepare)?;
+        calls
+            .drive_until(|s| s != TransactionState::Preparing)
+            .await;
+        drop(calls);
         let state = entry.wait_for(|s| s != TransactionState::Preparing).await;
         match state {
             TransactionState::Prepared
@@ -579,7 +600,9 @@ impl TransactionCoordinator {
     ) -> Result<TransactionOutcome, CoordinatorError> {
         let shared = self.shared();
         let entry = shared.get(txn)?;
-        shared.client_event(&entry, Event::Commit, Operation::Commit)?;
+        let mut calls = shared.client_event(&entry, Event::Commit, Operation::Commit)?;
+        calls.drive_until(TransactionState::is_terminal).await;
+        drop(calls);
         entry.wait_for(TransactionState::is_terminal).await;
         Ok(entry.outcome())
     }
@@ -606,7 +629,9 @@ impl TransactionCoordinator {
     ) -> Result<TransactionOutcome, CoordinatorError> {
         let shared = self.shared();
         let entry = shared.get(txn)?;
-        shared.client_event(&entry, Event::Rollback, Operation::Rollback)?;
+        let mut calls = shared.client_event(&entry, Event::Rollback, Operation::Rollback)?;
+        calls.drive_until(TransactionState::is_terminal).await;
+        drop(calls);
         entry.wait_for(TransactionState::is_terminal).await;
         Ok(entry.outcome())
     }

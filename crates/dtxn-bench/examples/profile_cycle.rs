@@ -1,0 +1,31 @@
+//! A fixed workload for profilers (`valgrind --tool=callgrind`, `perf`):
+//! `N` full cycles (begin, register, prepare, commit) with `P` no-op
+//! participants on a current-thread runtime, one transaction at a time.
+//!
+//! `cargo build --release -p dtxn-bench --example profile_cycle` then
+//! `valgrind --tool=callgrind target/release/examples/profile_cycle 20000 3`.
+
+use std::sync::Arc;
+
+use dtxn::Participant;
+use dtxn_bench::{participants::many, Contender, Noop};
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let cycles: u64 = args.next().and_then(|s| s.parse().ok()).unwrap_or(20_000);
+    let size: usize = args.next().and_then(|s| s.parse().ok()).unwrap_or(3);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .expect("a tokio runtime");
+    let _guard = rt.enter();
+    let participants = many(size, || Arc::new(Noop) as Arc<dyn Participant>);
+    let contender = Contender::dtxn(1000, 100);
+    let started = std::time::Instant::now();
+    for key in 0..cycles {
+        rt.block_on(contender.cycle(key, &participants))
+            .expect("a committed cycle");
+    }
+    let per = started.elapsed().as_secs_f64() * 1e6 / cycles as f64;
+    println!("{cycles} cycles x {size} participants: {per:.2} us per cycle");
+}
