@@ -29,3 +29,6 @@ pub use client::{HttpParticipant, HttpParticipantBuilder, HttpParticipantError};
 mod service;
 #[cfg(feature = "participant-service")]
 pub use service::participant_router;
+
+#[cfg(feature = "server")]
+pub mod server;

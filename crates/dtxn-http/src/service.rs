@@ -61,9 +61,9 @@ pub fn participant_router(participant: Arc<dyn Participant>) -> Router {
 type Body = Result<Json<PhaseRequest>, JsonRejection>;
 
 async fn prepare(State(p): State<Arc<dyn Participant>>, body: Body) -> Response {
-    let txn = match transaction(body) {
-        Ok(txn) => txn,
-        Err(response) => return response,
+    let txn = match body {
+        Ok(Json(request)) => request.transaction_id,
+        Err(rejection) => return rejected(rejection),
     };
     match run(&p, txn, |p, txn| async move { p.try_prepare(txn).await }).await {
         Ok(Ok(vote)) => {
@@ -86,9 +86,9 @@ async fn rollback(State(p): State<Arc<dyn Participant>>, body: Body) -> Response
 }
 
 async fn phase2(p: Arc<dyn Participant>, body: Body, commit: bool) -> Response {
-    let txn = match transaction(body) {
-        Ok(txn) => txn,
-        Err(response) => return response,
+    let txn = match body {
+        Ok(Json(request)) => request.transaction_id,
+        Err(rejection) => return rejected(rejection),
     };
     let result = run(&p, txn, move |p, txn| async move {
         if commit {
@@ -134,15 +134,8 @@ where
     }
 }
 
-fn transaction(body: Body) -> Result<TransactionId, Response> {
-    match body {
-        Ok(Json(request)) => Ok(request.transaction_id),
-        Err(rejection) => Err(error(
-            rejection.status(),
-            "bad_request",
-            rejection.body_text(),
-        )),
-    }
+fn rejected(rejection: JsonRejection) -> Response {
+    error(rejection.status(), "bad_request", rejection.body_text())
 }
 
 fn participant_error(e: ParticipantError) -> Response {

@@ -1,0 +1,357 @@
+//! The route handlers, their extractors and their OpenAPI descriptions.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request, State};
+use axum::http::request::Parts;
+use axum::http::{header, HeaderValue, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use dtxn::{Registration, TransactionId};
+use serde::de::DeserializeOwned;
+use tokio::time::Instant;
+
+use super::error::ApiError;
+use super::metrics::{self, Phase};
+use super::model::{
+    HealthResponse, HealthStatus, ListQuery, OutcomeResponse, PrepareResponse, RegisterRequest,
+    RegisterResponse, ReportResponse, TransactionList, TransactionStatus, TxnState,
+    UnfinishedTransaction,
+};
+use super::AppState;
+use crate::wire::ErrorBody;
+
+type AppResult<T> = Result<T, ApiError>;
+type St = State<Arc<AppState>>;
+
+/// The transaction id in the path; a malformed one is a `400 invalid_id`.
+pub(super) struct TxnId(pub TransactionId);
+
+impl<S: Send + Sync> FromRequestParts<S> for TxnId {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let invalid = |detail: String| ApiError::new(StatusCode::BAD_REQUEST, "invalid_id", detail);
+        let Path(raw) = Path::<String>::from_request_parts(parts, state)
+            .await
+            .map_err(|e| invalid(e.body_text()))?;
+        raw.parse().map(TxnId).map_err(|e| invalid(format!("{e}")))
+    }
+}
+
+/// A JSON body whose rejections are [`ApiError`]s (`400`, `413`, `415`,
+/// `422`).
+pub(super) struct JsonBody<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let Json(value) = Json::<T>::from_request(req, state).await?;
+        Ok(Self(value))
+    }
+}
+
+/// Begins a transaction.
+#[utoipa::path(
+    post,
+    path = "/transactions",
+    tag = "transactions",
+    responses(
+        (status = 201, description = "Begun, in state Active", body = TransactionStatus,
+            headers(("Location" = String, description = "The transaction's URL"))),
+        (status = 401, description = "Missing or wrong bearer token", body = ErrorBody),
+        (status = 429, description = "`capacity_exceeded`: too many unfinished transactions; retry later", body = ErrorBody),
+        (status = 503, description = "`shutting_down`, or `overloaded`", body = ErrorBody),
+    )
+)]
+pub(super) async fn begin(State(state): St) -> AppResult<Response> {
+    if state.draining.load(Ordering::Acquire) {
+        return Err(ApiError::shutting_down());
+    }
+    let id = state.coordinator.begin_transaction()?;
+    tracing::debug!(txn = %id, "begun");
+    let body = TransactionStatus {
+        id,
+        state: TxnState::Active,
+    };
+    let mut response = (StatusCode::CREATED, Json(body)).into_response();
+    // Always valid: hex digits and hyphens.
+    if let Ok(location) = HeaderValue::try_from(format!("/transactions/{id}")) {
+        response.headers_mut().insert(header::LOCATION, location);
+    }
+    Ok(response)
+}
+
+/// Lists unfinished transactions, oldest first.
+#[utoipa::path(
+    get,
+    path = "/transactions",
+    tag = "transactions",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "Unfinished transactions", body = TransactionList),
+        (status = 400, description = "`invalid_query`", body = ErrorBody),
+        (status = 401, description = "Missing or wrong bearer token", body = ErrorBody),
+    )
+)]
+pub(super) async fn list(
+    State(state): St,
+    query: Result<Query<ListQuery>, QueryRejection>,
+) -> AppResult<Json<TransactionList>> {
+    let Query(query) = query?;
+    let transactions = state
+        .coordinator
+        .unfinished_transactions()
+        .iter()
+        .map(UnfinishedTransaction::from)
+        .filter(|t| query.state.is_none_or(|s| s == t.state))
+        .filter(|t| query.in_doubt.is_none_or(|d| d == t.in_doubt))
+        .collect();
+    Ok(Json(TransactionList { transactions }))
+}
+
+/// A transaction's state.
+#[utoipa::path(
+    get,
+    path = "/transactions/{id}",
+    tag = "transactions",
+    params(("id" = String, Path, description = "Transaction id, 32 hex digits")),
+    responses(
+        (status = 200, description = "Its state", body = TransactionStatus),
+        (status = 400, description = "`invalid_id`", body = ErrorBody),
+        (status = 401, description = "Missing or wrong bearer token", body = ErrorBody),
+        (status = 404, description = "`not_found`: unknown, or finished and forgotten", body = ErrorBody),
+    )
+)]
+pub(super) async fn get_state(
+    State(state): St,
+    TxnId(id): TxnId,
+) -> AppResult<Json<TransactionStatus>> {
+    let current = state.coordinator.get_transaction_state(id)?;
+    Ok(Json(TransactionStatus {
+        id,
+        state: current.into(),
+    }))
+}
+
+/// A transaction's detailed report: participants, votes, phase 2, timings.
+#[utoipa::path(
+    get,
+    path = "/transactions/{id}/report",
+    tag = "transactions",
+    params(("id" = String, Path, description = "Transaction id, 32 hex digits")),
+    responses(
+        (status = 200, description = "The report", body = ReportResponse),
+        (status = 400, description = "`invalid_id`", body = ErrorBody),
+        (status = 401, description = "Missing or wrong bearer token", body = ErrorBody),
+        (status = 404, description = "`not_found`", body = ErrorBody),
+    )
+)]
+pub(super) async fn report(State(state): St, TxnId(id): TxnId) -> AppResult<Json<ReportResponse>> {
+    let report = state.coordinator.transaction_report(id)?;
+    Ok(Json(ReportResponse::from(&report)))
+}
+
+/// Registers a participant service: a known one by name, or any by name and
+/// URL (when the server allows ad hoc participants). Registering the same
+/// service again is `AlreadyRegistered` and changes nothing.
+#[utoipa::path(
+    post,
+    path = "/transactions/{id}/participants",
+    tag = "transactions",
+    params(("id" = String, Path, description = "Transaction id, 32 hex digits")),
+    request_body = RegisterRequest,
+    responses(
+        (status = 201, description = "Registered", body = RegisterResponse),
+        (status = 200, description = "AlreadyRegistered: nothing changed", body = RegisterResponse),
+        (status = 400, description = "`invalid_id`, `malformed_json`", body = ErrorBody),
+        (status = 401, description = "Missing or wrong bearer token", body = ErrorBody),
+        (status = 403, description = "`ad_hoc_participants_disabled`", body = ErrorBody),
+        (status = 404, description = "`not_found`", body = ErrorBody),
+        (status = 409, description = "`invalid_state`: the transaction is no longer Active", body = ErrorBody),
+        (status = 413, description = "`body_too_large`", body = ErrorBody),
+        (status = 415, description = "`unsupported_media_type`: not application/json", body = ErrorBody),
+        (status = 422, description = "`unknown_participant`, `invalid_participant_url`, `invalid_participant_name`, `too_many_participants`, `invalid_body`", body = ErrorBody),
+    )
+)]
+pub(super) async fn register(
+    State(state): St,
+    TxnId(id): TxnId,
+    JsonBody(request): JsonBody<RegisterRequest>,
+) -> AppResult<Response> {
+    let participant = state
+        .participants
+        .resolve(&request.name, request.url.as_deref())?;
+    let registration = state.coordinator.register_participant(id, participant)?;
+    tracing::debug!(txn = %id, participant = request.name, ?registration, "registered");
+    let status = match registration {
+        Registration::Registered => StatusCode::CREATED,
+        Registration::AlreadyRegistered => StatusCode::OK,
+    };
+    Ok((status, Json(RegisterResponse::from(registration))).into_response())
+}
+
+/// Runs phase 1 and answers its outcome. Repeats answer the same outcome.
+///
+/// Cancel safe: phase 1 runs in the coordinator's own task, so a client
+/// hanging up only stops waiting; asking again answers the outcome.
+#[utoipa::path(
+    post,
+    path = "/transactions/{id}/prepare",
+    tag = "transactions",
+    params(("id" = String, Path, description = "Transaction id, 32 hex digits")),
+    responses(
+        (status = 200, description = "`prepared`, or `aborted` with the reason", body = PrepareResponse),
+        (status = 400, description = "`invalid_id`", body = ErrorBody),
+        (status = 401, description = "Missing or wrong bearer token", body = ErrorBody),
+        (status = 404, description = "`not_found`", body = ErrorBody),
+    )
+)]
+pub(super) async fn prepare(
+    State(state): St,
+    TxnId(id): TxnId,
+) -> AppResult<Json<PrepareResponse>> {
+    let started = Instant::now();
+    let outcome = state.coordinator.prepare_transaction(id).await?;
+    state
+        .metrics
+        .observe_phase(Phase::Prepare, started.elapsed());
+    tracing::debug!(txn = %id, prepared = outcome.is_prepared(), "prepare answered");
+    Ok(Json(PrepareResponse::from(&outcome)))
+}
+
+/// Commits a Prepared transaction and answers once phase 2 is done.
+///
+/// Cancel safe: the decision is taken at once and phase 2 runs in the
+/// coordinator's own task; a client hanging up only stops waiting.
+#[utoipa::path(
+    post,
+    path = "/transactions/{id}/commit",
+    tag = "transactions",
+    params(("id" = String, Path, description = "Transaction id, 32 hex digits")),
+    responses(
+        (status = 200, description = "The outcome (decision Commit; hazards listed)", body = OutcomeResponse),
+        (status = 400, description = "`invalid_id`", body = ErrorBody),
+        (status = 401, description = "Missing or wrong bearer token", body = ErrorBody),
+        (status = 404, description = "`not_found`", body = ErrorBody),
+        (status = 409, description = "`invalid_state`: not prepared yet, or the decision was Abort", body = ErrorBody),
+    )
+)]
+pub(super) async fn commit(State(state): St, TxnId(id): TxnId) -> AppResult<Json<OutcomeResponse>> {
+    let started = Instant::now();
+    let outcome = state.coordinator.commit_transaction(id).await?;
+    state
+        .metrics
+        .observe_phase(Phase::Commit, started.elapsed());
+    tracing::debug!(txn = %id, hazards = outcome.hazards.len(), "committed");
+    Ok(Json(OutcomeResponse::from(&outcome)))
+}
+
+/// Rolls back a transaction not yet decided Commit and answers once
+/// rollback is delivered. Repeats answer the same outcome.
+///
+/// Cancel safe, like commit.
+#[utoipa::path(
+    post,
+    path = "/transactions/{id}/rollback",
+    tag = "transactions",
+    params(("id" = String, Path, description = "Transaction id, 32 hex digits")),
+    responses(
+        (status = 200, description = "The outcome (decision Abort)", body = OutcomeResponse),
+        (status = 400, description = "`invalid_id`", body = ErrorBody),
+        (status = 401, description = "Missing or wrong bearer token", body = ErrorBody),
+        (status = 404, description = "`not_found`", body = ErrorBody),
+        (status = 409, description = "`invalid_state`: the decision was Commit", body = ErrorBody),
+    )
+)]
+pub(super) async fn rollback(
+    State(state): St,
+    TxnId(id): TxnId,
+) -> AppResult<Json<OutcomeResponse>> {
+    let started = Instant::now();
+    let outcome = state.coordinator.rollback_transaction(id).await?;
+    state
+        .metrics
+        .observe_phase(Phase::Rollback, started.elapsed());
+    tracing::debug!(txn = %id, "rolled back");
+    Ok(Json(OutcomeResponse::from(&outcome)))
+}
+
+/// Liveness and readiness. Needs no token.
+#[utoipa::path(
+    get,
+    path = "/health",
+    tag = "operations",
+    security(()),
+    responses(
+        (status = 200, description = "Serving", body = HealthResponse),
+        (status = 503, description = "Draining: shutting down, no new transactions", body = HealthResponse),
+    )
+)]
+pub(super) async fn health(State(state): St) -> Response {
+    let unfinished = state.coordinator.stats().unfinished;
+    let (code, status) = if state.draining.load(Ordering::Acquire) {
+        (StatusCode::SERVICE_UNAVAILABLE, HealthStatus::Draining)
+    } else {
+        (StatusCode::OK, HealthStatus::Ok)
+    };
+    (code, Json(HealthResponse { status, unfinished })).into_response()
+}
+
+/// Prometheus metrics (text format 0.0.4): `dtxn_transactions_total`,
+/// `dtxn_hazards_total`, `dtxn_transactions_in_flight`,
+/// `dtxn_phase_duration_seconds`, `dtxn_http_requests_total`.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "operations",
+    responses(
+        (status = 200, description = "Prometheus text exposition", body = String, content_type = "text/plain"),
+        (status = 401, description = "Missing or wrong bearer token", body = ErrorBody),
+    )
+)]
+pub(super) async fn metrics(State(state): St) -> AppResult<Response> {
+    let text = state.metrics.encode().map_err(|_| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "metrics_unavailable",
+            "the metrics could not be encoded",
+        )
+    })?;
+    Ok(([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], text).into_response())
+}
+
+/// This API's OpenAPI 3 document.
+#[utoipa::path(
+    get,
+    path = "/openapi.json",
+    tag = "operations",
+    responses(
+        (status = 200, description = "The OpenAPI document", body = Object),
+        (status = 401, description = "Missing or wrong bearer token", body = ErrorBody),
+    )
+)]
+pub(super) async fn openapi(State(state): St) -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        state.openapi.clone(),
+    )
+        .into_response()
+}
+
+/// Any path that is not a route.
+pub(super) async fn not_found(method: Method, uri: Uri) -> ApiError {
+    ApiError::not_found(format!("no route for {method} {}", uri.path()))
+}
+
+/// A route asked with the wrong method.
+pub(super) async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        format!("{} does not answer {method}", uri.path()),
+    )
+}

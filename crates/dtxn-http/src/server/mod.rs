@@ -1,0 +1,409 @@
+//! The coordinator as an HTTP/JSON service (feature `server`).
+//!
+//! [`router`] puts a [`TransactionCoordinator`] behind an axum [`Router`];
+//! [`serve`] runs it on a listener until a shutdown signal and then drains
+//! gracefully. Participants are services speaking the participant [wire
+//! contract](crate::wire), called through [`HttpParticipant`](crate::HttpParticipant)s that share
+//! one connection pool.
+//!
+//! # Routes
+//!
+//! | route | answer |
+//! | --- | --- |
+//! | `POST /transactions` | `201` [`TransactionStatus`](model::TransactionStatus), `Location` header |
+//! | `GET /transactions?state=Prepared&in_doubt=true` | `200` [`TransactionList`](model::TransactionList) of unfinished transactions |
+//! | `GET /transactions/{id}` | `200` [`TransactionStatus`](model::TransactionStatus) |
+//! | `GET /transactions/{id}/report` | `200` [`ReportResponse`](model::ReportResponse) |
+//! | `POST /transactions/{id}/participants` | `201` (or `200` if already registered) [`RegisterResponse`](model::RegisterResponse); body [`RegisterRequest`](model::RegisterRequest) |
+//! | `POST /transactions/{id}/prepare` | `200` [`PrepareResponse`](model::PrepareResponse): `prepared`, or `aborted` with the reason |
+//! | `POST /transactions/{id}/commit` | `200` [`OutcomeResponse`](model::OutcomeResponse) |
+//! | `POST /transactions/{id}/rollback` | `200` [`OutcomeResponse`](model::OutcomeResponse) |
+//! | `GET /health` | `200` `{"status": "ok", "unfinished": n}`; `503` `draining` while shutting down |
+//! | `GET /metrics` | Prometheus text format |
+//! | `GET /openapi.json` | the OpenAPI 3 document of all of the above |
+//!
+//! Ids are [`TransactionId`](dtxn::TransactionId)s in display form (32 hex
+//! digits, hyphens optional).
+//!
+//! # Errors
+//!
+//! Every error is a JSON [`ErrorBody`](crate::wire::ErrorBody)
+//! `{"code", "error"}` with a `4xx` status, or `503` when overloaded or
+//! shutting down; the server answers `500` only if a handler panics (a bug;
+//! it is logged and the server carries on).
+//!
+//! | status | `code` |
+//! | --- | --- |
+//! | `400` | `invalid_id`, `malformed_json`, `invalid_query` |
+//! | `401` | `unauthorized` (with `WWW-Authenticate: Bearer`) |
+//! | `403` | `ad_hoc_participants_disabled` |
+//! | `404` | `not_found` (unknown or forgotten transaction, or no such route) |
+//! | `405` | `method_not_allowed` |
+//! | `409` | `invalid_state` (say, commit before prepare) |
+//! | `413` | `body_too_large` |
+//! | `415` | `unsupported_media_type` (the body must be `application/json`) |
+//! | `422` | `invalid_body`, `unknown_participant`, `invalid_participant_url`, `invalid_participant_name`, `too_many_participants` |
+//! | `429` | `capacity_exceeded` (with `Retry-After`) |
+//! | `503` | `overloaded`, `shutting_down` (with `Retry-After`) |
+//!
+//! # Guarantees
+//!
+//! * **Load shedding.** At most
+//!   [`max_concurrent_requests`](ServerConfig::max_concurrent_requests) are
+//!   handled at once; more are answered `503` at once, never queued.
+//! * **Cancel safety.** Prepare, commit and rollback run in the
+//!   coordinator's own tasks: a client that disconnects mid-request only
+//!   stops waiting. The transaction carries on (or its deadline resolves
+//!   it), and asking again answers its outcome.
+//! * **Graceful shutdown.** See [`serve`].
+//!
+//! Requests are traced with [`tracing`](https://docs.rs/tracing): a
+//! `request` span (method, path) and a debug event per answer.
+
+mod api;
+mod config;
+mod error;
+mod metrics;
+mod middleware;
+pub mod model;
+mod openapi;
+mod participants;
+
+use std::future::{Future, IntoFuture};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::error_handling::HandleErrorLayer;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use axum::Router;
+use dtxn::{TransactionCoordinator, TransactionState};
+use tokio::time::Instant;
+use tower::limit::GlobalConcurrencyLimitLayer;
+use tower::load_shed::LoadShedLayer;
+use tower::ServiceBuilder;
+
+pub use config::ServerConfig;
+pub use error::ServerError;
+
+use metrics::Metrics;
+use participants::Participants;
+
+/// How often [`serve`] looks whether every transaction finished while
+/// draining.
+const DRAIN_POLL_INTERVAL: Duration = Duration::from_millis(20);
+
+/// State shared by the handlers.
+pub(crate) struct AppState {
+    coordinator: TransactionCoordinator,
+    participants: Participants,
+    metrics: Metrics,
+    /// Set once shutdown began: no new transactions.
+    draining: AtomicBool,
+    bearer_token: Option<String>,
+    /// The OpenAPI document, serialized once.
+    openapi: Bytes,
+}
+
+/// The coordinator's HTTP API as an axum [`Router`], ready to serve or to
+/// nest in a larger application.
+///
+/// Serve it with [`serve`] to get graceful shutdown; served otherwise,
+/// the router never drains (begin is refused only once
+/// [`TransactionCoordinator::shutdown`] is called).
+///
+/// # Errors
+///
+/// [`ServerError::InvalidParticipant`] or
+/// [`ServerError::DuplicateParticipant`] for a bad
+/// [`ServerConfig::participant`], [`ServerError::InvalidSetting`] for a
+/// zero limit or timeout or an empty bearer token, [`ServerError::Client`]
+/// if the HTTP client cannot be built.
+pub fn router(
+    coordinator: TransactionCoordinator,
+    config: ServerConfig,
+) -> Result<Router, ServerError> {
+    Ok(build(coordinator, &config)?.0)
+}
+
+fn validate(config: &ServerConfig) -> Result<(), ServerError> {
+    let invalid = |setting, reason| Err(ServerError::InvalidSetting { setting, reason });
+    if config.max_concurrent_requests == 0 {
+        return invalid("max_concurrent_requests", "must be at least 1");
+    }
+    if config.max_body_bytes == 0 {
+        return invalid("max_body_bytes", "must be at least 1");
+    }
+    if config.participant_timeout.is_zero() {
+        return invalid("participant_timeout", "must be more than zero");
+    }
+    if let Some(token) = &config.bearer_token {
+        if token.is_empty() || !token.bytes().all(|b| b.is_ascii_graphic()) {
+            return invalid("bearer_token", "must be non-empty visible ASCII");
+        }
+    }
+    Ok(())
+}
+
+fn build(
+    coordinator: TransactionCoordinator,
+    config: &ServerConfig,
+) -> Result<(Router, Arc<AppState>), ServerError> {
+    validate(config)?;
+    let state = Arc::new(AppState {
+        participants: Participants::new(config)?,
+        metrics: Metrics::new(coordinator.clone()),
+        coordinator,
+        draining: AtomicBool::new(false),
+        bearer_token: config.bearer_token.clone(),
+        openapi: Bytes::from(openapi::document().map_err(ServerError::OpenApi)?),
+    });
+    let load_shedding = ServiceBuilder::new()
+        .layer(HandleErrorLayer::new(middleware::overloaded))
+        .layer(LoadShedLayer::new())
+        // Global: `Router::layer` wraps each route, and they must share
+        // one limit.
+        .layer(GlobalConcurrencyLimitLayer::new(
+            config.max_concurrent_requests,
+        ));
+    // Layers run outermost (last added) first.
+    let app = Router::new()
+        .route("/transactions", post(api::begin).get(api::list))
+        .route("/transactions/{id}", get(api::get_state))
+        .route("/transactions/{id}/report", get(api::report))
+        .route("/transactions/{id}/participants", post(api::register))
+        .route("/transactions/{id}/prepare", post(api::prepare))
+        .route("/transactions/{id}/commit", post(api::commit))
+        .route("/transactions/{id}/rollback", post(api::rollback))
+        .route("/health", get(api::health))
+        .route("/metrics", get(api::metrics))
+        .route("/openapi.json", get(api::openapi))
+        .fallback(api::not_found)
+        .method_not_allowed_fallback(api::method_not_allowed)
+        .layer(load_shedding)
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&state),
+            middleware::authenticate,
+        ))
+        .layer(DefaultBodyLimit::max(config.max_body_bytes))
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&state),
+            middleware::observe,
+        ))
+        .layer(axum::middleware::from_fn(middleware::catch_panic))
+        .with_state(Arc::clone(&state));
+    Ok((app, state))
+}
+
+/// What [`serve`] did when shutting down.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[non_exhaustive]
+pub struct ShutdownReport {
+    /// Transactions not yet committed or aborted when the shutdown signal
+    /// came.
+    pub unfinished_at_signal: usize,
+    /// Transactions that finished (committed or aborted) during the grace
+    /// period.
+    pub finished_in_grace: usize,
+    /// Transactions still undecided (Active, Preparing or Prepared) when
+    /// the grace period ended, which the coordinator then rolled back.
+    pub rolled_back: usize,
+    /// Transactions still unfinished when `serve` returned: phase 2 still
+    /// being retried past the final bound. Normally zero; their outcome is
+    /// in the coordinator, which the caller still holds.
+    pub unfinished_at_exit: usize,
+    /// Whether the grace period ran out with transactions unfinished.
+    pub grace_expired: bool,
+    /// Milliseconds from the shutdown signal to the return.
+    pub elapsed_ms: u64,
+}
+
+/// Serves the coordinator's HTTP API on `listener` until `shutdown`
+/// completes, then shuts down gracefully:
+///
+/// 1. **Drain.** New transactions are refused (`POST /transactions` answers
+///    `503 shutting_down`, `/health` answers `503 draining`), while every
+///    other route keeps working so clients can finish what they started —
+///    until no transaction is unfinished or
+///    [`shutdown_grace`](ServerConfig::shutdown_grace) passes.
+/// 2. **Stop.** The listener is closed; requests in flight finish. At the
+///    same time [`TransactionCoordinator::shutdown`] rolls back every
+///    transaction still undecided and lets phase 2 under way finish. Both
+///    are bounded by `shutdown_grace` again; requests still running then
+///    are dropped (which is cancel safe).
+///
+/// Returns what happened in a [`ShutdownReport`]. The coordinator refuses
+/// new transactions afterwards.
+///
+/// ```no_run
+/// use dtxn::TransactionCoordinator;
+/// use dtxn_http::server::{serve, ServerConfig};
+///
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// let listener = tokio::net::TcpListener::bind("127.0.0.1:7000").await?;
+/// let config = ServerConfig::default().participant("users", "http://127.0.0.1:7001/2pc/");
+/// let shutdown = async {
+///     let _ = tokio::signal::ctrl_c().await;
+/// };
+/// let report = serve(listener, TransactionCoordinator::new(), config, shutdown).await?;
+/// println!("rolled back {} undecided transactions", report.rolled_back);
+/// # Ok(()) }
+/// ```
+///
+/// # Errors
+///
+/// The errors of [`router`], and [`ServerError::Io`] if the server stops
+/// before the shutdown signal.
+///
+/// # Cancel safety
+///
+/// Not cancel safe: dropping the future stops serving at once, without
+/// draining, and leaves the coordinator to the caller (transactions go on,
+/// or their deadline or the coordinator's drop resolves them).
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    coordinator: TransactionCoordinator,
+    config: ServerConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<ShutdownReport, ServerError> {
+    let grace = config.shutdown_grace;
+    let (app, state) = build(coordinator.clone(), &config)?;
+    let address = listener.local_addr()?;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = axum::serve(listener, app).with_graceful_shutdown(async {
+        // A dropped sender also stops the server.
+        let _ = stopped.await;
+    });
+    let mut server = tokio::spawn(server.into_future());
+    tracing::info!(%address, "coordinator HTTP server listening");
+
+    tokio::select! {
+        finished = &mut server => return Err(ServerError::Io(stopped_early(finished))),
+        () = shutdown => {}
+    }
+    let signalled = Instant::now();
+    state.draining.store(true, Ordering::Release);
+    let before = coordinator.stats();
+    tracing::info!(
+        unfinished = before.unfinished,
+        ?grace,
+        "shutting down: refusing new transactions, letting clients finish"
+    );
+    let deadline = signalled + grace;
+    while coordinator.stats().unfinished > 0 && Instant::now() < deadline {
+        tokio::time::sleep(DRAIN_POLL_INTERVAL.min(deadline - Instant::now())).await;
+    }
+    let after = coordinator.stats();
+    let undecided: Vec<_> = coordinator
+        .unfinished_transactions()
+        .into_iter()
+        .filter(|t| t.state.decision().is_none())
+        .map(|t| t.txn)
+        .collect();
+    if after.unfinished > 0 {
+        tracing::warn!(
+            unfinished = after.unfinished,
+            undecided = undecided.len(),
+            "grace period over: rolling back undecided transactions"
+        );
+    }
+
+    let _ = stop.send(());
+    let final_stage = tokio::time::timeout(grace, async {
+        tokio::join!(&mut server, coordinator.shutdown()).0
+    })
+    .await;
+    match final_stage {
+        Ok(Ok(Ok(()))) => {}
+        Ok(Ok(Err(e))) => tracing::error!(error = %e, "HTTP server failed while stopping"),
+        Ok(Err(e)) => tracing::error!(error = %e, "HTTP server task failed while stopping"),
+        Err(_) => {
+            tracing::warn!(
+                ?grace,
+                "shutdown still running after the final bound; dropping open requests"
+            );
+            server.abort();
+        }
+    }
+
+    let rolled_back = undecided
+        .iter()
+        .filter(|&&txn| {
+            matches!(
+                coordinator.get_transaction_state(txn),
+                Ok(TransactionState::Aborting | TransactionState::Aborted)
+            )
+        })
+        .count();
+    let report = ShutdownReport {
+        unfinished_at_signal: before.unfinished,
+        finished_in_grace: usize::try_from(
+            (after.committed + after.aborted).saturating_sub(before.committed + before.aborted),
+        )
+        .unwrap_or(usize::MAX),
+        rolled_back,
+        unfinished_at_exit: coordinator.stats().unfinished,
+        grace_expired: after.unfinished > 0,
+        elapsed_ms: u64::try_from(signalled.elapsed().as_millis()).unwrap_or(u64::MAX),
+    };
+    tracing::info!(?report, "coordinator HTTP server stopped");
+    Ok(report)
+}
+
+/// The error for a server that ended before it was told to.
+fn stopped_early(finished: Result<std::io::Result<()>, tokio::task::JoinError>) -> std::io::Error {
+    match finished {
+        Ok(Err(e)) => e,
+        Ok(Ok(())) => std::io::Error::other("the HTTP server stopped before the shutdown signal"),
+        Err(e) => std::io::Error::other(format!("the HTTP server task failed: {e}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn assert_send_sync<T: Send + Sync>() {}
+
+    #[test]
+    fn public_types_are_send_and_sync() {
+        assert_send_sync::<ServerConfig>();
+        assert_send_sync::<ServerError>();
+        assert_send_sync::<ShutdownReport>();
+    }
+
+    #[test]
+    fn nonsense_settings_are_refused() {
+        let cases = [
+            (
+                ServerConfig::default().max_concurrent_requests(0),
+                "max_concurrent_requests",
+            ),
+            (ServerConfig::default().max_body_bytes(0), "max_body_bytes"),
+            (
+                ServerConfig::default().participant_timeout(Duration::ZERO),
+                "participant_timeout",
+            ),
+            (ServerConfig::default().bearer_token(""), "bearer_token"),
+            (
+                ServerConfig::default().bearer_token("two words"),
+                "bearer_token",
+            ),
+        ];
+        for (config, setting) in cases {
+            assert!(
+                matches!(validate(&config), Err(ServerError::InvalidSetting { setting: s, .. }) if s == setting),
+                "{setting}"
+            );
+        }
+        assert!(validate(&ServerConfig::default()).is_ok());
+    }
+
+    #[test]
+    fn the_openapi_document_serializes() {
+        let doc: serde_json::Value = serde_json::from_slice(&openapi::document().unwrap()).unwrap();
+        assert!(doc["paths"]["/transactions/{id}/commit"]["post"].is_object());
+    }
+}

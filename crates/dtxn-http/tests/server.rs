@@ -1,0 +1,772 @@
+//! The coordinator's HTTP server over real loopback connections, with
+//! participant services served by `participant_router`.
+//!
+//! Real sockets need the real clock, so nothing here pauses time; waits are
+//! short and every one is bounded.
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use dtxn::{
+    async_trait, CoordinatorConfig, Participant, ParticipantError, PreparedResult,
+    TransactionCoordinator, TransactionId, TransactionState,
+};
+use dtxn_http::participant_router;
+use dtxn_http::server::{serve, ServerConfig, ServerError, ShutdownReport};
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+use tokio::net::TcpListener;
+use tokio::sync::{oneshot, Notify};
+use tokio::task::JoinHandle;
+
+/// A bound on every wait, so a broken server fails a test instead of
+/// hanging it.
+const PATIENCE: Duration = Duration::from_secs(5);
+
+/// How a test participant votes.
+enum Vote {
+    Ready,
+    Abort(&'static str),
+    /// Signals `entered`, then waits for `release` before voting Ready.
+    ReadyWhenReleased {
+        entered: Arc<Notify>,
+        release: Arc<Notify>,
+    },
+}
+
+/// An in-test participant that records the calls it receives.
+struct Service {
+    name: &'static str,
+    vote: Vote,
+    calls: Mutex<Vec<String>>,
+}
+
+impl Service {
+    fn new(name: &'static str, vote: Vote) -> Arc<Self> {
+        Arc::new(Self {
+            name,
+            vote,
+            calls: Mutex::new(Vec::new()),
+        })
+    }
+
+    fn record(&self, call: &str, txn: TransactionId) {
+        self.calls.lock().unwrap().push(format!("{call} {txn}"));
+    }
+
+    fn calls(&self) -> Vec<String> {
+        self.calls.lock().unwrap().clone()
+    }
+}
+
+#[async_trait]
+impl Participant for Service {
+    fn name(&self) -> &str {
+        self.name
+    }
+
+    async fn prepare(&self, txn: TransactionId) -> PreparedResult {
+        self.record("prepare", txn);
+        match &self.vote {
+            Vote::Ready => PreparedResult::Ready,
+            Vote::Abort(reason) => PreparedResult::Aborted((*reason).to_owned()),
+            Vote::ReadyWhenReleased { entered, release } => {
+                entered.notify_one();
+                release.notified().await;
+                PreparedResult::Ready
+            }
+        }
+    }
+
+    async fn commit(&self, txn: TransactionId) -> Result<(), ParticipantError> {
+        self.record("commit", txn);
+        Ok(())
+    }
+
+    async fn rollback(&self, txn: TransactionId) -> Result<(), ParticipantError> {
+        self.record("rollback", txn);
+        Ok(())
+    }
+}
+
+/// Serves `service` on a fresh loopback port; returns its base URL.
+async fn spawn_service(service: Arc<Service>) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, participant_router(service)).await });
+    url
+}
+
+/// A running coordinator server and a client for it.
+struct Server {
+    base: String,
+    http: reqwest::Client,
+    token: Option<&'static str>,
+    coordinator: TransactionCoordinator,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<Result<ShutdownReport, ServerError>>,
+}
+
+/// An answer: status, headers and the JSON body.
+struct Answer {
+    status: StatusCode,
+    headers: reqwest::header::HeaderMap,
+    body: Value,
+}
+
+impl Answer {
+    fn code(&self) -> &str {
+        self.body["code"].as_str().unwrap_or("<no code>")
+    }
+}
+
+async fn start(config: ServerConfig) -> Server {
+    start_with(TransactionCoordinator::new(), config).await
+}
+
+async fn start_with(coordinator: TransactionCoordinator, config: ServerConfig) -> Server {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(serve(listener, coordinator.clone(), config, async {
+        let _ = stopped.await;
+    }));
+    Server {
+        base,
+        http: reqwest::Client::builder()
+            .timeout(PATIENCE)
+            .build()
+            .unwrap(),
+        token: None,
+        coordinator,
+        stop: Some(stop),
+        task,
+    }
+}
+
+impl Server {
+    fn request(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
+        let request = self.http.request(method, format!("{}{path}", self.base));
+        match self.token {
+            Some(token) => request.bearer_auth(token),
+            None => request,
+        }
+    }
+
+    async fn send(&self, request: reqwest::RequestBuilder) -> Answer {
+        let response = request.send().await.unwrap();
+        let status = response.status();
+        let headers = response.headers().clone();
+        let text = response.text().await.unwrap();
+        let body = serde_json::from_str(&text)
+            .unwrap_or_else(|e| panic!("{status}: the body is not JSON ({e}): {text:?}"));
+        Answer {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    async fn call(&self, method: Method, path: &str, body: Option<Value>) -> Answer {
+        let mut request = self.request(method, path);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        self.send(request).await
+    }
+
+    async fn begin(&self) -> String {
+        let answer = self.call(Method::POST, "/transactions", None).await;
+        assert_eq!(answer.status, StatusCode::CREATED, "{}", answer.body);
+        answer.body["id"].as_str().unwrap().to_owned()
+    }
+
+    async fn register(&self, id: &str, body: Value) -> Answer {
+        self.call(
+            Method::POST,
+            &format!("/transactions/{id}/participants"),
+            Some(body),
+        )
+        .await
+    }
+
+    async fn phase(&self, id: &str, phase: &str) -> Answer {
+        self.call(Method::POST, &format!("/transactions/{id}/{phase}"), None)
+            .await
+    }
+
+    async fn state(&self, id: &str) -> String {
+        let answer = self
+            .call(Method::GET, &format!("/transactions/{id}"), None)
+            .await;
+        assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+        answer.body["state"].as_str().unwrap().to_owned()
+    }
+
+    async fn text(&self, path: &str) -> String {
+        let response = self.request(Method::GET, path).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        response.text().await.unwrap()
+    }
+
+    /// Tells `serve` to shut down.
+    fn signal_shutdown(&mut self) {
+        self.stop.take().unwrap().send(()).unwrap();
+    }
+
+    /// Waits for `serve` to return.
+    async fn finished(self) -> ShutdownReport {
+        tokio::time::timeout(PATIENCE, self.task)
+            .await
+            .expect("serve returned")
+            .unwrap()
+            .unwrap()
+    }
+}
+
+/// Begins a transaction with `service` registered and prepares it.
+async fn prepared_transaction(server: &Server, name: &str, url: &str) -> String {
+    let id = server.begin().await;
+    let answer = server
+        .register(&id, json!({"name": name, "url": url}))
+        .await;
+    assert_eq!(answer.status, StatusCode::CREATED, "{}", answer.body);
+    let answer = server.phase(&id, "prepare").await;
+    assert_eq!(answer.body["outcome"], "prepared", "{}", answer.body);
+    id
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transaction_commits_through_the_api() {
+    let users = Service::new("users", Vote::Ready);
+    let billing = Service::new("billing", Vote::Ready);
+    let users_url = spawn_service(Arc::clone(&users)).await;
+    let billing_url = spawn_service(Arc::clone(&billing)).await;
+    let server = start(ServerConfig::default().participant("users", &users_url)).await;
+
+    let answer = server.call(Method::POST, "/transactions", None).await;
+    assert_eq!(answer.status, StatusCode::CREATED);
+    assert_eq!(answer.body["state"], "Active");
+    let id = answer.body["id"].as_str().unwrap().to_owned();
+    let txn: TransactionId = id.parse().unwrap();
+    assert_eq!(
+        answer.headers["location"].to_str().unwrap(),
+        format!("/transactions/{id}")
+    );
+
+    let by_name = server.register(&id, json!({"name": "users"})).await;
+    assert_eq!(by_name.status, StatusCode::CREATED, "{}", by_name.body);
+    assert_eq!(by_name.body["registration"], "Registered");
+    let by_url = server
+        .register(&id, json!({"name": "billing", "url": billing_url}))
+        .await;
+    assert_eq!(by_url.status, StatusCode::CREATED, "{}", by_url.body);
+    assert_eq!(by_url.body["registration"], "Registered");
+    // The same service again, by its known URL or its ad hoc URL: no effect.
+    for again in [
+        json!({"name": "users", "url": users_url}),
+        json!({"name": "billing", "url": billing_url}),
+    ] {
+        let answer = server.register(&id, again).await;
+        assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+        assert_eq!(answer.body["registration"], "AlreadyRegistered");
+    }
+
+    let answer = server.phase(&id, "prepare").await;
+    assert_eq!(answer.status, StatusCode::OK);
+    assert_eq!(answer.body, json!({"outcome": "prepared"}));
+    assert_eq!(server.state(&id).await, "Prepared");
+
+    let answer = server.phase(&id, "commit").await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+    assert_eq!(answer.body["id"], id.as_str());
+    assert_eq!(answer.body["decision"], "Commit");
+    assert_eq!(answer.body["hazards"], json!([]));
+    assert_eq!(server.state(&id).await, "Committed");
+
+    let report = server
+        .call(Method::GET, &format!("/transactions/{id}/report"), None)
+        .await;
+    assert_eq!(report.status, StatusCode::OK);
+    assert_eq!(report.body["state"], "Committed");
+    let participants = report.body["participants"].as_array().unwrap();
+    let names: Vec<_> = participants.iter().map(|p| p["name"].clone()).collect();
+    assert_eq!(names, [json!("users"), json!("billing")]);
+    for p in participants {
+        assert_eq!(p["prepare"], json!({"status": "voted", "vote": "ready"}));
+        assert_eq!(
+            p["phase2"],
+            json!({"status": "acknowledged", "attempts": 1})
+        );
+        assert!(p["prepare_latency_ms"].as_f64().unwrap() >= 0.0);
+    }
+    assert!(report.body["decided_ms"].as_f64().is_some());
+
+    for service in [&users, &billing] {
+        assert_eq!(
+            service.calls(),
+            [format!("prepare {txn}"), format!("commit {txn}")]
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_aborted_vote_aborts_with_its_reason() {
+    let stock = Service::new("stock", Vote::Abort("out of stock"));
+    let users = Service::new("users", Vote::Ready);
+    let stock_url = spawn_service(Arc::clone(&stock)).await;
+    let users_url = spawn_service(Arc::clone(&users)).await;
+    let server = start(ServerConfig::default()).await;
+    let id = server.begin().await;
+    server
+        .register(&id, json!({"name": "users", "url": users_url}))
+        .await;
+    server
+        .register(&id, json!({"name": "stock", "url": stock_url}))
+        .await;
+
+    let answer = server.phase(&id, "prepare").await;
+    assert_eq!(answer.status, StatusCode::OK);
+    assert_eq!(answer.body["outcome"], "aborted");
+    let reason = &answer.body["reason"];
+    assert_eq!(reason["kind"], "voted");
+    assert_eq!(reason["participant"], "stock");
+    assert_eq!(reason["index"], 1);
+    assert_eq!(reason["reason"], "out of stock");
+    assert_eq!(reason["message"], "stock voted to abort: out of stock");
+
+    let commit = server.phase(&id, "commit").await;
+    assert_eq!(commit.status, StatusCode::CONFLICT);
+    assert_eq!(commit.code(), "invalid_state");
+    let rollback = server.phase(&id, "rollback").await;
+    assert_eq!(rollback.status, StatusCode::OK);
+    assert_eq!(rollback.body["decision"], "Abort");
+    assert_eq!(rollback.body["abort_reason"]["kind"], "voted");
+    assert_eq!(server.state(&id).await, "Aborted");
+    // The service that voted yes is rolled back; the one that said no is not.
+    assert!(users.calls().iter().any(|c| c.starts_with("rollback")));
+    assert!(!stock.calls().iter().any(|c| c.starts_with("rollback")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prepared_transactions_are_listed_as_in_doubt() {
+    let url = spawn_service(Service::new("users", Vote::Ready)).await;
+    let server = start(ServerConfig::default()).await;
+    let active = server.begin().await;
+    let prepared = prepared_transaction(&server, "users", &url).await;
+
+    let ids = |answer: &Answer| -> Vec<String> {
+        answer.body["transactions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let all = server.call(Method::GET, "/transactions", None).await;
+    assert_eq!(all.status, StatusCode::OK);
+    assert_eq!(ids(&all), [active.clone(), prepared.clone()]);
+    let listed = &all.body["transactions"][1];
+    assert_eq!(listed["state"], "Prepared");
+    assert_eq!(listed["in_doubt"], true);
+    assert_eq!(listed["participants"], 1);
+    assert!(listed["age_ms"].is_u64());
+    assert_eq!(all.body["transactions"][0]["in_doubt"], false);
+
+    let in_doubt = server
+        .call(Method::GET, "/transactions?in_doubt=true", None)
+        .await;
+    assert_eq!(ids(&in_doubt), std::slice::from_ref(&prepared));
+    let active_only = server
+        .call(Method::GET, "/transactions?state=Active", None)
+        .await;
+    assert_eq!(ids(&active_only), [active]);
+
+    server.phase(&prepared, "commit").await;
+    let in_doubt = server
+        .call(Method::GET, "/transactions?in_doubt=true", None)
+        .await;
+    assert_eq!(ids(&in_doubt), Vec::<String>::new());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_requests_get_json_errors_and_the_server_stays_healthy() {
+    let url = spawn_service(Service::new("users", Vote::Ready)).await;
+    let server = start(ServerConfig::default()).await;
+    let id = server.begin().await;
+    let participants = format!("/transactions/{id}/participants");
+    let unknown = "00000000-0000-0000-0000-000000000000";
+    let json_body = |body: &str| {
+        server
+            .request(Method::POST, &participants)
+            .header("content-type", "application/json")
+            .body(body.to_owned())
+    };
+    let oversized = format!(r#"{{"name": "{}"}}"#, "a".repeat(20 * 1024));
+
+    let cases: Vec<(&str, reqwest::RequestBuilder, StatusCode, &str)> = vec![
+        (
+            "malformed JSON",
+            json_body(r#"{"name": "#),
+            StatusCode::BAD_REQUEST,
+            "malformed_json",
+        ),
+        (
+            "wrong content type",
+            server
+                .request(Method::POST, &participants)
+                .header("content-type", "text/plain")
+                .body(r#"{"name": "users"}"#),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+        ),
+        (
+            "a body of the wrong shape",
+            json_body(r#"{"nom": "users"}"#),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_body",
+        ),
+        (
+            "an oversized body",
+            json_body(&oversized),
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+        ),
+        (
+            "an unknown known-participant name",
+            json_body(r#"{"name": "nobody"}"#),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "unknown_participant",
+        ),
+        (
+            "a bad participant URL",
+            json_body(r#"{"name": "x", "url": "ftp://host/"}"#),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_participant_url",
+        ),
+        (
+            "an unknown transaction",
+            server.request(Method::GET, &format!("/transactions/{unknown}")),
+            StatusCode::NOT_FOUND,
+            "not_found",
+        ),
+        (
+            "an unknown transaction's commit",
+            server.request(Method::POST, &format!("/transactions/{unknown}/commit")),
+            StatusCode::NOT_FOUND,
+            "not_found",
+        ),
+        (
+            "a malformed id",
+            server.request(Method::GET, "/transactions/not-an-id"),
+            StatusCode::BAD_REQUEST,
+            "invalid_id",
+        ),
+        (
+            "a malformed id in a phase",
+            server.request(Method::POST, "/transactions/1234/prepare"),
+            StatusCode::BAD_REQUEST,
+            "invalid_id",
+        ),
+        (
+            "commit before prepare",
+            server.request(Method::POST, &format!("/transactions/{id}/commit")),
+            StatusCode::CONFLICT,
+            "invalid_state",
+        ),
+        (
+            "a bad query",
+            server.request(Method::GET, "/transactions?in_doubt=maybe"),
+            StatusCode::BAD_REQUEST,
+            "invalid_query",
+        ),
+        (
+            "an unknown route",
+            server.request(Method::GET, "/nowhere"),
+            StatusCode::NOT_FOUND,
+            "not_found",
+        ),
+        (
+            "a wrong method",
+            server.request(Method::DELETE, "/transactions"),
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+        ),
+    ];
+    for (what, request, status, code) in cases {
+        let answer = server.send(request).await;
+        assert_eq!(
+            (answer.status, answer.code()),
+            (status, code),
+            "{what}: {}",
+            answer.body
+        );
+        assert!(
+            answer.body["error"].as_str().is_some_and(|e| !e.is_empty()),
+            "{what}"
+        );
+    }
+
+    // Nothing above changed the transaction, and the server still works.
+    assert_eq!(server.state(&id).await, "Active");
+    let health = server.call(Method::GET, "/health", None).await;
+    assert_eq!(health.status, StatusCode::OK);
+    assert_eq!(health.body["status"], "ok");
+    let answer = server
+        .register(&id, json!({"name": "users", "url": url}))
+        .await;
+    assert_eq!(answer.status, StatusCode::CREATED);
+    assert_eq!(
+        server.phase(&id, "prepare").await.body["outcome"],
+        "prepared"
+    );
+    assert_eq!(server.phase(&id, "commit").await.body["decision"], "Commit");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn begin_beyond_capacity_is_429_and_ad_hoc_can_be_refused() {
+    let config = CoordinatorConfig::builder()
+        .max_transactions(1)
+        .build()
+        .unwrap();
+    let server = start_with(
+        TransactionCoordinator::with_config(config),
+        ServerConfig::default().allow_ad_hoc_participants(false),
+    )
+    .await;
+    let id = server.begin().await;
+    let answer = server.call(Method::POST, "/transactions", None).await;
+    assert_eq!(answer.status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(answer.code(), "capacity_exceeded");
+    assert_eq!(answer.headers["retry-after"], "1");
+
+    let answer = server
+        .register(&id, json!({"name": "x", "url": "http://127.0.0.1:9/"}))
+        .await;
+    assert_eq!(answer.status, StatusCode::FORBIDDEN);
+    assert_eq!(answer.code(), "ad_hoc_participants_disabled");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bearer_token_guards_every_route_but_health() {
+    let mut server = start(ServerConfig::default().bearer_token("s3cret")).await;
+    for (token, what) in [(None, "no token"), (Some("wrong"), "a wrong token")] {
+        server.token = token;
+        for (method, path) in [
+            (Method::POST, "/transactions"),
+            (Method::GET, "/transactions"),
+            (Method::GET, "/metrics"),
+            (Method::GET, "/openapi.json"),
+        ] {
+            let answer = server.call(method.clone(), path, None).await;
+            assert_eq!(
+                answer.status,
+                StatusCode::UNAUTHORIZED,
+                "{what}: {method} {path}"
+            );
+            assert_eq!(answer.code(), "unauthorized");
+            assert_eq!(answer.headers["www-authenticate"], "Bearer");
+        }
+        let health = server.call(Method::GET, "/health", None).await;
+        assert_eq!(health.status, StatusCode::OK, "{what}: /health");
+    }
+    server.token = Some("s3cret");
+    let id = server.begin().await;
+    assert_eq!(server.state(&id).await, "Active");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_beyond_the_concurrency_limit_are_shed() {
+    let entered = Arc::new(Notify::new());
+    let release = Arc::new(Notify::new());
+    let slow = Service::new(
+        "slow",
+        Vote::ReadyWhenReleased {
+            entered: Arc::clone(&entered),
+            release: Arc::clone(&release),
+        },
+    );
+    let url = spawn_service(slow).await;
+    let server = Arc::new(start(ServerConfig::default().max_concurrent_requests(1)).await);
+    let id = server.begin().await;
+    server
+        .register(&id, json!({"name": "slow", "url": url}))
+        .await;
+
+    let preparing = tokio::spawn({
+        let server = Arc::clone(&server);
+        let id = id.clone();
+        async move { server.phase(&id, "prepare").await }
+    });
+    // The prepare request holds the only slot until the participant votes.
+    tokio::time::timeout(PATIENCE, entered.notified())
+        .await
+        .expect("prepare reached the participant");
+    let shed = server
+        .call(Method::GET, &format!("/transactions/{id}"), None)
+        .await;
+    assert_eq!(shed.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(shed.code(), "overloaded");
+    assert_eq!(shed.headers["retry-after"], "1");
+
+    release.notify_one();
+    let prepared = preparing.await.unwrap();
+    assert_eq!(prepared.body["outcome"], "prepared");
+    assert_eq!(server.state(&id).await, "Prepared");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_transactions_by_outcome() {
+    let ready = spawn_service(Service::new("ready", Vote::Ready)).await;
+    let refusing = spawn_service(Service::new("refusing", Vote::Abort("no"))).await;
+    let server = start(ServerConfig::default()).await;
+    for _ in 0..2 {
+        let id = prepared_transaction(&server, "ready", &ready).await;
+        assert_eq!(server.phase(&id, "commit").await.status, StatusCode::OK);
+    }
+    let id = server.begin().await;
+    server
+        .register(&id, json!({"name": "refusing", "url": refusing}))
+        .await;
+    assert_eq!(
+        server.phase(&id, "prepare").await.body["outcome"],
+        "aborted"
+    );
+    assert_eq!(server.phase(&id, "rollback").await.status, StatusCode::OK);
+    let _unfinished = server.begin().await;
+
+    let metrics = server.text("/metrics").await;
+    for line in [
+        r#"dtxn_transactions_total{outcome="committed"} 2"#,
+        r#"dtxn_transactions_total{outcome="aborted"} 1"#,
+        "dtxn_hazards_total 0",
+        "dtxn_transactions_in_flight 1",
+        r#"dtxn_phase_duration_seconds_count{phase="prepare"} 3"#,
+        r#"dtxn_phase_duration_seconds_count{phase="commit"} 2"#,
+        r#"dtxn_phase_duration_seconds_count{phase="rollback"} 1"#,
+    ] {
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "missing {line:?} in:\n{metrics}"
+        );
+    }
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with(r#"dtxn_http_requests_total{code="2xx"}"#)),
+        "{metrics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_openapi_document_lists_every_route() {
+    let server = start(ServerConfig::default()).await;
+    let answer = server.call(Method::GET, "/openapi.json", None).await;
+    assert_eq!(answer.status, StatusCode::OK);
+    let doc = answer.body;
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
+    let routes: BTreeSet<String> = doc["paths"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .flat_map(|(path, item)| {
+            item.as_object()
+                .unwrap()
+                .keys()
+                .map(move |method| format!("{} {path}", method.to_uppercase()))
+        })
+        .collect();
+    let expected: BTreeSet<String> = [
+        "POST /transactions",
+        "GET /transactions",
+        "GET /transactions/{id}",
+        "GET /transactions/{id}/report",
+        "POST /transactions/{id}/participants",
+        "POST /transactions/{id}/prepare",
+        "POST /transactions/{id}/commit",
+        "POST /transactions/{id}/rollback",
+        "GET /health",
+        "GET /metrics",
+        "GET /openapi.json",
+    ]
+    .into_iter()
+    .map(str::to_owned)
+    .collect();
+    assert_eq!(routes, expected);
+    let commit_responses = &doc["paths"]["/transactions/{id}/commit"]["post"]["responses"];
+    assert!(commit_responses["409"].is_object());
+    for schema in [
+        "ErrorBody",
+        "OutcomeResponse",
+        "RegisterRequest",
+        "ReportResponse",
+    ] {
+        assert!(
+            doc["components"]["schemas"][schema].is_object(),
+            "no schema {schema}"
+        );
+    }
+    assert!(doc["components"]["securitySchemes"]["bearer"].is_object());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_lets_clients_commit_during_grace_and_rolls_back_the_rest() {
+    let service = Service::new("users", Vote::Ready);
+    let url = spawn_service(Arc::clone(&service)).await;
+    let mut server =
+        start(ServerConfig::default().shutdown_grace(Duration::from_millis(800))).await;
+    let committed = prepared_transaction(&server, "users", &url).await;
+    let abandoned = prepared_transaction(&server, "users", &url).await;
+
+    let coordinator = server.coordinator.clone();
+    server.signal_shutdown();
+
+    // Draining: health says so and no transaction begins...
+    let mut health = server.call(Method::GET, "/health", None).await;
+    let waited = tokio::time::Instant::now();
+    while health.status == StatusCode::OK && waited.elapsed() < PATIENCE {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        health = server.call(Method::GET, "/health", None).await;
+    }
+    assert_eq!(health.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(health.body, json!({"status": "draining", "unfinished": 2}));
+    let begin = server.call(Method::POST, "/transactions", None).await;
+    assert_eq!(begin.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(begin.code(), "shutting_down");
+    // ...but a client may still finish its transaction.
+    let answer = server.phase(&committed, "commit").await;
+    assert_eq!(answer.body["decision"], "Commit", "{}", answer.body);
+
+    let report = server.finished().await;
+    assert_eq!(report.unfinished_at_signal, 2);
+    assert_eq!(report.finished_in_grace, 1);
+    assert_eq!(report.rolled_back, 1);
+    assert_eq!(report.unfinished_at_exit, 0);
+    assert!(report.grace_expired);
+
+    let state = |id: &str| {
+        coordinator
+            .get_transaction_state(id.parse().unwrap())
+            .unwrap()
+    };
+    assert_eq!(state(&committed), TransactionState::Committed);
+    assert_eq!(state(&abandoned), TransactionState::Aborted);
+    assert!(service.calls().contains(&format!("rollback {abandoned}")));
+    assert!(service.calls().contains(&format!("commit {committed}")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_with_nothing_unfinished_does_not_wait_for_the_grace_period() {
+    let url = spawn_service(Service::new("users", Vote::Ready)).await;
+    let mut server = start(ServerConfig::default().shutdown_grace(Duration::from_secs(60))).await;
+    let id = prepared_transaction(&server, "users", &url).await;
+    server.phase(&id, "commit").await;
+
+    // `finished` gives up long before the 60 s grace would end.
+    server.signal_shutdown();
+    let report = server.finished().await;
+    assert_eq!(report.unfinished_at_signal, 0);
+    assert_eq!(report.rolled_back, 0);
+    assert!(!report.grace_expired);
+}
