@@ -679,6 +679,7 @@ pub fn error_summary(e: &CoordinatorError) -> String {
         CoordinatorError::CapacityExceeded { limit } => {
             format!("CapacityExceeded (limit {limit})")
         }
+        CoordinatorError::ShuttingDown => "ShuttingDown".to_owned(),
     }
 }
 
