@@ -1,5 +1,7 @@
 //! What is measured: the floor, the hand-written baseline and dtxn, each
-//! running one full transaction over a set of participants.
+//! running one full transaction over a set of participants, and any
+//! [`Peer`] (a transaction system from another crate, plugged in from
+//! outside so this crate does not depend on it).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -9,7 +11,7 @@ use dtxn::{
     CoordinatorConfig, CoordinatorError, Participant, PreparedResult, TransactionCoordinator,
     TransactionId,
 };
-use futures_util::future::join_all;
+use futures_util::future::{join_all, BoxFuture};
 
 /// Transaction ids for the floor and the baseline, which have no id
 /// generator of their own (dtxn's constructor is private; parsing one per
@@ -91,6 +93,55 @@ impl Baseline {
     }
 }
 
+/// A transaction system from another crate (`dtxn-bench-peers` has
+/// `dist_tx` and `steno`), driven by the workloads next to dtxn over the same
+/// participants.
+///
+/// A peer's coordinator usually keeps per-caller state (an XA transaction
+/// manager runs one transaction at a time), so each driving task gets its
+/// own [`PeerSession`], set up before the clock starts.
+pub trait Peer: Send + Sync {
+    /// Its name in reports (`dist_tx`, `steno`).
+    fn name(&self) -> &'static str;
+
+    /// A fresh instance with no state left from earlier measurements (as
+    /// [`Contender::baseline`] is fresh).
+    fn fresh(&self) -> Arc<dyn Peer>;
+
+    /// Sets up what one driving task uses to run transactions over
+    /// `participants`, one after another. Not timed.
+    fn session(
+        &self,
+        participants: &Arc<[Arc<dyn Participant>]>,
+    ) -> BoxFuture<'static, Box<dyn PeerSession>>;
+}
+
+/// One driving task's handle on a [`Peer`].
+pub trait PeerSession: Send {
+    /// Runs one transaction over the session's participants to its end;
+    /// `key` is distinct per transaction. Returns whether it committed.
+    fn cycle(&mut self, key: u64) -> BoxFuture<'_, bool>;
+}
+
+/// What one driving task runs its transactions through: the contender
+/// itself, or a peer's per-task session.
+pub enum Session {
+    /// The floor, the baseline or dtxn, with the participants.
+    Own(Contender, Arc<[Arc<dyn Participant>]>),
+    /// A peer's session.
+    Peer(Box<dyn PeerSession>),
+}
+
+impl Session {
+    /// Runs one transaction (see [`Contender::cycle`]).
+    pub async fn cycle(&mut self, key: u64) -> Result<bool, CoordinatorError> {
+        match self {
+            Self::Own(contender, participants) => contender.cycle(key, participants).await,
+            Self::Peer(session) => Ok(session.cycle(key).await),
+        }
+    }
+}
+
 /// One of the measured systems.
 #[derive(Clone)]
 pub enum Contender {
@@ -107,6 +158,8 @@ pub enum Contender {
     Baseline(Arc<Baseline>, IdPool),
     /// dtxn's full cycle: begin, register N, prepare, commit.
     Dtxn(TransactionCoordinator),
+    /// A peer crate's system.
+    Peer(Arc<dyn Peer>),
 }
 
 impl Contender {
@@ -134,8 +187,34 @@ impl Contender {
         Self::Dtxn(TransactionCoordinator::with_config(config))
     }
 
+    /// A fresh instance of `peer`.
+    pub fn peer(peer: &dyn Peer) -> Self {
+        Self::Peer(peer.fresh())
+    }
+
+    /// The contender's name in reports.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Floor { .. } => "floor",
+            Self::Baseline(..) => "baseline",
+            Self::Dtxn(_) => "dtxn",
+            Self::Peer(peer) => peer.name(),
+        }
+    }
+
+    /// Sets up what one driving task runs its transactions through (for a
+    /// peer, its session; otherwise the contender itself).
+    pub async fn session(&self, participants: &Arc<[Arc<dyn Participant>]>) -> Session {
+        match self {
+            Self::Peer(peer) => Session::Peer(peer.session(participants).await),
+            own => Session::Own(own.clone(), Arc::clone(participants)),
+        }
+    }
+
     /// Runs one transaction to its end; `key` distinguishes transactions for
-    /// the floor. Returns whether it committed.
+    /// the floor. Returns whether it committed. A peer sets up a session for
+    /// this one transaction (drive it through [`Contender::session`] to
+    /// reuse one).
     pub async fn cycle(
         &self,
         key: u64,
@@ -182,6 +261,11 @@ impl Contender {
                 } else {
                     Ok(false)
                 }
+            }
+            Self::Peer(peer) => {
+                let participants: Arc<[Arc<dyn Participant>]> = participants.into();
+                let mut session = peer.session(&participants).await;
+                Ok(session.cycle(key).await)
             }
         }
     }

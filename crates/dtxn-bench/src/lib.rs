@@ -9,15 +9,19 @@
 //! * the **baseline**: the coordinator a team writes in an afternoon — one
 //!   global `Mutex<HashMap<u64, Vec<Arc<dyn Participant>>>>`, participants
 //!   called one after another;
-//! * **dtxn**'s full cycle: begin, register N, prepare, commit.
+//! * **dtxn**'s full cycle: begin, register N, prepare, commit;
+//! * in workload (a), any [`Peer`]s passed to [`run_with_peers`]:
+//!   transaction systems from other crates (`dtxn-bench-peers` has
+//!   `dist_tx` and `steno`), kept out of this crate's dependencies.
 //!
 //! The workloads ([`Workload`]):
 //!
 //! * **(a) overhead**: no-op participants, 1/3/10/100 per transaction, at 1
 //!   and at 1000 transactions in flight: throughput and time per
-//!   transaction, ratios dtxn/floor and dtxn/baseline;
+//!   transaction, ratios dtxn/floor, dtxn/baseline and dtxn/each peer;
 //! * **(b) latency**: 100 participants answering in 5 ms ± 0.5 ms: p50/p99
-//!   at 10 in flight against two round trips of the slowest participant,
+//!   at 10 in flight against two round trips of the slowest participant
+//!   (with the latency distributions of the floor, the baseline and dtxn),
 //!   and throughput with p99 at 1000 in flight against the floor;
 //! * **(c) early abort**: one participant votes Aborted after 1 ms, the
 //!   others answer after 100 ms: how soon `prepare_transaction` returns;
@@ -38,13 +42,15 @@ pub mod memory;
 pub mod participants;
 mod workloads;
 
+use std::sync::Arc;
 use std::time::Duration;
 
-pub use contenders::{Baseline, Contender, IdPool};
+pub use contenders::{Baseline, Contender, IdPool, Peer, PeerSession, Session};
 pub use measure::{drive, median, quantile, Drive};
 pub use participants::{EarlyAbort, Latency, Noop};
 pub use workloads::{
-    EarlyAbortReport, LatencyHigh, LatencyLow, LatencyReport, MemoryReport, OverheadRow, Speed,
+    EarlyAbortReport, LatencyCdf, LatencyHigh, LatencyLow, LatencyReport, MemoryReport,
+    OverheadRow, PeerRow, Speed,
 };
 
 /// One of the benchmark's workloads.
@@ -75,11 +81,21 @@ pub struct BenchConfig {
     /// Participant calls per measurement in (a): transactions =
     /// `max(calls / size, 2 × concurrency)`.
     pub overhead_calls: usize,
+    /// Wall time a peer's timed measurement in (a) aims at, in seconds: a
+    /// peer runs as many transactions as fit at the speed seen in its
+    /// warm-up (at least 2 × concurrency, at most as many as the others);
+    /// its warm-up is one transaction per driving task, at least 50 (at
+    /// most a tenth of the others' count).
+    pub peer_budget_secs: f64,
     /// Participants per transaction in (b) and (c) and per active
     /// transaction in (d).
     pub latency_participants: usize,
     /// Transactions per run at 10 in flight in (b).
     pub latency_low_transactions: usize,
+    /// Transactions per run of the baseline at 10 in flight in (b) (fewer:
+    /// it calls the participants one after another, so each transaction
+    /// takes about a second).
+    pub latency_baseline_transactions: usize,
     /// Transactions per run at [`high_concurrency`](Self::high_concurrency) in (b).
     pub latency_high_transactions: usize,
     /// Transactions per run in (c) (each one measured, median taken).
@@ -108,8 +124,10 @@ impl BenchConfig {
             runs: 5,
             high_concurrency: 1000,
             overhead_calls: 200_000,
+            peer_budget_secs: 0.3,
             latency_participants: 100,
             latency_low_transactions: 200,
+            latency_baseline_transactions: 20,
             latency_high_transactions: 3000,
             early_abort_transactions: 20,
             memory_active: 1000,
@@ -126,8 +144,10 @@ impl BenchConfig {
             runs: 1,
             high_concurrency: 50,
             overhead_calls: 500,
+            peer_budget_secs: 0.02,
             latency_participants: 20,
             latency_low_transactions: 20,
+            latency_baseline_transactions: 10,
             latency_high_transactions: 100,
             early_abort_transactions: 3,
             memory_active: 50,
@@ -221,6 +241,16 @@ pub struct Report {
 /// Memory (d) runs first, while the allocator holds the least, then the
 /// others in order.
 pub async fn run(config: &BenchConfig, progress: &(dyn Fn(&str) + Sync)) -> Report {
+    run_with_peers(config, &[], progress).await
+}
+
+/// [`run`], with `peers` measured next to dtxn in workload (a) (a fresh
+/// instance of each per measurement).
+pub async fn run_with_peers(
+    config: &BenchConfig,
+    peers: &[Arc<dyn Peer>],
+    progress: &(dyn Fn(&str) + Sync),
+) -> Report {
     let started = std::time::Instant::now();
     let has = |w| config.workloads.contains(&w);
     let mut failed = 0;
@@ -230,7 +260,7 @@ pub async fn run(config: &BenchConfig, progress: &(dyn Fn(&str) + Sync)) -> Repo
         None
     };
     let overhead = if has(Workload::Overhead) {
-        let (rows, f) = workloads::overhead(config, progress).await;
+        let (rows, f) = workloads::overhead(config, peers, progress).await;
         failed += f;
         Some(rows)
     } else {

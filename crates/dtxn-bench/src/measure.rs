@@ -65,7 +65,8 @@ pub fn median(values: &[f64]) -> f64 {
 
 /// Runs `transactions` full transactions over `participants` through
 /// `contender`, `concurrency` at a time (each of `concurrency` tasks runs
-/// its share in sequence). Records each transaction's latency if
+/// its share in sequence, through its own [`Session`](crate::Session), set
+/// up before the clock starts). Records each transaction's latency if
 /// `record_latency`.
 pub async fn drive(
     contender: &Contender,
@@ -76,11 +77,13 @@ pub async fn drive(
 ) -> Drive {
     let concurrency = concurrency.clamp(1, transactions.max(1));
     let next = Arc::new(AtomicU64::new(0));
+    let mut sessions = Vec::with_capacity(concurrency);
+    for _ in 0..concurrency {
+        sessions.push(contender.session(participants).await);
+    }
     let started = Instant::now();
     let mut tasks = Vec::with_capacity(concurrency);
-    for _ in 0..concurrency {
-        let contender = contender.clone();
-        let participants = Arc::clone(participants);
+    for mut session in sessions {
         let next = Arc::clone(&next);
         tasks.push(tokio::spawn(async move {
             let mut latencies = Vec::new();
@@ -91,7 +94,7 @@ pub async fn drive(
                     break;
                 }
                 let t0 = Instant::now();
-                if !matches!(contender.cycle(key, &participants).await, Ok(true)) {
+                if !matches!(session.cycle(key).await, Ok(true)) {
                     failed += 1;
                 }
                 if record_latency {

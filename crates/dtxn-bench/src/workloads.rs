@@ -6,9 +6,9 @@ use std::time::{Duration, Instant};
 use dtxn::{CoordinatorConfig, Participant, TransactionCoordinator};
 use futures_util::future::join_all;
 
-use crate::measure::{drive, median};
+use crate::measure::{drive, median, quantile};
 use crate::participants::{many, EarlyAbort, Latency, Noop};
-use crate::{memory, ms, BenchConfig, Contender, Report, Target};
+use crate::{memory, ms, BenchConfig, Contender, Peer, Report, Target};
 
 /// Concurrency of the "low" case in workload (b).
 const LATENCY_LOW_CONCURRENCY: usize = 10;
@@ -20,6 +20,11 @@ const LATENCY_JITTER: Duration = Duration::from_micros(500);
 const ABORT_AFTER: Duration = Duration::from_millis(1);
 /// When the other participants answer in (c).
 const OTHERS_AFTER: Duration = Duration::from_millis(100);
+/// A peer's warm-up in (a) runs at least this many transactions (when the
+/// others run ten times as many).
+const PEER_MIN_WARM_UP: usize = 50;
+/// Points of each latency CDF in (b): the quantiles 0, 1/n, ..., 1.
+const CDF_STEPS: usize = 200;
 /// Transactions in flight in (d)'s growth measurement.
 const MEMORY_CONCURRENCY: usize = 100;
 /// Participants per transaction in (d)'s growth measurement.
@@ -64,6 +69,24 @@ pub struct OverheadRow {
     /// dtxn's time per transaction ÷ the baseline's (median of per-run
     /// ratios; below 1 means dtxn has more throughput).
     pub dtxn_over_baseline: f64,
+    /// The peers, in the order given (empty without peers).
+    pub peers: Vec<PeerRow>,
+}
+
+/// A peer in workload (a) at one size and concurrency (medians over runs).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PeerRow {
+    /// The peer's name.
+    pub name: &'static str,
+    /// Transactions in its timed measurement (median over runs; fewer than
+    /// the others' when its time budget runs out first, see
+    /// [`BenchConfig::peer_budget_secs`]).
+    pub transactions: usize,
+    /// Its speed.
+    pub speed: Speed,
+    /// dtxn's time per transaction ÷ the peer's (median of per-run ratios;
+    /// below 1 means dtxn is faster).
+    pub dtxn_over_peer: f64,
 }
 
 /// Workload (b) at 10 transactions in flight (medians over runs).
@@ -90,6 +113,27 @@ pub struct LatencyLow {
     pub p50_over_floor: f64,
     /// dtxn p99 ÷ the floor's p99 (median of per-run ratios).
     pub p99_over_floor: f64,
+    /// Baseline transactions per run (see
+    /// [`BenchConfig::latency_baseline_transactions`]).
+    pub baseline_transactions: usize,
+    /// Baseline (participants called one after another) p50, ms.
+    pub baseline_p50_ms: f64,
+    /// Baseline p99, ms.
+    pub baseline_p99_ms: f64,
+}
+
+/// The distribution of one contender's end-to-end latencies in (b) at 10
+/// in flight, all runs' transactions pooled.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct LatencyCdf {
+    /// `floor`, `baseline` or `dtxn`.
+    pub contender: &'static str,
+    /// Transactions pooled.
+    pub samples: usize,
+    /// `[latency ms, fraction of transactions at or below it]`, at the
+    /// quantiles 0, 0.005, ..., 1 (nearest rank; the first point is the
+    /// fastest transaction).
+    pub points: Vec<[f64; 2]>,
 }
 
 /// Workload (b) at high concurrency (medians over runs).
@@ -126,6 +170,8 @@ pub struct LatencyReport {
     pub low: LatencyLow,
     /// At high concurrency.
     pub high: LatencyHigh,
+    /// Latency distributions at 10 in flight: floor, baseline, dtxn.
+    pub cdf: Vec<LatencyCdf>,
 }
 
 /// Workload (c) (medians over runs of per-run medians).
@@ -183,11 +229,15 @@ fn dtxn_capacity(config: &BenchConfig) -> usize {
 /// Workload (a). Returns the rows and the count of failed transactions.
 pub(crate) async fn overhead(
     config: &BenchConfig,
+    peers: &[Arc<dyn Peer>],
     progress: &(dyn Fn(&str) + Sync),
 ) -> (Vec<OverheadRow>, usize) {
     let concurrencies = [1, config.high_concurrency.max(1)];
-    // Per (size, concurrency): per-run [floor, baseline, dtxn] µs per tx.
-    let mut samples: Vec<Vec<[f64; 3]>> = vec![Vec::new(); config.sizes.len() * 2];
+    // Per (size, concurrency): per run, µs per tx of [floor, baseline,
+    // dtxn, peers...] and the peers' transaction counts.
+    let width = 3 + peers.len();
+    let mut samples: Vec<Vec<Vec<f64>>> = vec![Vec::new(); config.sizes.len() * 2];
+    let mut peer_counts: Vec<Vec<Vec<f64>>> = vec![Vec::new(); config.sizes.len() * 2];
     let mut counts = vec![0; config.sizes.len() * 2];
     let mut failed = 0;
     for run in 0..config.runs.max(1) {
@@ -195,27 +245,41 @@ pub(crate) async fn overhead(
             let participants = many(size, || Arc::new(Noop));
             for (ci, &concurrency) in concurrencies.iter().enumerate() {
                 let transactions = (config.overhead_calls / size.max(1)).max(2 * concurrency);
-                let contenders = [
+                let mut contenders = vec![
                     Contender::floor(false),
                     Contender::baseline(),
                     Contender::dtxn(dtxn_capacity(config), 1000),
                 ];
-                let mut us = [0.0; 3];
+                contenders.extend(peers.iter().map(|p| Contender::peer(p.as_ref())));
+                let mut us = vec![0.0; width];
+                let mut peer_n = Vec::with_capacity(peers.len());
                 for (k, contender) in contenders.iter().enumerate() {
-                    // Warm up (allocator, runtime, caches) before timing.
-                    drive(
-                        contender,
-                        &participants,
-                        transactions / 10,
-                        concurrency,
-                        false,
-                    )
-                    .await;
-                    let d = drive(contender, &participants, transactions, concurrency, false).await;
+                    // Warm up (allocator, runtime, caches) before timing; a
+                    // peer only as far as every driving task once (and at
+                    // least 50 transactions, to estimate its speed).
+                    let warm = if k < 3 {
+                        transactions / 10
+                    } else {
+                        (transactions / 10).min(concurrency.max(PEER_MIN_WARM_UP))
+                    }
+                    .max(1);
+                    let w = drive(contender, &participants, warm, concurrency, false).await;
+                    let n = if k < 3 {
+                        transactions
+                    } else {
+                        // A peer runs what fits in its time budget.
+                        let per_tx = w.elapsed.as_secs_f64() / warm as f64;
+                        let fit = (config.peer_budget_secs / per_tx.max(1e-9)) as usize;
+                        let n = fit.clamp(2 * concurrency, transactions.max(2 * concurrency));
+                        peer_n.push(n as f64);
+                        n
+                    };
+                    let d = drive(contender, &participants, n, concurrency, false).await;
                     failed += d.failed;
                     us[k] = d.micros_per_tx();
                 }
                 samples[si * 2 + ci].push(us);
+                peer_counts[si * 2 + ci].push(peer_n);
                 counts[si * 2 + ci] = transactions;
                 progress(&format!(
                     "(a) run {}: {size} participants × {concurrency} in flight",
@@ -229,6 +293,8 @@ pub(crate) async fn overhead(
         for (ci, &concurrency) in concurrencies.iter().enumerate() {
             let s = &samples[si * 2 + ci];
             let col = |k: usize| median(&s.iter().map(|r| r[k]).collect::<Vec<_>>());
+            let ratio = |k: usize| median(&s.iter().map(|r| r[2] / r[k]).collect::<Vec<_>>());
+            let n = &peer_counts[si * 2 + ci];
             rows.push(OverheadRow {
                 participants: size,
                 concurrency,
@@ -236,8 +302,18 @@ pub(crate) async fn overhead(
                 floor: Speed::from_micros(col(0)),
                 baseline: Speed::from_micros(col(1)),
                 dtxn: Speed::from_micros(col(2)),
-                dtxn_over_floor: median(&s.iter().map(|r| r[2] / r[0]).collect::<Vec<_>>()),
-                dtxn_over_baseline: median(&s.iter().map(|r| r[2] / r[1]).collect::<Vec<_>>()),
+                dtxn_over_floor: ratio(0),
+                dtxn_over_baseline: ratio(1),
+                peers: peers
+                    .iter()
+                    .enumerate()
+                    .map(|(p, peer)| PeerRow {
+                        name: peer.name(),
+                        transactions: median(&n.iter().map(|r| r[p]).collect::<Vec<_>>()) as usize,
+                        speed: Speed::from_micros(col(3 + p)),
+                        dtxn_over_peer: ratio(3 + p),
+                    })
+                    .collect(),
             });
         }
     }
@@ -253,16 +329,21 @@ pub(crate) async fn latency(
     let participants = many(config.latency_participants, || Arc::new(participant));
     let reference = participant.max_delay() * 2;
     let high = config.high_concurrency.max(1);
-    let mut low_runs: Vec<[f64; 6]> = Vec::new();
+    let mut low_runs: Vec<[f64; 8]> = Vec::new();
     let mut high_runs: Vec<[f64; 5]> = Vec::new();
+    // All runs' latencies at 10 in flight: floor, baseline, dtxn.
+    let mut pooled: [Vec<Duration>; 3] = Default::default();
     let mut failed = 0;
     for run in 0..config.runs.max(1) {
         let floor = Contender::floor(true);
+        let baseline = Contender::baseline();
         let dtxn = Contender::dtxn(dtxn_capacity(config), 1000);
         let n = config.latency_low_transactions;
         let f = drive(&floor, &participants, n, LATENCY_LOW_CONCURRENCY, true).await;
         let d = drive(&dtxn, &participants, n, LATENCY_LOW_CONCURRENCY, true).await;
-        failed += f.failed + d.failed;
+        let nb = config.latency_baseline_transactions.max(1);
+        let b = drive(&baseline, &participants, nb, LATENCY_LOW_CONCURRENCY, true).await;
+        failed += f.failed + d.failed + b.failed;
         low_runs.push([
             f.quantile_ms(0.5),
             f.quantile_ms(0.99),
@@ -270,7 +351,12 @@ pub(crate) async fn latency(
             d.quantile_ms(0.99),
             d.quantile_ms(0.5) / f.quantile_ms(0.5),
             d.quantile_ms(0.99) / f.quantile_ms(0.99),
+            b.quantile_ms(0.5),
+            b.quantile_ms(0.99),
         ]);
+        for (all, drive) in pooled.iter_mut().zip([f, b, d]) {
+            all.extend(drive.latencies);
+        }
         progress(&format!(
             "(b) run {}: {LATENCY_LOW_CONCURRENCY} in flight",
             run + 1
@@ -308,6 +394,9 @@ pub(crate) async fn latency(
             p99_over_reference: col4(3) / reference_ms,
             p50_over_floor: col4(4),
             p99_over_floor: col4(5),
+            baseline_transactions: config.latency_baseline_transactions.max(1),
+            baseline_p50_ms: col4(6),
+            baseline_p99_ms: col4(7),
         },
         high: LatencyHigh {
             concurrency: high,
@@ -318,8 +407,34 @@ pub(crate) async fn latency(
             dtxn_p99_ms: col5(3),
             throughput_over_floor: col5(4),
         },
+        cdf: ["floor", "baseline", "dtxn"]
+            .into_iter()
+            .zip(pooled)
+            .map(|(contender, mut all)| {
+                all.sort_unstable();
+                LatencyCdf {
+                    contender,
+                    samples: all.len(),
+                    points: cdf(&all),
+                }
+            })
+            .collect(),
     };
     (report, failed)
+}
+
+/// `[ms, fraction]` at the quantiles 0, 1/[`CDF_STEPS`], ..., 1 of sorted
+/// `latencies` (empty when there are none).
+fn cdf(latencies: &[Duration]) -> Vec<[f64; 2]> {
+    if latencies.is_empty() {
+        return Vec::new();
+    }
+    (0..=CDF_STEPS)
+        .map(|i| {
+            let q = i as f64 / CDF_STEPS as f64;
+            [ms(quantile(latencies, q)), q]
+        })
+        .collect()
 }
 
 /// Workload (c).
@@ -491,6 +606,37 @@ pub(crate) fn targets(report: &Report) -> Vec<Target> {
                     .join(", "),
                 met: at_c.iter().all(|r| r.dtxn_over_baseline <= 1.0),
             });
+            let names: Vec<&str> = at_c
+                .first()
+                .map(|r| r.peers.iter().map(|p| p.name).collect())
+                .unwrap_or_default();
+            if !names.is_empty() {
+                out.push(Target {
+                    workload: "a",
+                    target: format!(
+                        "ahead of {} (throughput) at every size, {c} in flight",
+                        names.join(" and ")
+                    ),
+                    measured: at_c
+                        .iter()
+                        .map(|r| {
+                            let each = r
+                                .peers
+                                .iter()
+                                .map(|p| {
+                                    format!("{} {:.2}×", p.name, r.dtxn.tx_per_s / p.speed.tx_per_s)
+                                })
+                                .collect::<Vec<_>>()
+                                .join(" ");
+                            format!("{}p: {each}", r.participants)
+                        })
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    met: at_c
+                        .iter()
+                        .all(|r| r.peers.iter().all(|p| p.dtxn_over_peer < 1.0)),
+                });
+            }
         }
     }
     if let Some(l) = &report.latency {

@@ -1,7 +1,8 @@
 //! `dtxn bench`: what dtxn costs, measured in one run against the floor
-//! (the participants' own calls, no coordination) and a hand-written
-//! baseline coordinator. See the `dtxn-bench` crate for the workloads and
-//! `docs/PERFORMANCE.md` for results.
+//! (the participants' own calls, no coordination), a hand-written
+//! baseline coordinator and, in workload (a), the peer crates `dist_tx`
+//! and `steno` (see `dtxn-bench-peers`). See the `dtxn-bench` crate for the
+//! workloads and `docs/PERFORMANCE.md` for results.
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -67,6 +68,13 @@ pub struct BenchArgs {
     /// Also write an SVG chart of workload (a)'s throughput to this file.
     #[arg(long, value_name = "PATH")]
     pub svg: Option<std::path::PathBuf>,
+    /// Also write an SVG chart of workload (b)'s latency CDF (floor,
+    /// baseline, dtxn at 10 in flight) to this file.
+    #[arg(long, value_name = "PATH")]
+    pub cdf_svg: Option<std::path::PathBuf>,
+    /// Leave the peer crates (dist_tx, steno) out of workload (a).
+    #[arg(long)]
+    pub no_peers: bool,
 }
 
 impl BenchArgs {
@@ -92,6 +100,9 @@ impl BenchArgs {
         config
     }
 }
+
+/// Writes one of the charts of a report to a file.
+type ChartWriter = fn(&Report, &std::path::Path) -> Result<(), Box<dyn std::error::Error>>;
 
 /// Runs the benchmark (it builds its own runtime: call outside one).
 pub fn execute(args: BenchArgs) -> ExitCode {
@@ -120,12 +131,23 @@ pub fn execute(args: BenchArgs) -> ExitCode {
         bar.set_message(label.to_owned());
         bar.inc(1);
     };
-    let report = runtime.block_on(dtxn_bench::run(&config, &progress));
+    let peers = if args.no_peers {
+        Vec::new()
+    } else {
+        dtxn_bench_peers::all()
+    };
+    let report = runtime.block_on(dtxn_bench::run_with_peers(&config, &peers, &progress));
     bar.finish_and_clear();
-    if let Some(path) = &args.svg {
-        if let Err(e) = crate::chart::write_svg(&report, path) {
-            eprintln!("dtxn: cannot write the chart to {}: {e}", path.display());
-            return ExitCode::from(2);
+    let charts: [(_, ChartWriter); 2] = [
+        (&args.svg, crate::chart::write_svg),
+        (&args.cdf_svg, crate::chart::write_latency_cdf_svg),
+    ];
+    for (path, write) in charts {
+        if let Some(path) = path {
+            if let Err(e) = write(&report, path) {
+                eprintln!("dtxn: cannot write the chart to {}: {e}", path.display());
+                return ExitCode::from(2);
+            }
         }
     }
     if args.json {
@@ -156,30 +178,65 @@ pub fn render(report: &Report) -> String {
     );
     if let Some(rows) = &report.overhead {
         let _ = writeln!(s, "(a) overhead, no-op participants (tx/s; µs per transaction = wall time ÷ transactions)");
-        let _ = writeln!(
+        let names: Vec<&str> = rows
+            .first()
+            .map(|r| r.peers.iter().map(|p| p.name).collect())
+            .unwrap_or_default();
+        let _ = write!(
             s,
-            "{:>5} {:>9} {:>22} {:>22} {:>22} {:>10} {:>10}",
-            "parts", "in flight", "floor", "baseline", "dtxn", "dtxn/floor", "dtxn/base"
+            "{:>5} {:>9} {:>22} {:>22} {:>22}",
+            "parts", "in flight", "floor", "baseline", "dtxn"
         );
+        for name in &names {
+            let _ = write!(s, " {name:>22}");
+        }
+        let _ = write!(s, " {:>10} {:>10}", "dtxn/floor", "dtxn/base");
+        for name in &names {
+            let _ = write!(s, " {:>14}", format!("dtxn/{name}"));
+        }
+        let _ = writeln!(s);
         for r in rows {
             let cell =
                 |sp: &dtxn_bench::Speed| format!("{:.0} ({:.2} µs)", sp.tx_per_s, sp.us_per_tx);
-            let _ = writeln!(
+            let _ = write!(
                 s,
-                "{:>5} {:>9} {:>22} {:>22} {:>22} {:>9.2}× {:>9.2}×",
+                "{:>5} {:>9} {:>22} {:>22} {:>22}",
                 r.participants,
                 r.concurrency,
                 cell(&r.floor),
                 cell(&r.baseline),
                 cell(&r.dtxn),
-                r.dtxn_over_floor,
-                r.dtxn_over_baseline
+            );
+            for p in &r.peers {
+                let _ = write!(s, " {:>22}", cell(&p.speed));
+            }
+            let _ = write!(
+                s,
+                " {:>9.2}× {:>9.2}×",
+                r.dtxn_over_floor, r.dtxn_over_baseline
+            );
+            for p in &r.peers {
+                let _ = write!(s, " {:>13.2}×", p.dtxn_over_peer);
+            }
+            let _ = writeln!(s);
+        }
+        let _ = writeln!(s, "  (ratios are time per transaction: below 1 is faster)");
+        if let Some(r) = rows.iter().find(|r| !r.peers.is_empty()) {
+            let _ = writeln!(
+                s,
+                "  (peers timed over fewer transactions where their {:.2} s budget ran out: e.g. {} participants × {} in flight: {} of {})",
+                report.config.peer_budget_secs,
+                r.participants,
+                r.concurrency,
+                r.peers
+                    .iter()
+                    .map(|p| format!("{} {}", p.name, p.transactions))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                r.transactions
             );
         }
-        let _ = writeln!(
-            s,
-            "  (ratios are time per transaction: below 1 is faster)\n"
-        );
+        let _ = writeln!(s);
     }
     if let Some(l) = &report.latency {
         let _ = writeln!(
@@ -199,6 +256,14 @@ pub fn render(report: &Report) -> String {
             l.low.dtxn_p99_ms,
             l.low.p99_over_reference,
             l.low.p99_over_floor
+        );
+        let _ = writeln!(
+            s,
+            "  {} in flight: baseline (one participant after another, {} transactions per run) p50 {:.1} ms p99 {:.1} ms",
+            l.low.concurrency,
+            l.low.baseline_transactions,
+            l.low.baseline_p50_ms,
+            l.low.baseline_p99_ms
         );
         let _ = writeln!(
             s,

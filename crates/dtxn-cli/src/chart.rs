@@ -1,9 +1,11 @@
-//! The SVG chart of `dtxn bench --svg`: workload (a)'s throughput against
-//! participants per transaction, one panel per concurrency, log-log.
+//! The SVG charts of `dtxn bench`: with `--svg`, workload (a)'s throughput
+//! against participants per transaction, one panel per concurrency,
+//! log-log; with `--cdf-svg`, workload (b)'s end-to-end latency CDF of the
+//! floor, the baseline and dtxn at 10 in flight (log latency axis).
 
 use std::path::Path;
 
-use dtxn_bench::{OverheadRow, Report};
+use dtxn_bench::{LatencyCdf, OverheadRow, Report};
 use plotters::prelude::*;
 
 /// The three contenders: name, colour, and how to read a row.
@@ -76,6 +78,92 @@ pub fn write_svg(report: &Report, path: &Path) -> Result<(), Box<dyn std::error:
             .border_style(BLACK)
             .draw()?;
     }
+    root.present()?;
+    Ok(())
+}
+
+/// Colour of a contender in the latency CDF.
+fn cdf_color(contender: &str) -> RGBColor {
+    SERIES
+        .iter()
+        .find(|(name, _, _)| *name == contender)
+        .map_or(BLACK, |(_, color, _)| *color)
+}
+
+/// Writes the latency CDF of `report`'s workload (b) to `path`. Does
+/// nothing (and succeeds) when (b) did not run.
+pub fn write_latency_cdf_svg(
+    report: &Report,
+    path: &Path,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let Some(latency) = &report.latency else {
+        return Ok(());
+    };
+    let series: Vec<&LatencyCdf> = latency
+        .cdf
+        .iter()
+        .filter(|c| !c.points.is_empty())
+        .collect();
+    if series.is_empty() {
+        return Ok(());
+    }
+    let all = series.iter().flat_map(|c| c.points.iter().map(|p| p[0]));
+    let (lo, hi) = all.fold((f64::MAX, 0.0f64), |(lo, hi), v| (lo.min(v), hi.max(v)));
+    let (lo, hi) = (lo.max(1e-3) / 1.25, hi.max(lo * 2.0) * 1.25);
+
+    let root = SVGBackend::new(path, (720, 440)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(
+            format!(
+                "end-to-end latency, {} participants of {:.1} ± {:.1} ms, {} in flight",
+                latency.participants, latency.mean_ms, latency.jitter_ms, latency.low.concurrency
+            ),
+            ("sans-serif", 18),
+        )
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(56)
+        .build_cartesian_2d((lo..hi).log_scale(), 0.0..1.0)?;
+    chart
+        .configure_mesh()
+        .x_desc("latency (ms, log scale)")
+        .y_desc("fraction of transactions")
+        .x_labels(16)
+        .x_label_formatter(&|v| format!("{v:.0}"))
+        .draw()?;
+    let reference = latency.reference_ms;
+    if reference > lo && reference < hi {
+        let grey = RGBColor(180, 180, 180);
+        chart
+            .draw_series(LineSeries::new(
+                [(reference, 0.0), (reference, 1.0)],
+                grey.stroke_width(1),
+            ))?
+            .label(format!("2 × slowest participant ({reference:.1} ms)"))
+            .legend(move |(x, y)| PathElement::new([(x, y), (x + 16, y)], grey));
+    }
+    for c in series {
+        let color = cdf_color(c.contender);
+        // A step function: each quantile's latency holds until the next.
+        let mut steps = Vec::with_capacity(c.points.len() * 2);
+        let mut last = 0.0;
+        for p in &c.points {
+            steps.push((p[0], last));
+            steps.push((p[0], p[1]));
+            last = p[1];
+        }
+        chart
+            .draw_series(LineSeries::new(steps, color.stroke_width(2)))?
+            .label(format!("{} ({} transactions)", c.contender, c.samples))
+            .legend(move |(x, y)| PathElement::new([(x, y), (x + 16, y)], color));
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::LowerRight)
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()?;
     root.present()?;
     Ok(())
 }

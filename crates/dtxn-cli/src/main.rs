@@ -11,6 +11,9 @@
 mod bench;
 mod chart;
 mod demo;
+mod loadgen;
+mod serve;
+mod service;
 mod soak;
 
 use std::io::IsTerminal;
@@ -22,7 +25,7 @@ use tracing_subscriber::EnvFilter;
 /// The log filter when `RUST_LOG` is not set.
 const DEFAULT_LOG_FILTER: &str = "warn";
 
-/// Two-phase-commit transactions across in-process services.
+/// Two-phase-commit transactions across in-process or HTTP services.
 #[derive(Debug, Parser)]
 #[command(name = "dtxn", version, about, args_conflicts_with_subcommands = true)]
 struct Cli {
@@ -46,6 +49,18 @@ enum Command {
     /// Benchmark: dtxn against the floor (direct participant calls) and a
     /// hand-written baseline coordinator, with the targets.
     Bench(bench::BenchArgs),
+    /// Run one of the demo's services (users, products or orders) as a
+    /// standalone HTTP participant service, with `GET /state` to inspect
+    /// its store. Stops on Ctrl-C.
+    Service(service::ServiceArgs),
+    /// Run the coordinator as an HTTP/JSON service: transactions under
+    /// /transactions, OpenAPI at /openapi.json, Prometheus metrics at
+    /// /metrics, /health. Ctrl-C or SIGTERM shuts it down gracefully.
+    Serve(serve::ServeArgs),
+    /// Load the coordinator's HTTP API with full transactions and report
+    /// throughput and latency (without --target, starts the coordinator
+    /// and no-op participant services on loopback in this process).
+    Loadgen(loadgen::LoadgenArgs),
 }
 
 fn main() -> ExitCode {
@@ -64,9 +79,13 @@ fn main() -> ExitCode {
         }
         _ => cli,
     };
-    init_tracing(DEFAULT_LOG_FILTER);
+    init_tracing(match cli.command {
+        Some(Command::Service(_) | Command::Loadgen(_)) => DEFAULT_LOG_FILTER,
+        Some(Command::Serve(_)) => serve::LOG_FILTER,
+        _ => demo::LOG_FILTER,
+    });
     let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_time()
+        .enable_all()
         .build()
     {
         Ok(runtime) => runtime,
@@ -78,6 +97,9 @@ fn main() -> ExitCode {
     match cli.command {
         Some(Command::Demo(args)) => runtime.block_on(demo::execute(args)),
         None => runtime.block_on(demo::execute(cli.demo)),
+        Some(Command::Service(args)) => runtime.block_on(service::execute(args)),
+        Some(Command::Serve(args)) => runtime.block_on(serve::execute(args)),
+        Some(Command::Loadgen(args)) => runtime.block_on(loadgen::execute(args)),
         Some(Command::Soak(_) | Command::Bench(_)) => unreachable!("handled above"),
     }
 }

@@ -26,6 +26,20 @@ fn quick_bench_reports_every_workload() {
         }
         assert!(row["dtxn_over_floor"].is_number(), "{row}");
         assert!(row["dtxn_over_baseline"].is_number(), "{row}");
+        let peers = row["peers"].as_array().expect("peer columns");
+        let names: Vec<&str> = peers.iter().filter_map(|p| p["name"].as_str()).collect();
+        assert_eq!(names, ["dist_tx", "steno"], "{row}");
+        for peer in peers {
+            assert!(peer["speed"]["tx_per_s"].is_number(), "{row}");
+            assert!(peer["dtxn_over_peer"].is_number(), "{row}");
+        }
+    }
+    let cdf = report["latency"]["cdf"].as_array().expect("(b) CDFs");
+    let contenders: Vec<&str> = cdf.iter().filter_map(|c| c["contender"].as_str()).collect();
+    assert_eq!(contenders, ["floor", "baseline", "dtxn"], "{report}");
+    for c in cdf {
+        let points = c["points"].as_array().expect("points");
+        assert_eq!(points.last().expect("a point")[1], 1.0, "{c}");
     }
     assert!(
         report["latency"]["low"]["dtxn_p99_ms"].is_number(),
@@ -61,4 +75,30 @@ fn workloads_can_be_chosen() {
         "{report}"
     );
     assert!(report["early_abort"].is_object(), "{report}");
+}
+
+#[test]
+fn charts_are_written() {
+    let dir = std::env::temp_dir().join(format!("dtxn-bench-charts-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("a temporary directory");
+    let (overhead, cdf) = (dir.join("overhead.svg"), dir.join("cdf.svg"));
+    let output = Command::new(env!("CARGO_BIN_EXE_dtxn"))
+        .args(["bench", "--quick", "--workloads", "a,b", "--sizes", "1,3"])
+        .arg("--svg")
+        .arg(&overhead)
+        .arg("--cdf-svg")
+        .arg(&cdf)
+        .output()
+        .expect("the dtxn binary runs");
+    assert!(output.status.success(), "{output:?}");
+    for path in [&overhead, &cdf] {
+        let svg = std::fs::read_to_string(path).expect("the chart was written");
+        assert!(svg.starts_with("<svg"), "{}", path.display());
+    }
+    let cdf_svg = std::fs::read_to_string(&cdf).expect("the CDF");
+    assert!(
+        cdf_svg.contains("baseline"),
+        "the CDF has a baseline series"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -29,6 +29,7 @@ fn default_command_runs_a_consistent_demo() {
     assert_eq!(summary["consistent"], Value::Bool(true), "{summary}");
     assert_eq!(code, Some(0));
     assert_eq!(summary["seed"], 7);
+    assert_eq!(summary["mode"], "in-process");
     assert_eq!(count(&summary, "transactions"), 300);
     assert_eq!(
         count(&summary, "committed") + count(&summary, "aborted"),

@@ -63,9 +63,10 @@
 //!   within the retry budget; a transaction left Active or Prepared is rolled
 //!   back at its deadline; dropping every coordinator handle rolls back what
 //!   no client can finish.
-//! * **Cancel safety**: every async method is cancel safe: the protocol runs
-//!   in spawned tasks, so dropping a future (a client timeout, an aborted
-//!   task) never leaves a transaction stuck.
+//! * **Cancel safety**: every async method is cancel safe: the participant
+//!   calls a client future drives are handed to a spawned task if the future
+//!   is dropped (a client timeout, an aborted task), so that never leaves a
+//!   transaction stuck.
 //! * **Isolation of failures**: a participant that panics or hangs affects
 //!   only its own call; no lock is held across `.await`, and transactions
 //!   only share brief accesses to a sharded table.

@@ -14,12 +14,20 @@
 //! that the three stores are consistent with each other and with the
 //! coordinator's outcomes. The process exits with status 1 when that check
 //! fails.
+//!
+//! With `--http` the same services run as HTTP participant services on
+//! loopback and the coordinator calls them through
+//! [`dtxn_http::HttpParticipant`]s (see [`transport`]): same workload,
+//! same faults (a panic becomes a `500`, a hang a timed-out call), same
+//! report and check. `dtxn service` runs one of them on its own (see
+//! [`crate::service`]).
 
 mod check;
 mod progress;
 mod report;
-mod services;
-mod workload;
+pub(crate) mod services;
+mod transport;
+pub(crate) mod workload;
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -36,11 +44,34 @@ use tokio::task::JoinSet;
 use check::Stores;
 use progress::Progress;
 use report::{RunInfo, Summary};
-use services::{Inventory, OrderService, ProductService, RequestBook, UserService, INJECTED};
+use services::{
+    Inventory, OrderService, ProductService, RequestBook, Requests, UserService, INJECTED,
+};
+use transport::{Transport, TransportError};
 use workload::{SignUp, Workload};
 
-/// The coordinator's prepare timeout: an injected hang costs this much.
+/// The coordinator's prepare timeout in process: an injected hang costs
+/// this much.
 const PREPARE_TIMEOUT: Duration = Duration::from_millis(200);
+
+/// The prepare timeout with `--http`. At the default concurrency, calls to
+/// the loopback services queue for a few hundred milliseconds on a small
+/// machine (the coordinator, the three servers and the HTTP client share
+/// its cores); a 200 ms timeout would turn that queueing into aborts.
+const HTTP_PREPARE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// The log filter of the demo: with `--http`, the participant services
+/// log every handler panic as an error, and the demo injects panics on
+/// purpose (they show in the report as failed calls).
+pub const LOG_FILTER: &str = "warn,dtxn_http::service=off";
+
+/// The coordinator's timeout of one commit or rollback attempt.
+const PHASE2_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// With `--http`, the HTTP client's own limit on one call: longer than the
+/// coordinator's timeouts, so that theirs fire first and a hang is
+/// reported as a timed-out call, as in process.
+const HTTP_CALL_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Client-side limit on one transaction, begin to outcome. The coordinator
 /// bounds every transaction far below this; reaching it means a transaction
@@ -77,9 +108,25 @@ pub struct DemoArgs {
     /// Print a one-line JSON summary instead of the report.
     #[arg(long)]
     pub json: bool,
+
+    /// Run the three services as HTTP participant services on 127.0.0.1
+    /// (ephemeral ports) and have the coordinator call them over HTTP.
+    #[arg(long)]
+    pub http: bool,
 }
 
-fn parse_positive(text: &str) -> Result<usize, String> {
+/// Why the demo could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum DemoError {
+    /// The coordinator configuration derived from the options is refused.
+    #[error("invalid coordinator configuration: {0}")]
+    Config(#[from] ConfigError),
+    /// The services could not be reached over the chosen transport.
+    #[error("cannot start the services: {0}")]
+    Transport(#[from] TransportError),
+}
+
+pub(crate) fn parse_positive(text: &str) -> Result<usize, String> {
     match text.parse::<usize>() {
         Ok(0) => Err("must be at least 1".to_owned()),
         Ok(n) => Ok(n),
@@ -87,7 +134,7 @@ fn parse_positive(text: &str) -> Result<usize, String> {
     }
 }
 
-fn parse_rate(text: &str) -> Result<f64, String> {
+pub(crate) fn parse_rate(text: &str) -> Result<f64, String> {
     let rate: f64 = text.parse().map_err(|e| format!("{e}"))?;
     if (0.0..=1.0).contains(&rate) {
         Ok(rate)
@@ -124,7 +171,7 @@ pub async fn execute(args: DemoArgs) -> ExitCode {
     let summary = match run(&args, seed).await {
         Ok(summary) => summary,
         Err(e) => {
-            eprintln!("dtxn demo: invalid coordinator configuration: {e}");
+            eprintln!("dtxn demo: {e}");
             return ExitCode::from(2);
         }
     };
@@ -150,12 +197,28 @@ pub async fn execute(args: DemoArgs) -> ExitCode {
 ///
 /// # Errors
 ///
-/// When the coordinator configuration derived from `args` is refused.
-pub async fn run(args: &DemoArgs, seed: u64) -> Result<Summary, ConfigError> {
+/// When the coordinator configuration derived from `args` is refused, or
+/// (with `--http`) the services cannot listen.
+///
+/// # Cancel safety
+///
+/// Not cancel safe: dropping the future abandons the run half-way (the
+/// coordinator finishes the transactions already decided in the
+/// background).
+pub async fn run(args: &DemoArgs, seed: u64) -> Result<Summary, DemoError> {
+    let transport = if args.http {
+        Transport::Http
+    } else {
+        Transport::InProcess
+    };
+    let prepare_timeout = match transport {
+        Transport::InProcess => PREPARE_TIMEOUT,
+        Transport::Http => HTTP_PREPARE_TIMEOUT,
+    };
     let config = CoordinatorConfig::builder()
         .max_transactions(args.concurrency)
-        .prepare_timeout(PREPARE_TIMEOUT)
-        .phase2_timeout(Duration::from_secs(1))
+        .prepare_timeout(prepare_timeout)
+        .phase2_timeout(PHASE2_TIMEOUT)
         .retry(RetryPolicy::new(
             5,
             Duration::from_millis(10),
@@ -167,17 +230,20 @@ pub async fn run(args: &DemoArgs, seed: u64) -> Result<Summary, ConfigError> {
 
     let workload = Workload::generate(args.transactions, args.fault_rate, seed);
     let book = Arc::new(RequestBook::default());
-    let users = Arc::new(UserService::new(Default::default(), Arc::clone(&book)));
+    let requests: Arc<dyn Requests> = book.clone();
+    let users = Arc::new(UserService::new(Default::default(), Arc::clone(&requests)));
     let products = Arc::new(ProductService::new(
         Inventory::new(&workload.stock),
-        Arc::clone(&book),
+        Arc::clone(&requests),
     ));
-    let orders = Arc::new(OrderService::new(Default::default(), Arc::clone(&book)));
-    let participants: Arc<[Arc<dyn Participant>; 3]> = Arc::new([
+    let orders = Arc::new(OrderService::new(Default::default(), requests));
+    let services: Vec<Arc<dyn Participant>> = vec![
         Arc::clone(&users) as Arc<dyn Participant>,
         Arc::clone(&products) as Arc<dyn Participant>,
         Arc::clone(&orders) as Arc<dyn Participant>,
-    ]);
+    ];
+    let connected = transport.connect(services, HTTP_CALL_TIMEOUT).await?;
+    let participants: Arc<[Arc<dyn Participant>]> = connected.participants().into();
 
     let show_progress = !args.json && std::io::stderr().is_terminal();
     let progress = Progress::new(args.transactions as u64, show_progress);
@@ -209,6 +275,7 @@ pub async fn run(args: &DemoArgs, seed: u64) -> Result<Summary, ConfigError> {
     }
     let elapsed = started.elapsed();
     progress.finish();
+    drop(connected);
 
     let records: Vec<TxnRecord> = records
         .into_iter()
@@ -238,6 +305,7 @@ pub async fn run(args: &DemoArgs, seed: u64) -> Result<Summary, ConfigError> {
             fault_rate: args.fault_rate,
             elapsed,
             faults_injected: book.injected(),
+            transport,
         },
     ))
 }
@@ -294,7 +362,7 @@ async fn sign_up(
 
 /// Keeps the panics the demo injects on purpose (caught and reported by the
 /// coordinator) off the terminal; other panics are printed as usual.
-fn silence_injected_panics() {
+pub(crate) fn silence_injected_panics() {
     let default_hook = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
         let payload = info.payload();

@@ -8,6 +8,7 @@ use std::time::Duration;
 use dtxn::AbortReason;
 
 use super::check::{Check, StoreTotals};
+use super::transport::Transport;
 use super::workload::FaultKind;
 use super::{TxnRecord, TxnResult};
 
@@ -59,6 +60,8 @@ pub struct Summary {
     pub concurrency: usize,
     /// Probability of a fault per transaction.
     pub fault_rate: f64,
+    /// How the coordinator reached the services: `in-process` or `http`.
+    pub mode: Transport,
 }
 
 /// Everything needed to build a [`Summary`] besides the records.
@@ -74,6 +77,8 @@ pub struct RunInfo {
     pub elapsed: Duration,
     /// Faults injected, by kind.
     pub faults_injected: BTreeMap<&'static str, usize>,
+    /// How the coordinator reached the services.
+    pub transport: Transport,
 }
 
 impl Summary {
@@ -132,6 +137,7 @@ impl Summary {
             seed: info.seed,
             concurrency: info.concurrency,
             fault_rate: info.fault_rate,
+            mode: info.transport,
         }
     }
 }
@@ -188,9 +194,14 @@ impl fmt::Display for Summary {
             "dtxn demo: {n} sign-ups with a free welcome product \
              (UserService + ProductService + OrderService, two-phase commit)"
         )?;
+        let mode = match self.mode {
+            Transport::InProcess => "in-process calls",
+            Transport::Http => "HTTP on loopback",
+        };
         writeln!(
             f,
-            "  concurrency {}, fault rate {:.1}%, seed {}",
+            "  mode {} ({mode}), concurrency {}, fault rate {:.1}%, seed {}",
+            self.mode,
             self.concurrency,
             self.fault_rate * 100.0,
             self.seed
@@ -271,9 +282,13 @@ impl fmt::Display for Summary {
             }
         }
         writeln!(f)?;
+        let http = match self.mode {
+            Transport::InProcess => "",
+            Transport::Http => " --http",
+        };
         writeln!(
             f,
-            "replay: dtxn demo --transactions {n} --concurrency {} --fault-rate {} --seed {}",
+            "replay: dtxn demo{http} --transactions {n} --concurrency {} --fault-rate {} --seed {}",
             self.concurrency, self.fault_rate, self.seed
         )
     }

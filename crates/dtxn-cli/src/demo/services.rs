@@ -12,9 +12,16 @@
 //! * `rollback` *releases* the reservation, idempotently, and accepts
 //!   transactions it never saw.
 //!
-//! A service learns what a transaction asks for from the shared
-//! [`RequestBook`], filled by the client after `begin_transaction` and
-//! before `prepare_transaction`.
+//! A rolled-back transaction is remembered (a tombstone), so a `prepare`
+//! that arrives after its `rollback` — possible over HTTP, where the
+//! service finishes a call the coordinator already gave up on — votes to
+//! abort instead of reserving for a transaction nobody will finish.
+//!
+//! A service learns what a transaction asks for from its [`Requests`]: in
+//! the demo, the shared [`RequestBook`], filled by the client after
+//! `begin_transaction` and before `prepare_transaction`; as a standalone
+//! service (`dtxn service`), [`DerivedRequests`], which derives the request
+//! from the transaction id so that separate processes agree on it.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -22,8 +29,12 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use dtxn::{async_trait, Participant, ParticipantError, PreparedResult, TransactionId};
+use serde::Serialize;
 
-use super::workload::{FaultKind, ServiceKind, SignUp, CATALOG};
+use super::workload::{derive_signup, Fault, FaultKind, ServiceKind, SignUp, CATALOG};
+
+/// How many pending reservations a [`ServiceState`] lists by transaction.
+const MAX_LISTED_RESERVATIONS: usize = 100;
 
 /// Marks every injected failure. Injected panic messages start with it, so
 /// the demo's panic hook can keep them off the terminal.
@@ -44,12 +55,43 @@ async fn simulate_latency(latency: Duration) {
     tokio::time::sleep(latency.mul_f64(0.5 + fastrand::f64())).await;
 }
 
+/// Where a service learns what a transaction asks for and which fault it
+/// injects.
+pub trait Requests: Send + Sync + std::fmt::Debug + 'static {
+    /// The request of `txn`, if known.
+    fn request(&self, txn: TransactionId) -> Option<SignUp>;
+
+    /// Whether `service` must inject `kind` into `txn` now. A fault fires
+    /// once: taking it again answers `false`.
+    fn take_fault(&self, txn: TransactionId, service: ServiceKind, kind: FaultKind) -> bool;
+
+    /// How many faults of each kind were injected so far.
+    fn injected(&self) -> BTreeMap<&'static str, usize>;
+}
+
+/// Counts injected faults by kind.
+#[derive(Debug, Default)]
+struct FaultTally([AtomicUsize; FaultKind::ALL.len()]);
+
+impl FaultTally {
+    fn record(&self, kind: FaultKind) {
+        self.0[kind.index()].fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn counts(&self) -> BTreeMap<&'static str, usize> {
+        FaultKind::ALL
+            .iter()
+            .map(|k| (k.label(), self.0[k.index()].load(Ordering::Relaxed)))
+            .collect()
+    }
+}
+
 /// The requests of the transactions in flight, keyed by transaction, and a
 /// tally of the faults actually injected.
 #[derive(Debug, Default)]
 pub struct RequestBook {
     requests: Mutex<HashMap<TransactionId, SignUp>>,
-    injected: [AtomicUsize; FaultKind::ALL.len()],
+    injected: FaultTally,
 }
 
 impl RequestBook {
@@ -62,14 +104,14 @@ impl RequestBook {
     pub fn remove(&self, txn: TransactionId) {
         lock(&self.requests).remove(&txn);
     }
+}
 
-    /// The request of `txn`, if filed.
+impl Requests for RequestBook {
     fn request(&self, txn: TransactionId) -> Option<SignUp> {
         lock(&self.requests).get(&txn).cloned()
     }
 
-    /// Whether `service` must inject `kind` into `txn` now. A fault fires
-    /// once: it is removed from the request when taken.
+    /// The fault is removed from the filed request when taken.
     fn take_fault(&self, txn: TransactionId, service: ServiceKind, kind: FaultKind) -> bool {
         let taken = lock(&self.requests)
             .get_mut(&txn)
@@ -80,17 +122,66 @@ impl RequestBook {
             })
             .is_some();
         if taken {
-            self.injected[kind.index()].fetch_add(1, Ordering::Relaxed);
+            self.injected.record(kind);
         }
         taken
     }
 
-    /// How many faults of each kind were injected so far.
-    pub fn injected(&self) -> BTreeMap<&'static str, usize> {
-        FaultKind::ALL
-            .iter()
-            .map(|k| (k.label(), self.injected[k.index()].load(Ordering::Relaxed)))
-            .collect()
+    fn injected(&self) -> BTreeMap<&'static str, usize> {
+        self.injected.counts()
+    }
+}
+
+/// Requests derived from the transaction id alone (see
+/// [`derive_signup`]): services in separate processes started with the
+/// same seed and fault settings agree on every transaction's request and
+/// fault without talking to each other.
+#[derive(Debug)]
+pub struct DerivedRequests {
+    seed: u64,
+    fault_rate: f64,
+    fault_kinds: Vec<FaultKind>,
+    /// Transactions whose fault already fired.
+    fired: Mutex<HashSet<TransactionId>>,
+    injected: FaultTally,
+}
+
+impl DerivedRequests {
+    /// Requests derived with `seed`; each transaction injects a fault with
+    /// probability `fault_rate`, of a kind drawn from `fault_kinds` (none
+    /// if it is empty).
+    pub fn new(seed: u64, fault_rate: f64, fault_kinds: Vec<FaultKind>) -> Self {
+        Self {
+            seed,
+            fault_rate,
+            fault_kinds,
+            fired: Mutex::new(HashSet::new()),
+            injected: FaultTally::default(),
+        }
+    }
+}
+
+impl Requests for DerivedRequests {
+    fn request(&self, txn: TransactionId) -> Option<SignUp> {
+        Some(derive_signup(
+            txn,
+            self.seed,
+            self.fault_rate,
+            &self.fault_kinds,
+        ))
+    }
+
+    fn take_fault(&self, txn: TransactionId, service: ServiceKind, kind: FaultKind) -> bool {
+        let planned = derive_signup(txn, self.seed, self.fault_rate, &self.fault_kinds).fault;
+        if planned != Some(Fault { service, kind }) || !lock(&self.fired).insert(txn) {
+            return false;
+        }
+        self.injected.record(kind);
+        true
+    }
+
+    fn injected(&self) -> BTreeMap<&'static str, usize> {
+        self.injected.counts()
     }
 }
 
@@ -112,13 +203,66 @@ pub trait Store: Send + 'static {
     /// Releases the reservation of `txn`, if any. `Err` if `txn` was
     /// applied (a protocol violation: rollback after commit).
     fn release(&mut self, txn: TransactionId) -> Result<(), String>;
+
+    /// What the store holds, for inspection (`GET /state`).
+    type State: Serialize + Send;
+
+    /// The store's contents as [`Self::State`].
+    fn state(&self) -> Self::State;
+}
+
+/// The store and the transactions rolled back, under one lock so that a
+/// late `prepare` and its `rollback` cannot interleave.
+#[derive(Debug)]
+struct Ledger<S> {
+    store: S,
+    rolled_back: HashSet<TransactionId>,
+}
+
+/// A service's state for inspection: its store and its bookkeeping.
+#[derive(Debug, Clone, Serialize)]
+pub struct ServiceState<T> {
+    /// The participant name.
+    pub service: &'static str,
+    /// The store.
+    pub store: T,
+    /// Transactions rolled back (remembered so a late prepare aborts).
+    pub rolled_back: usize,
+    /// Faults injected so far, by kind.
+    pub faults_injected: BTreeMap<&'static str, usize>,
+    /// Protocol violations seen (commit without reservation, rollback
+    /// after commit); empty in a correct run.
+    pub anomalies: Vec<String>,
+}
+
+/// Pending reservations: how many, and the first transactions holding one
+/// (sorted).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Reservations {
+    /// Reservations held.
+    pub count: usize,
+    /// The transactions holding them (at most 100 listed).
+    pub transactions: Vec<TransactionId>,
+}
+
+impl Reservations {
+    fn of<'a>(holders: impl Iterator<Item = &'a TransactionId>) -> Self {
+        let mut transactions: Vec<TransactionId> = holders.copied().collect();
+        transactions.sort_unstable_by_key(|txn| txn.as_u128());
+        let count = transactions.len();
+        transactions.truncate(MAX_LISTED_RESERVATIONS);
+        Self {
+            count,
+            transactions,
+        }
+    }
 }
 
 /// A service: a [`Store`] behind a mutex, reachable as a [`Participant`].
 #[derive(Debug)]
 pub struct Service<S> {
-    store: Mutex<S>,
-    book: Arc<RequestBook>,
+    ledger: Mutex<Ledger<S>>,
+    book: Arc<dyn Requests>,
     /// Protocol violations seen by this service (commit without
     /// reservation, rollback after commit).
     anomalies: Mutex<Vec<String>>,
@@ -126,9 +270,12 @@ pub struct Service<S> {
 
 impl<S: Store + Clone> Service<S> {
     /// A service over `store`, reading requests from `book`.
-    pub fn new(store: S, book: Arc<RequestBook>) -> Self {
+    pub fn new(store: S, book: Arc<dyn Requests>) -> Self {
         Self {
-            store: Mutex::new(store),
+            ledger: Mutex::new(Ledger {
+                store,
+                rolled_back: HashSet::new(),
+            }),
             book,
             anomalies: Mutex::new(Vec::new()),
         }
@@ -136,7 +283,22 @@ impl<S: Store + Clone> Service<S> {
 
     /// A copy of the store, for the consistency check.
     pub fn snapshot(&self) -> S {
-        lock(&self.store).clone()
+        lock(&self.ledger).store.clone()
+    }
+
+    /// The service's state, for inspection.
+    pub fn state(&self) -> ServiceState<S::State> {
+        let (store, rolled_back) = {
+            let ledger = lock(&self.ledger);
+            (ledger.store.state(), ledger.rolled_back.len())
+        };
+        ServiceState {
+            service: S::SERVICE.name(),
+            store,
+            rolled_back,
+            faults_injected: self.book.injected(),
+            anomalies: self.anomalies(),
+        }
     }
 
     /// The protocol violations this service saw.
@@ -169,7 +331,14 @@ impl<S: Store + Clone> Participant for Service<S> {
         {
             return PreparedResult::Aborted(format!("{INJECTED}: storage unavailable"));
         }
-        let reserved = lock(&self.store).reserve(txn, &request);
+        let reserved = {
+            let mut ledger = lock(&self.ledger);
+            if ledger.rolled_back.contains(&txn) {
+                Err("already rolled back".to_owned())
+            } else {
+                ledger.store.reserve(txn, &request)
+            }
+        };
         if let Err(reason) = reserved {
             return PreparedResult::Aborted(reason);
         }
@@ -200,7 +369,7 @@ impl<S: Store + Clone> Participant for Service<S> {
                 "{INJECTED}: write conflict, retry"
             )));
         }
-        let applied = lock(&self.store).apply(txn);
+        let applied = lock(&self.ledger).store.apply(txn);
         if let Err(what) = applied {
             return Err(self.anomaly(txn, &what));
         }
@@ -215,7 +384,11 @@ impl<S: Store + Clone> Participant for Service<S> {
 
     async fn rollback(&self, txn: TransactionId) -> Result<(), ParticipantError> {
         simulate_latency(S::SERVICE.latency() / 2).await;
-        let released = lock(&self.store).release(txn);
+        let released = {
+            let mut ledger = lock(&self.ledger);
+            ledger.rolled_back.insert(txn);
+            ledger.store.release(txn)
+        };
         released.map_err(|what| self.anomaly(txn, &what))
     }
 }
@@ -239,8 +412,25 @@ pub struct UserStore {
 /// The user service.
 pub type UserService = Service<UserStore>;
 
+/// [`UserStore`] as shown by `GET /state`.
+#[derive(Debug, Clone, Serialize)]
+pub struct UserState {
+    /// Committed accounts.
+    pub users: usize,
+    /// Reserved usernames.
+    pub reservations: Reservations,
+}
+
 impl Store for UserStore {
     const SERVICE: ServiceKind = ServiceKind::Users;
+    type State = UserState;
+
+    fn state(&self) -> UserState {
+        UserState {
+            users: self.users.len(),
+            reservations: Reservations::of(self.pending.keys()),
+        }
+    }
 
     fn reserve(&mut self, txn: TransactionId, request: &SignUp) -> Result<(), String> {
         let name = request.username.as_str();
@@ -329,8 +519,52 @@ impl Inventory {
 /// The product (inventory) service.
 pub type ProductService = Service<Inventory>;
 
+/// One product in an [`InventoryState`].
+#[derive(Debug, Clone, Serialize)]
+pub struct ProductState {
+    /// The product's name.
+    pub name: &'static str,
+    /// Units at the start.
+    pub initial: u64,
+    /// Units neither reserved nor given out.
+    pub on_hand: u64,
+    /// Units given out.
+    pub given: usize,
+}
+
+/// [`Inventory`] as shown by `GET /state`.
+#[derive(Debug, Clone, Serialize)]
+pub struct InventoryState {
+    /// Stock per product.
+    pub products: Vec<ProductState>,
+    /// Units given out, over all products.
+    pub units_given: usize,
+    /// Reserved units.
+    pub reservations: Reservations,
+}
+
 impl Store for Inventory {
     const SERVICE: ServiceKind = ServiceKind::Products;
+    type State = InventoryState;
+
+    fn state(&self) -> InventoryState {
+        let products = self
+            .lines
+            .iter()
+            .enumerate()
+            .map(|(index, line)| ProductState {
+                name: line.name,
+                initial: line.initial,
+                on_hand: line.on_hand,
+                given: self.given.values().filter(|&&p| p == index).count(),
+            })
+            .collect();
+        InventoryState {
+            products,
+            units_given: self.given.len(),
+            reservations: Reservations::of(self.reserved.keys()),
+        }
+    }
 
     fn reserve(&mut self, txn: TransactionId, request: &SignUp) -> Result<(), String> {
         if self.reserved.contains_key(&txn) || self.given.contains_key(&txn) {
@@ -391,8 +625,25 @@ pub struct OrderBook {
 /// The order service.
 pub type OrderService = Service<OrderBook>;
 
+/// [`OrderBook`] as shown by `GET /state`.
+#[derive(Debug, Clone, Serialize)]
+pub struct OrderState {
+    /// Committed orders.
+    pub orders: usize,
+    /// Pending orders.
+    pub reservations: Reservations,
+}
+
 impl Store for OrderBook {
     const SERVICE: ServiceKind = ServiceKind::Orders;
+    type State = OrderState;
+
+    fn state(&self) -> OrderState {
+        OrderState {
+            orders: self.orders.len(),
+            reservations: Reservations::of(self.pending.keys()),
+        }
+    }
 
     fn reserve(&mut self, txn: TransactionId, request: &SignUp) -> Result<(), String> {
         if !self.orders.contains_key(&txn) {
@@ -502,5 +753,46 @@ mod tests {
         assert!(book.take_fault(txn(1), ServiceKind::Orders, FaultKind::CommitTransient));
         assert!(!book.take_fault(txn(1), ServiceKind::Orders, FaultKind::CommitTransient));
         assert_eq!(book.injected()["commit transient error"], 1);
+    }
+
+    #[test]
+    fn derived_faults_fire_once_for_their_service() {
+        let requests = DerivedRequests::new(4, 1.0, vec![FaultKind::CommitTransient]);
+        let fault = requests
+            .request(txn(7))
+            .and_then(|r| r.fault)
+            .expect("a fault rate of 1 plans a fault");
+        assert_eq!(fault.kind, FaultKind::CommitTransient);
+        let other = ServiceKind::ALL
+            .into_iter()
+            .find(|&s| s != fault.service)
+            .unwrap();
+        assert!(!requests.take_fault(txn(7), other, FaultKind::CommitTransient));
+        assert!(!requests.take_fault(txn(7), fault.service, FaultKind::CommitPanic));
+        assert!(requests.take_fault(txn(7), fault.service, FaultKind::CommitTransient));
+        assert!(!requests.take_fault(txn(7), fault.service, FaultKind::CommitTransient));
+        assert_eq!(requests.injected()["commit transient error"], 1);
+        // The request itself does not change when its fault fires.
+        assert_eq!(requests.request(txn(7)).and_then(|r| r.fault), Some(fault));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_prepare_after_its_rollback_votes_to_abort_and_holds_nothing() {
+        let book = Arc::new(RequestBook::default());
+        book.insert(txn(1), signup("alice", 0));
+        book.insert(txn(2), signup("bob", 0));
+        let users = UserService::new(UserStore::default(), book);
+        // Over HTTP a rollback can overtake the prepare it follows.
+        users.rollback(txn(1)).await.unwrap();
+        assert_eq!(
+            users.prepare(txn(1)).await,
+            PreparedResult::Aborted("already rolled back".to_owned())
+        );
+        assert!(users.snapshot().pending.is_empty());
+        assert_eq!(users.prepare(txn(2)).await, PreparedResult::Ready);
+        let state = users.state();
+        assert_eq!(state.rolled_back, 1);
+        assert_eq!(state.store.reservations.count, 1);
+        assert_eq!(state.store.reservations.transactions, vec![txn(2)]);
     }
 }

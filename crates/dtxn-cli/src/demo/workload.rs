@@ -10,8 +10,10 @@
 use std::fmt;
 use std::time::Duration;
 
+use dtxn::TransactionId;
+
 /// One of the three services taking part in every sign-up.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, clap::ValueEnum)]
 pub enum ServiceKind {
     /// Creates the user account.
     Users,
@@ -52,7 +54,7 @@ impl fmt::Display for ServiceKind {
 }
 
 /// A failure a service injects into one transaction.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, clap::ValueEnum)]
 pub enum FaultKind {
     /// `prepare` votes to abort as if its storage were unavailable.
     PrepareError,
@@ -174,28 +176,72 @@ impl Workload {
         let mut rng = fastrand::Rng::with_seed(seed);
         let signups = (0..transactions)
             .map(|i| {
-                let username = if rng.f64() < INVALID_USER_RATE {
-                    INVALID_USERNAMES[rng.usize(..INVALID_USERNAMES.len())].to_owned()
-                } else {
-                    format!("user-{i:06}")
-                };
-                let product = pick_product(rng.f64());
-                let fault = (rng.f64() < fault_rate).then(|| Fault {
-                    service: ServiceKind::ALL[rng.usize(..ServiceKind::ALL.len())],
-                    kind: FaultKind::ALL[rng.usize(..FaultKind::ALL.len())],
-                });
-                SignUp {
-                    username,
-                    product,
-                    fault,
-                }
+                draw(
+                    &mut rng,
+                    || format!("user-{i:06}"),
+                    fault_rate,
+                    &FaultKind::ALL,
+                )
             })
             .collect();
-        let stock = CATALOG
-            .iter()
-            .map(|p| (transactions as f64 * p.stock_share).ceil().max(1.0) as u64)
-            .collect();
-        Self { signups, stock }
+        Self {
+            signups,
+            stock: stock_for(transactions),
+        }
+    }
+}
+
+/// The initial stock per product of [`CATALOG`] for a run of about
+/// `transactions` sign-ups: the limited products run out.
+pub fn stock_for(transactions: usize) -> Vec<u64> {
+    CATALOG
+        .iter()
+        .map(|p| (transactions as f64 * p.stock_share).ceil().max(1.0) as u64)
+        .collect()
+}
+
+/// The request of `txn` derived from `seed` and the transaction id alone,
+/// with the demo's mix of invalid usernames and products; it injects a
+/// fault with probability `fault_rate`, on a service chosen uniformly, of
+/// a kind chosen uniformly from `fault_kinds` (never if it is empty).
+/// Standalone services (`dtxn service`) started with the same settings
+/// derive the same request for the same transaction.
+pub fn derive_signup(
+    txn: TransactionId,
+    seed: u64,
+    fault_rate: f64,
+    fault_kinds: &[FaultKind],
+) -> SignUp {
+    let id = txn.as_u128();
+    let (high, low) = ((id >> 64) as u64, id as u64);
+    let mixed = seed
+        ^ low.wrapping_mul(0x9e37_79b9_7f4a_7c15)
+        ^ high.rotate_left(29).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    let mut rng = fastrand::Rng::with_seed(mixed);
+    draw(&mut rng, || format!("user-{txn}"), fault_rate, fault_kinds)
+}
+
+/// Draws one request from `rng`; `username` names a valid one.
+fn draw(
+    rng: &mut fastrand::Rng,
+    username: impl FnOnce() -> String,
+    fault_rate: f64,
+    fault_kinds: &[FaultKind],
+) -> SignUp {
+    let username = if rng.f64() < INVALID_USER_RATE {
+        INVALID_USERNAMES[rng.usize(..INVALID_USERNAMES.len())].to_owned()
+    } else {
+        username()
+    };
+    let product = pick_product(rng.f64());
+    let fault = (!fault_kinds.is_empty() && rng.f64() < fault_rate).then(|| Fault {
+        service: ServiceKind::ALL[rng.usize(..ServiceKind::ALL.len())],
+        kind: fault_kinds[rng.usize(..fault_kinds.len())],
+    });
+    SignUp {
+        username,
+        product,
+        fault,
     }
 }
 
@@ -233,6 +279,29 @@ mod tests {
         assert!(none.signups.iter().all(|s| s.fault.is_none()));
         let all = Workload::generate(1000, 1.0, 1);
         assert!(all.signups.iter().all(|s| s.fault.is_some()));
+    }
+
+    #[test]
+    fn derived_requests_depend_on_seed_and_transaction_only() {
+        let txn = |n: u128| TransactionId::from_u128(0x7f3a_0000_0000_0000_0000_0000_0000_0000 + n);
+        let kinds = [FaultKind::CommitPanic];
+        let a: Vec<SignUp> = (0..200)
+            .map(|n| derive_signup(txn(n), 9, 0.5, &kinds))
+            .collect();
+        let b: Vec<SignUp> = (0..200)
+            .map(|n| derive_signup(txn(n), 9, 0.5, &kinds))
+            .collect();
+        assert_eq!(a, b);
+        let other_seed: Vec<SignUp> = (0..200)
+            .map(|n| derive_signup(txn(n), 10, 0.5, &kinds))
+            .collect();
+        assert_ne!(a, other_seed);
+        let faults = a.iter().filter_map(|s| s.fault).collect::<Vec<_>>();
+        assert!(faults.iter().all(|f| f.kind == FaultKind::CommitPanic));
+        assert!((50..150).contains(&faults.len()), "{} faults", faults.len());
+        assert!((0..200).all(|n| derive_signup(txn(n), 9, 1.0, &[]).fault.is_none()));
+        let products: std::collections::HashSet<usize> = a.iter().map(|s| s.product).collect();
+        assert!(products.len() > 1, "products vary");
     }
 
     #[test]

@@ -333,8 +333,8 @@ impl Drop for Handle {
 /// commit. State is kept in memory.
 ///
 /// Cheap to clone (an `Arc` inside); every clone drives the same table. It
-/// must be used from within a tokio runtime (the async methods spawn tasks
-/// that carry the protocol on even if the caller goes away). When the last
+/// must be used from within a tokio runtime (participant calls that a
+/// caller stops waiting for go on in spawned tasks). When the last
 /// clone is dropped, the background task rolls back every transaction still
 /// Active or Prepared — no client could finish them — and stops once they
 /// are done.
@@ -581,9 +581,10 @@ impl TransactionCoordinator {
     ///
     /// # Cancel safety
     ///
-    /// Cancel safe. Phase 1 runs in a spawned task; dropping this future
-    /// only stops waiting for it. Call again (or `rollback_transaction`) to
-    /// observe the outcome.
+    /// Cancel safe. The prepare calls run in this future while it is polled
+    /// (no task is spawned in the common case); if it is dropped first,
+    /// they are handed to a spawned task and phase 1 goes on. Call again (or
+    /// `rollback_transaction`) to observe the outcome.
     pub async fn prepare_transaction(
         &self,
         txn: TransactionId,
@@ -633,9 +634,10 @@ impl TransactionCoordinator {
     ///
     /// # Cancel safety
     ///
-    /// Cancel safe. Once the Commit decision is taken (synchronously, on the
-    /// first poll), phase 2 runs in a spawned task to the end; dropping this
-    /// future only stops waiting for it.
+    /// Cancel safe. The Commit decision is taken synchronously on the first
+    /// poll; the commit calls then run in this future, and if it is dropped
+    /// before they end they are handed to a spawned task that runs phase 2
+    /// to the end.
     pub async fn commit_transaction(
         &self,
         txn: TransactionId,
@@ -662,9 +664,9 @@ impl TransactionCoordinator {
     ///
     /// # Cancel safety
     ///
-    /// Cancel safe. The Abort decision is taken on the first poll and
-    /// rollback runs in a spawned task; dropping this future only stops
-    /// waiting for it.
+    /// Cancel safe. The Abort decision is taken on the first poll; the
+    /// rollback calls run in this future, and if it is dropped before they
+    /// end they are handed to a spawned task.
     pub async fn rollback_transaction(
         &self,
         txn: TransactionId,
