@@ -287,9 +287,16 @@ pub fn render(report: &Report) -> String {
     if let Some(mem) = &report.memory {
         let _ = writeln!(
             s,
-            "(d) memory: {} active × {} participants: RSS {} → {} KiB (peak {} KiB) = {:.0} B per transaction",
-            mem.active_transactions, mem.participants, mem.rss_before_kib, mem.rss_active_kib,
-            mem.peak_rss_kib, mem.bytes_per_active_transaction
+            "(d) memory: {} active × {} participants: RSS {} → {} KiB registering = {:.0} B per transaction; \
+             {} KiB prepared = {:.0} B per transaction (peak {} KiB)",
+            mem.active_transactions,
+            mem.participants,
+            mem.rss_before_kib,
+            mem.rss_active_kib,
+            mem.bytes_per_active_transaction,
+            mem.rss_prepared_kib,
+            mem.bytes_per_prepared_transaction,
+            mem.peak_rss_kib
         );
         let _ = writeln!(
             s,

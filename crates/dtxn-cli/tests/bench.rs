@@ -54,7 +54,8 @@ fn quick_bench_reports_every_workload() {
         "{report}"
     );
     assert!(
-        report["memory"]["bytes_per_active_transaction"].is_number(),
+        report["memory"]["bytes_per_active_transaction"].is_number()
+            && report["memory"]["bytes_per_prepared_transaction"].is_number(),
         "{report}"
     );
     assert!(!report["targets"].as_array().expect("targets").is_empty());

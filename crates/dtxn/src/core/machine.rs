@@ -26,6 +26,12 @@ impl Default for Limits {
 pub struct Transaction {
     state: TransactionState,
     cause: Option<AbortCause>,
+    /// Participants registered so far.
+    registered: usize,
+    /// Each participant's progress. Empty while Active (registration only
+    /// counts, so a registering transaction carries no per-participant
+    /// state and no growth slack); made, at its exact size, when the
+    /// transaction leaves Active.
     peers: Vec<Peer>,
     limits: Limits,
     /// `prepare` calls in flight.
@@ -67,6 +73,7 @@ impl Transaction {
         Self {
             state: TransactionState::Active,
             cause: None,
+            registered: 0,
             peers: Vec::new(),
             limits,
             preparing: 0,
@@ -101,14 +108,22 @@ impl Transaction {
         self.cause.as_ref()
     }
 
-    /// Every participant's progress, in registration order.
+    /// Every participant's progress, in registration order. Empty while
+    /// Active: every registered participant is then [`Peer::UNASKED`].
     pub fn peers(&self) -> &[Peer] {
         &self.peers
     }
 
     /// Number of registered participants.
     pub fn participant_count(&self) -> usize {
-        self.peers.len()
+        self.registered
+    }
+
+    /// Makes the per-participant state on leaving Active.
+    fn materialize_peers(&mut self) {
+        if self.peers.len() != self.registered {
+            self.peers = vec![Peer::UNASKED; self.registered];
+        }
     }
 
     /// Participants given up on in phase 2 (heuristic hazards).
@@ -156,22 +171,18 @@ impl Transaction {
                 if self.state != Active {
                     return Err(self.invalid(Operation::Register));
                 }
-                if self.peers.len() >= self.limits.max_participants {
+                if self.registered >= self.limits.max_participants {
                     return Err(CoreError::TooManyParticipants {
                         limit: self.limits.max_participants,
                     });
                 }
-                self.peers.push(Peer {
-                    prepare: PrepareStatus::NotAsked,
-                    phase2: Phase2Status::NotSent,
-                });
+                self.registered += 1;
                 Ok(())
             }
             Event::Prepare => match self.state {
                 Active => {
                     self.transit(Preparing)?;
-                    // Registration is over: give back the growth slack.
-                    self.peers.shrink_to_fit();
+                    self.materialize_peers();
                     if self.peers.is_empty() {
                         return self.transit(Prepared);
                     }
@@ -266,6 +277,7 @@ impl Transaction {
         actions: &mut Vec<Action>,
     ) -> Result<(), CoreError> {
         self.transit(TransactionState::Aborting)?;
+        self.materialize_peers();
         self.cause = Some(cause);
         let forget_in_flight = self.planted(PlantedBug::ForgetInFlightPrepare);
         for (participant, peer) in self.peers.iter_mut().enumerate() {
@@ -464,6 +476,27 @@ mod tests {
             t.handle(Event::Register, &mut Vec::new()).unwrap();
         }
         t
+    }
+
+    #[test]
+    fn registration_only_counts_and_leaving_active_makes_exact_state() {
+        let mut t = txn_with(3);
+        assert_eq!(t.participant_count(), 3);
+        assert!(t.peers().is_empty() && t.peers.capacity() == 0);
+        let mut out = Vec::new();
+        t.handle(Event::Prepare, &mut out).unwrap();
+        assert_eq!(t.peers().len(), 3);
+        assert_eq!(t.peers.capacity(), 3);
+        assert_eq!(out.len(), 3);
+
+        // Abort straight from Active: every registered participant is
+        // rolled back.
+        let mut t = txn_with(2);
+        let mut out = Vec::new();
+        t.handle(Event::Rollback, &mut out).unwrap();
+        assert_eq!(t.peers().len(), 2);
+        assert!(out.iter().all(|a| matches!(a, Action::Rollback { .. })));
+        assert_eq!(out.len(), 2);
     }
 
     fn step(t: &mut Transaction, e: Event) -> Vec<Action> {

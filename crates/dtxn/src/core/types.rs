@@ -167,6 +167,14 @@ pub struct Peer {
     pub phase2: Phase2Status,
 }
 
+impl Peer {
+    /// A registered participant not yet asked anything.
+    pub const UNASKED: Peer = Peer {
+        prepare: PrepareStatus::NotAsked,
+        phase2: Phase2Status::NotSent,
+    };
+}
+
 /// Why a transaction was decided Abort.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize)]
 pub enum AbortCause {

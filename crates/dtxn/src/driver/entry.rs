@@ -1,14 +1,15 @@
 //! One transaction's entry in the table: the core machine behind a short
-//! mutex, its participants, timings, and a watch channel of its state.
+//! mutex, its participants, timings, and its published state.
 
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use tokio::sync::watch;
+use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use super::Shared;
-use crate::core::{AbortCause, Action, CoreError, Event, Transaction, TransactionState};
+use crate::core::{AbortCause, Action, CoreError, Event, Peer, Transaction, TransactionState};
 use crate::outcome::{
     AbortReason, Hazard, ParticipantReport, TransactionOutcome, TransactionReport,
 };
@@ -38,8 +39,16 @@ const NEVER: Micros = u32::MAX;
 #[derive(Clone, Copy)]
 struct PeerTimes {
     prepared: Micros,
-    phase2_started: Micros,
+    /// Phase 2 starts at the decision, or for a prepare still in flight
+    /// then, when that prepare ends (`prepared`): no need to store it.
     phase2_done: Micros,
+}
+
+impl PeerTimes {
+    const NEVER: Self = Self {
+        prepared: NEVER,
+        phase2_done: NEVER,
+    };
 }
 
 struct Inner {
@@ -56,11 +65,23 @@ pub(crate) struct Entry {
     pub begun: Instant,
     pub deadline: Instant,
     inner: Mutex<Inner>,
-    state: watch::Sender<TransactionState>,
+    /// The machine's state, published for lock-free reads and waiters
+    /// (see [`StateCell`]).
+    state: StateCell,
 }
 
 /// Locks, ignoring poisoning: no user code runs under these locks, and the
 /// machine is left consistent by every `handle` call (errors change nothing).
+/// When a participant's phase 2 began: at the decision, or, for a prepare
+/// still in flight at an Abort decision, when that prepare ended.
+fn phase2_started(decided: Micros, prepared: Micros) -> Micros {
+    if prepared != NEVER && (decided == NEVER || prepared > decided) {
+        prepared
+    } else {
+        decided
+    }
+}
+
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
@@ -86,12 +107,12 @@ impl Entry {
                 decided: NEVER,
                 finished: NEVER,
             }),
-            state: watch::channel(TransactionState::Active).0,
+            state: StateCell::new(),
         }
     }
 
     pub fn state(&self) -> TransactionState {
-        *self.state.borrow()
+        self.state.get()
     }
 
     fn since_begun(&self, now: Instant) -> Micros {
@@ -119,11 +140,6 @@ impl Entry {
         }
         inner.machine.handle(Event::Register, &mut Vec::new())?;
         inner.participants.push(participant);
-        inner.times.push(PeerTimes {
-            prepared: NEVER,
-            phase2_started: NEVER,
-            phase2_done: NEVER,
-        });
         Ok(true)
     }
 
@@ -168,9 +184,10 @@ impl Entry {
         }
         if before == TransactionState::Active && after != TransactionState::Active {
             inner.prepare_started = t;
-            // Registration is over: give back the vectors' growth slack.
+            // Registration is over: give back the growth slack, and make
+            // the per-participant timings (none are needed before).
             inner.participants.shrink_to_fit();
-            inner.times.shrink_to_fit();
+            inner.times = vec![PeerTimes::NEVER; inner.participants.len()];
         }
         if before.decision().is_none() && after.decision().is_some() {
             inner.decided = t;
@@ -185,9 +202,6 @@ impl Entry {
                 crate::core::Action::Prepare { .. } => Duration::ZERO,
                 crate::core::Action::Commit { attempt, .. }
                 | crate::core::Action::Rollback { attempt, .. } => {
-                    if attempt == 1 {
-                        inner.times[i].phase2_started = t;
-                    }
                     RetryPolicy::jitter(retry.backoff(attempt), fastrand::f64())
                 }
             };
@@ -197,13 +211,13 @@ impl Entry {
                 delay,
             });
         }
-        // Published under the lock so concurrent appliers cannot publish
-        // states out of order.
         if after.is_terminal() && !before.is_terminal() {
             shared.count_finished(after, inner.machine.hazards().count());
         }
+        // Published under the lock so concurrent appliers cannot publish
+        // states out of order.
         let changed_to = (after != before).then(|| {
-            self.state.send_replace(after);
+            self.state.set(after);
             after
         });
         drop(inner);
@@ -225,13 +239,7 @@ impl Entry {
 
     /// Waits until the state satisfies `pred`. Cancel safe.
     pub async fn wait_for(&self, pred: impl Fn(TransactionState) -> bool) -> TransactionState {
-        let mut rx = self.state.subscribe();
-        let state = match rx.wait_for(|s| pred(*s)).await {
-            Ok(s) => *s,
-            // The sender lives in `self`, which we borrow: it cannot be closed.
-            Err(_) => self.state(),
-        };
-        state
+        self.state.wait_for(pred).await
     }
 
     fn abort_reason(inner: &Inner) -> Option<(AbortCause, Option<Arc<dyn Participant>>)> {
@@ -315,16 +323,21 @@ impl Entry {
             txn: self.id,
             state,
             abort_reason: reason.map(|(cause, who)| name_cause(cause, who.as_deref())),
-            participants: peers
-                .into_iter()
-                .zip(participants.iter())
-                .zip(times)
-                .map(|((peer, p), t)| ParticipantReport {
-                    name: safe_name(&**p),
-                    prepare: peer.prepare,
-                    phase2: peer.phase2,
-                    prepare_latency: span(prepare_started, t.prepared),
-                    phase2_latency: span(t.phase2_started, t.phase2_done),
+            // While Active the core keeps no per-participant state: every
+            // registered participant is unasked.
+            participants: participants
+                .iter()
+                .enumerate()
+                .map(|(i, p)| {
+                    let peer = peers.get(i).cloned().unwrap_or(Peer::UNASKED);
+                    let t = times.get(i).copied().unwrap_or(PeerTimes::NEVER);
+                    ParticipantReport {
+                        name: safe_name(&**p),
+                        prepare: peer.prepare,
+                        phase2: peer.phase2,
+                        prepare_latency: span(prepare_started, t.prepared),
+                        phase2_latency: span(phase2_started(decided, t.prepared), t.phase2_done),
+                    }
                 })
                 .collect(),
             elapsed: dur(finished).unwrap_or_else(|| now.saturating_duration_since(self.begun)),
@@ -356,5 +369,88 @@ fn name_cause(cause: AbortCause, who: Option<&dyn Participant>) -> AbortReason {
         AbortCause::RolledBack => AbortReason::RolledBack,
         AbortCause::DeadlineExpired => AbortReason::DeadlineExpired,
         AbortCause::CoordinatorShutdown => AbortReason::CoordinatorShutdown,
+    }
+}
+
+/// A transaction's state for readers outside the lock: an atomic byte and a
+/// [`Notify`] for waiters. Far smaller than a `watch` channel (which keeps
+/// eight notifiers per channel), and waking is one `notify_waiters`.
+struct StateCell {
+    state: AtomicU8,
+    changed: Notify,
+}
+
+impl StateCell {
+    const STATES: [TransactionState; 7] = [
+        TransactionState::Active,
+        TransactionState::Preparing,
+        TransactionState::Prepared,
+        TransactionState::Committing,
+        TransactionState::Committed,
+        TransactionState::Aborting,
+        TransactionState::Aborted,
+    ];
+
+    fn new() -> Self {
+        Self {
+            state: AtomicU8::new(0),
+            changed: Notify::new(),
+        }
+    }
+
+    fn get(&self) -> TransactionState {
+        Self::STATES[usize::from(self.state.load(Ordering::Acquire))]
+    }
+
+    /// Publishes `state` (called under the entry's lock, so states are
+    /// published in order) and wakes every waiter.
+    fn set(&self, state: TransactionState) {
+        // `STATES` lists the variants in declaration order.
+        self.state.store(state as u8, Ordering::Release);
+        self.changed.notify_waiters();
+    }
+
+    async fn wait_for(&self, pred: impl Fn(TransactionState) -> bool) -> TransactionState {
+        loop {
+            // Register as a waiter *before* reading the state, so a change
+            // published in between still wakes us.
+            let notified = self.changed.notified();
+            let mut notified = std::pin::pin!(notified);
+            notified.as_mut().enable();
+            let state = self.get();
+            if pred(state) {
+                return state;
+            }
+            notified.await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::StateCell;
+
+    #[test]
+    fn every_state_round_trips_through_the_cell() {
+        let cell = StateCell::new();
+        for state in StateCell::STATES {
+            cell.set(state);
+            assert_eq!(cell.get(), state);
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_waiter_wakes_on_the_state_it_waits_for() {
+        let cell = std::sync::Arc::new(StateCell::new());
+        let waiter = tokio::spawn({
+            let cell = cell.clone();
+            async move { cell.wait_for(|s| s.is_terminal()).await }
+        });
+        tokio::task::yield_now().await;
+        cell.set(crate::TransactionState::Preparing);
+        tokio::task::yield_now().await;
+        assert!(!waiter.is_finished());
+        cell.set(crate::TransactionState::Aborted);
+        assert_eq!(waiter.await.unwrap(), crate::TransactionState::Aborted);
     }
 }
