@@ -431,3 +431,25 @@ async fn stats_count_outcomes_and_hazards_and_the_unfinished_list_shows_in_doubt
     );
     assert!(list[0].age >= ms(5));
 }
+
+#[tokio::test(start_paused = true)]
+async fn re_registering_any_of_many_participants_is_recognised() {
+    let c = coordinator();
+    let txn = c.begin_transaction().unwrap();
+    let ps: Vec<Arc<dyn Participant>> = (0..100)
+        .map(|i| Mock::new(&format!("p{i}")).arc() as Arc<dyn Participant>)
+        .collect();
+    for p in &ps {
+        assert_eq!(
+            c.register_participant(txn, p.clone()).unwrap(),
+            Registration::Registered
+        );
+    }
+    for p in &ps {
+        assert_eq!(
+            c.register_participant(txn, p.clone()).unwrap(),
+            Registration::AlreadyRegistered
+        );
+    }
+    assert_eq!(c.transaction_report(txn).unwrap().participants.len(), 100);
+}

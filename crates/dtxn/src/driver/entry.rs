@@ -54,6 +54,10 @@ impl PeerTimes {
 struct Inner {
     machine: Transaction,
     participants: Vec<Arc<dyn Participant>>,
+    /// Which participants may already be registered: a 256-bit Bloom
+    /// filter over their addresses, so most registrations skip the linear
+    /// duplicate scan (which made registering N participants O(N²)).
+    registered: Registered,
     times: Vec<PeerTimes>,
     prepare_started: Micros,
     decided: Micros,
@@ -82,6 +86,28 @@ fn phase2_started(decided: Micros, prepared: Micros) -> Micros {
     }
 }
 
+/// A 256-bit Bloom filter (one hash) over participant addresses.
+#[derive(Default)]
+struct Registered([u64; 4]);
+
+impl Registered {
+    fn bit(ptr: *const ()) -> (usize, u64) {
+        // Fibonacci hashing of the address; its top eight bits pick the bit.
+        let h = (ptr as usize as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 56;
+        ((h >> 6) as usize, 1 << (h & 63))
+    }
+
+    fn contains(&self, ptr: *const ()) -> bool {
+        let (word, mask) = Self::bit(ptr);
+        self.0[word] & mask != 0
+    }
+
+    fn insert(&mut self, ptr: *const ()) {
+        let (word, mask) = Self::bit(ptr);
+        self.0[word] |= mask;
+    }
+}
+
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
@@ -102,6 +128,7 @@ impl Entry {
             inner: Mutex::new(Inner {
                 machine,
                 participants: Vec::new(),
+                registered: Registered::default(),
                 times: Vec::new(),
                 prepare_started: NEVER,
                 decided: NEVER,
@@ -131,15 +158,18 @@ impl Entry {
             });
         }
         let ptr = Arc::as_ptr(&participant) as *const ();
-        if inner
-            .participants
-            .iter()
-            .any(|p| Arc::as_ptr(p) as *const () == ptr)
+        let maybe_registered = inner.registered.contains(ptr);
+        if maybe_registered
+            && inner
+                .participants
+                .iter()
+                .any(|p| Arc::as_ptr(p) as *const () == ptr)
         {
             return Ok(false);
         }
         inner.machine.handle(Event::Register, &mut Vec::new())?;
         inner.participants.push(participant);
+        inner.registered.insert(ptr);
         Ok(true)
     }
 
