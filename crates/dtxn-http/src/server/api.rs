@@ -196,8 +196,9 @@ pub(super) async fn register(
 
 /// Runs phase 1 and answers its outcome. Repeats answer the same outcome.
 ///
-/// Cancel safe: phase 1 runs in the coordinator's own task, so a client
-/// hanging up only stops waiting; asking again answers the outcome.
+/// Cancel safe: if the client hangs up, the coordinator hands the prepare
+/// calls to a task of its own and phase 1 goes on; asking again answers
+/// the outcome.
 #[utoipa::path(
     post,
     path = "/transactions/{id}/prepare",
@@ -225,8 +226,8 @@ pub(super) async fn prepare(
 
 /// Commits a Prepared transaction and answers once phase 2 is done.
 ///
-/// Cancel safe: the decision is taken at once and phase 2 runs in the
-/// coordinator's own task; a client hanging up only stops waiting.
+/// Cancel safe: the decision is taken at once; if the client hangs up, the
+/// coordinator hands phase 2 to a task of its own, which runs it to the end.
 #[utoipa::path(
     post,
     path = "/transactions/{id}/commit",

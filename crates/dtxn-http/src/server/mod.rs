@@ -51,10 +51,11 @@
 //! * **Load shedding.** At most
 //!   [`max_concurrent_requests`](ServerConfig::max_concurrent_requests) are
 //!   handled at once; more are answered `503` at once, never queued.
-//! * **Cancel safety.** Prepare, commit and rollback run in the
-//!   coordinator's own tasks: a client that disconnects mid-request only
-//!   stops waiting. The transaction carries on (or its deadline resolves
-//!   it), and asking again answers its outcome.
+//! * **Cancel safety.** The coordinator's prepare, commit and rollback are
+//!   cancel safe: when a client disconnects mid-request, the participant
+//!   calls in flight are handed to a task of the coordinator's own. The
+//!   transaction carries on (or its deadline resolves it), and asking again
+//!   answers its outcome.
 //! * **Graceful shutdown.** See [`serve`].
 //!
 //! Requests are traced with [`tracing`](https://docs.rs/tracing): a
