@@ -11,8 +11,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use dtxn::{async_trait, Participant, ParticipantError, PreparedResult, TransactionId};
 use dtxn_bench::measure::quantile;
+use dtxn_bench::Noop;
 use dtxn_http::server::model::{
     DecisionName, OutcomeResponse, PrepareOutcomeName, PrepareResponse, RegisterRequest,
     RegisterResponse, TransactionStatus,
@@ -82,25 +82,6 @@ pub struct LoadReport {
     pub max_ms: f64,
 }
 
-/// A participant that votes Ready and does nothing.
-struct NoOp;
-
-#[async_trait]
-impl Participant for NoOp {
-    fn name(&self) -> &str {
-        "noop"
-    }
-    async fn prepare(&self, _: TransactionId) -> PreparedResult {
-        PreparedResult::Ready
-    }
-    async fn commit(&self, _: TransactionId) -> Result<(), ParticipantError> {
-        Ok(())
-    }
-    async fn rollback(&self, _: TransactionId) -> Result<(), ParticipantError> {
-        Ok(())
-    }
-}
-
 /// Runs the load and prints the report.
 pub async fn execute(args: LoadgenArgs) -> ExitCode {
     match run(&args).await {
@@ -141,7 +122,7 @@ async fn start_local(participants: usize) -> std::io::Result<(String, Vec<String
     let mut urls = Vec::with_capacity(participants);
     for _ in 0..participants {
         let (listener, url) = bind_loopback().await?;
-        let app = dtxn_http::participant_router(Arc::new(NoOp));
+        let app = dtxn_http::participant_router(Arc::new(Noop));
         tokio::spawn(async move { axum::serve(listener, app).await });
         urls.push(url);
     }

@@ -74,8 +74,6 @@ pub(crate) struct Entry {
     state: StateCell,
 }
 
-/// Locks, ignoring poisoning: no user code runs under these locks, and the
-/// machine is left consistent by every `handle` call (errors change nothing).
 /// When a participant's phase 2 began: at the decision, or, for a prepare
 /// still in flight at an Abort decision, when that prepare ended.
 fn phase2_started(decided: Micros, prepared: Micros) -> Micros {
@@ -93,7 +91,7 @@ struct Registered([u64; 4]);
 impl Registered {
     fn bit(ptr: *const ()) -> (usize, u64) {
         // Fibonacci hashing of the address; its top eight bits pick the bit.
-        let h = (ptr as usize as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 56;
+        let h = (ptr as usize as u64).wrapping_mul(super::FIBONACCI) >> 56;
         ((h >> 6) as usize, 1 << (h & 63))
     }
 
@@ -108,6 +106,8 @@ impl Registered {
     }
 }
 
+/// Locks, ignoring poisoning: no user code runs under these locks, and the
+/// machine is left consistent by every `handle` call (errors change nothing).
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }

@@ -65,12 +65,13 @@ pub(crate) fn runner(
 
 impl<F: Future<Output = Event> + Send + 'static> Runner<F> {
     fn push(&mut self, calls: Vec<Call>) {
+        let config = &self.shared.config;
         for call in calls {
             self.pending.push((self.perform)(
                 call,
                 self.entry.id,
-                self.shared.config.prepare_timeout,
-                self.shared.config.phase2_timeout,
+                config.prepare_timeout,
+                config.phase2_timeout,
             ));
         }
     }
@@ -79,12 +80,11 @@ impl<F: Future<Output = Event> + Send + 'static> Runner<F> {
     /// call is left. Cancel safe: a dropped drive loses no call (they stay
     /// in `pending`) and no result (each is applied as soon as it is taken).
     pub async fn drive_until(&mut self, done: impl Fn(TransactionState) -> bool) {
-        let (shared, entry) = (Arc::clone(&self.shared), Arc::clone(&self.entry));
-        let (shared, entry) = (&*shared, &entry);
-        while !done(entry.state()) {
+        while !done(self.entry.state()) {
             let Some(event) = self.pending.next().await else {
                 return;
             };
+            let (shared, entry) = (&*self.shared, &self.entry);
             let applied = entry.apply(event, false, shared);
             if let Err(e) = &applied.result {
                 // Stale answers cannot occur here (each call is outstanding

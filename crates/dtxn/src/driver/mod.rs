@@ -21,6 +21,10 @@ const SHARDS: usize = 64;
 
 type Shard = Mutex<HashMap<TransactionId, Arc<Entry>, IdHash>>;
 
+/// 2^64 / φ: multiplying by it spreads a key's bits over the high half of
+/// the product (Fibonacci hashing).
+pub(crate) const FIBONACCI: u64 = 0x9E37_79B9_7F4A_7C15;
+
 /// Hashes a [`TransactionId`] with one multiplication instead of SipHash.
 ///
 /// Flooding attacks need attacker-chosen keys *inserted*; the table only
@@ -49,13 +53,13 @@ impl std::hash::Hasher for IdHasher {
         // what varies). Its best bits are the high ones, so they are
         // rotated to the bottom, where the table takes its index: within
         // a shard the sequence's low six bits are all the same.
-        let h = ((v as u64) ^ (v >> 64) as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        let h = ((v as u64) ^ (v >> 64) as u64).wrapping_mul(FIBONACCI);
         self.0 = h.rotate_left(32);
     }
     fn write(&mut self, bytes: &[u8]) {
         // Not used by `TransactionId`; a correct fallback all the same.
         for &b in bytes {
-            let h = (self.0 ^ u64::from(b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+            let h = (self.0 ^ u64::from(b)).wrapping_mul(FIBONACCI);
             self.0 = h.rotate_left(32);
         }
     }
@@ -164,18 +168,20 @@ impl Shared {
         applied.result
     }
 
-    /// Applies a client event. The calls it requires come back as a
-    /// [`Runner`](exec::Runner) for the client to drive; on a refusal any
-    /// calls (a deadline applied first) run in the background.
-    fn client_event(
+    /// Applies a client event, drives the participant calls it requires in
+    /// the caller's task until the state satisfies `done`, hands any calls
+    /// still running to a spawned task, and returns that state.
+    ///
+    /// On a refusal, calls the event caused anyway (an expired deadline is
+    /// applied first) run in the background. Cancel safe: dropping the
+    /// future hands the calls in flight to a spawned task.
+    async fn client_call(
         self: &Arc<Self>,
         entry: &Arc<Entry>,
         event: Event,
         operation: Operation,
-    ) -> Result<
-        exec::Detach<impl std::future::Future<Output = Event> + Send + 'static>,
-        CoordinatorError,
-    > {
+        done: impl Fn(TransactionState) -> bool,
+    ) -> Result<TransactionState, CoordinatorError> {
         let phase = match operation {
             Operation::Prepare => "prepare",
             Operation::Commit => "commit",
@@ -183,14 +189,14 @@ impl Shared {
         };
         let applied = entry.apply(event, true, self);
         self.after_apply(entry, applied.changed_to);
-        let calls = exec::Detach::new(exec::runner(self, entry, applied.calls), phase);
-        match applied.result {
-            Ok(()) => Ok(calls),
-            Err(e) => {
-                drop(calls);
-                Err(map_core_error(entry, e, operation))
-            }
+        let mut calls = exec::Detach::new(exec::runner(self, entry, applied.calls), phase);
+        if let Err(e) = applied.result {
+            return Err(map_core_error(entry, e, operation));
         }
+        calls.drive_until(&done).await;
+        drop(calls);
+        // Another caller may be driving the calls: wait for it.
+        Ok(entry.wait_for(done).await)
     }
 
     /// The event that abandons `entry` now, if any: `Shutdown` once the last
@@ -591,12 +597,11 @@ impl TransactionCoordinator {
     ) -> Result<PrepareOutcome, CoordinatorError> {
         let shared = self.shared();
         let entry = shared.get(txn)?;
-        let mut calls = shared.client_event(&entry, Event::Prepare, Operation::Prepare)?;
-        calls
-            .drive_until(|s| s != TransactionState::Preparing)
-            .await;
-        drop(calls);
-        let state = entry.wait_for(|s| s != TransactionState::Preparing).await;
+        let state = shared
+            .client_call(&entry, Event::Prepare, Operation::Prepare, |s| {
+                s != TransactionState::Preparing
+            })
+            .await?;
         match state {
             TransactionState::Prepared
             | TransactionState::Committing
@@ -644,10 +649,14 @@ impl TransactionCoordinator {
     ) -> Result<TransactionOutcome, CoordinatorError> {
         let shared = self.shared();
         let entry = shared.get(txn)?;
-        let mut calls = shared.client_event(&entry, Event::Commit, Operation::Commit)?;
-        calls.drive_until(TransactionState::is_terminal).await;
-        drop(calls);
-        entry.wait_for(TransactionState::is_terminal).await;
+        shared
+            .client_call(
+                &entry,
+                Event::Commit,
+                Operation::Commit,
+                TransactionState::is_terminal,
+            )
+            .await?;
         Ok(entry.outcome())
     }
 
@@ -673,10 +682,14 @@ impl TransactionCoordinator {
     ) -> Result<TransactionOutcome, CoordinatorError> {
         let shared = self.shared();
         let entry = shared.get(txn)?;
-        let mut calls = shared.client_event(&entry, Event::Rollback, Operation::Rollback)?;
-        calls.drive_until(TransactionState::is_terminal).await;
-        drop(calls);
-        entry.wait_for(TransactionState::is_terminal).await;
+        shared
+            .client_call(
+                &entry,
+                Event::Rollback,
+                Operation::Rollback,
+                TransactionState::is_terminal,
+            )
+            .await?;
         Ok(entry.outcome())
     }
 
