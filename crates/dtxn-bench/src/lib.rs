@@ -30,7 +30,7 @@
 //!
 //! Each timed figure is the median over [`BenchConfig::runs`] runs; ratios
 //! are computed within each run, then their median is taken. [`run`]
-//! produces a serialisable [`Report`], including the issue's [`Target`]s
+//! produces a serialisable [`Report`], including dtxn's performance [`Target`]s
 //! with whether each is met.
 
 #![warn(missing_docs)]
@@ -53,8 +53,9 @@ pub use workloads::{
     OverheadRow, PeerRow, Speed,
 };
 
-/// One of the benchmark's workloads.
+/// One of the benchmark's workloads (`snake_case` in JSON).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Workload {
     /// (a) coordination overhead with no-op participants.
     Overhead,
@@ -111,7 +112,7 @@ pub struct BenchConfig {
 }
 
 impl BenchConfig {
-    /// The full benchmark, as the issue specifies it.
+    /// The full benchmark: the counts the performance targets are set for.
     pub fn full() -> Self {
         Self {
             workloads: vec![
@@ -198,12 +199,12 @@ impl Machine {
     }
 }
 
-/// One of the issue's performance targets and whether it was met.
+/// One of dtxn's performance targets and whether it was met.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Target {
     /// The workload it belongs to: `a`, `b`, `c` or `d`.
     pub workload: &'static str,
-    /// What the issue asks.
+    /// What dtxn aims for.
     pub target: String,
     /// What was measured.
     pub measured: String,
@@ -226,7 +227,7 @@ pub struct Report {
     pub early_abort: Option<EarlyAbortReport>,
     /// Workload (d).
     pub memory: Option<MemoryReport>,
-    /// The issue's targets against the measurements.
+    /// dtxn's performance targets against the measurements.
     pub targets: Vec<Target>,
     /// Transactions that unexpectedly did not commit, over all workloads
     /// (should be 0; the figures are suspect otherwise).

@@ -1,4 +1,4 @@
-//! The four workloads and the targets.
+//! The four workloads and the performance targets dtxn is held to.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -578,7 +578,7 @@ pub(crate) async fn memory(config: &BenchConfig, progress: &(dyn Fn(&str) + Sync
     }
 }
 
-/// The targets, checked against `report`.
+/// The performance targets, checked against `report`.
 pub(crate) fn targets(report: &Report) -> Vec<Target> {
     let mut out = Vec::new();
     if let Some(rows) = &report.overhead {

@@ -12,16 +12,16 @@ use clap::{Args, ValueEnum};
 use dtxn_bench::{BenchConfig, Report, Workload};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-/// A workload, named by its letter in the issue.
+/// A workload of the benchmark, named by a letter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum WorkloadArg {
-    /// Overhead with no-op participants.
+    /// Overhead: throughput with no-op participants.
     A,
-    /// Latency with 5 ms participants.
+    /// Latency: participants answering in about 5 ms.
     B,
-    /// Early abort.
+    /// Early abort: how soon prepare returns after a No vote.
     C,
-    /// Memory.
+    /// Memory per active transaction, and growth over time.
     D,
 }
 
@@ -39,11 +39,12 @@ impl From<WorkloadArg> for Workload {
 /// Options of `dtxn bench`.
 #[derive(Debug, Clone, Args)]
 pub struct BenchArgs {
-    /// Workloads to run: a (overhead), b (latency), c (early abort),
-    /// d (memory).
+    /// Workloads to run, comma-separated: a (overhead), b (latency),
+    /// c (early abort), d (memory).
     #[arg(long, value_delimiter = ',', default_value = "a,b,c,d")]
     pub workloads: Vec<WorkloadArg>,
-    /// Participants per transaction in workload (a) (1 to 100).
+    /// Participants per transaction in workload (a), comma-separated (each
+    /// 1 to 100).
     #[arg(long, value_delimiter = ',', default_value = "1,3,10,100",
           value_parser = clap::value_parser!(u8).range(1..=100))]
     pub sizes: Vec<u8>,
@@ -51,18 +52,19 @@ pub struct BenchArgs {
     /// --quick).
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
     pub runs: Option<u16>,
-    /// Small counts that finish in seconds (for CI); the numbers mean little.
+    /// Small counts that finish in seconds (for CI); the figures mean
+    /// little.
     #[arg(long)]
     pub quick: bool,
-    /// Finished transactions after which (d) reads RSS the second time
-    /// (default 1,000,000).
+    /// Workload (d): finished transactions after which the resident memory
+    /// (RSS) is read the second time (default 1,000,000).
     #[arg(long)]
     pub finished: Option<usize>,
-    /// Finished transactions after which (d) reads RSS the first time
-    /// (default 10,000).
+    /// Workload (d): finished transactions after which the resident memory
+    /// (RSS) is read the first time (default 10,000).
     #[arg(long)]
     pub finished_baseline: Option<usize>,
-    /// Print one line of JSON instead of the table.
+    /// Print one line of JSON instead of the tables.
     #[arg(long)]
     pub json: bool,
     /// Also write an SVG chart of workload (a)'s throughput to this file.
@@ -151,10 +153,10 @@ pub fn execute(args: BenchArgs) -> ExitCode {
         }
     }
     if args.json {
-        match serde_json::to_string(&report) {
+        match crate::units::json_line(&report) {
             Ok(line) => println!("{line}"),
             Err(e) => {
-                eprintln!("dtxn: cannot serialise the report: {e}");
+                eprintln!("dtxn bench: cannot serialize the report: {e}");
                 return ExitCode::from(2);
             }
         }
@@ -184,8 +186,8 @@ pub fn render(report: &Report) -> String {
             .unwrap_or_default();
         let _ = write!(
             s,
-            "{:>5} {:>9} {:>22} {:>22} {:>22}",
-            "parts", "in flight", "floor", "baseline", "dtxn"
+            "{:>12} {:>9} {:>22} {:>22} {:>22}",
+            "participants", "in flight", "floor", "baseline", "dtxn"
         );
         for name in &names {
             let _ = write!(s, " {name:>22}");
@@ -200,7 +202,7 @@ pub fn render(report: &Report) -> String {
                 |sp: &dtxn_bench::Speed| format!("{:.0} ({:.2} µs)", sp.tx_per_s, sp.us_per_tx);
             let _ = write!(
                 s,
-                "{:>5} {:>9} {:>22} {:>22} {:>22}",
+                "{:>12} {:>9} {:>22} {:>22} {:>22}",
                 r.participants,
                 r.concurrency,
                 cell(&r.floor),
@@ -310,7 +312,10 @@ pub fn render(report: &Report) -> String {
         );
     }
     if !report.targets.is_empty() {
-        let _ = writeln!(s, "targets");
+        let _ = writeln!(
+            s,
+            "targets (what dtxn aims for, and whether this run met it)"
+        );
         for t in &report.targets {
             let _ = writeln!(
                 s,
@@ -329,6 +334,6 @@ pub fn render(report: &Report) -> String {
             report.failed_transactions
         );
     }
-    let _ = writeln!(s, "total {:.1} s", report.elapsed_secs);
+    let _ = writeln!(s, "total wall time {:.1} s", report.elapsed_secs);
     s
 }

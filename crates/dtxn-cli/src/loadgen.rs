@@ -6,19 +6,21 @@
 //! command measures the whole network path (client → coordinator →
 //! participants) on this machine.
 
+use std::collections::BTreeMap;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use dtxn_bench::measure::quantile;
-use dtxn_bench::Noop;
+use dtxn::{Participant, ParticipantError, PreparedResult, TransactionId};
 use dtxn_http::server::model::{
-    DecisionName, OutcomeResponse, PrepareOutcomeName, PrepareResponse, RegisterRequest,
-    RegisterResponse, TransactionStatus,
+    AbortReasonBody, DecisionName, OutcomeResponse, PrepareOutcomeName, PrepareResponse,
+    RegisterRequest, RegisterResponse, TransactionStatus,
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+
+use crate::units;
 
 /// Options of `dtxn loadgen`.
 #[derive(Debug, clap::Args)]
@@ -56,30 +58,235 @@ pub struct LoadgenArgs {
 }
 
 /// What a load run measured.
+///
+/// Every transaction counts: committed ones and failed ones have separate
+/// latency figures, so a run where some transactions hang until a timeout
+/// shows it in `latency_ms.failed`.
 #[derive(Debug, Serialize)]
 pub struct LoadReport {
     /// Participants per transaction.
     pub participants: usize,
     /// Concurrent clients.
     pub concurrency: usize,
+    /// Transactions run (committed + failed).
+    pub transactions: u64,
     /// Transactions that committed.
     pub committed: u64,
-    /// Transactions that failed (a non-2xx answer or not committed).
+    /// Transactions that failed: an HTTP error, no answer, or not
+    /// committed.
     pub failed: u64,
-    /// Wall time, seconds.
+    /// Failed transactions by kind of failure: the step that failed and
+    /// why (`"prepare: aborted (prepare_failed: timed_out)"`,
+    /// `"begin: HTTP 401 Unauthorized"`, ...).
+    pub failures_by_kind: BTreeMap<String, u64>,
+    /// Wall time of the run, seconds (millisecond resolution).
     pub seconds: f64,
-    /// Committed transactions per second.
+    /// Committed transactions per second of wall time.
     pub transactions_per_second: f64,
-    /// HTTP requests to the coordinator per second.
+    /// HTTP requests to the coordinator per second of wall time.
     pub requests_per_second: f64,
-    /// Full-transaction latency percentiles, milliseconds.
-    pub p50_ms: f64,
+    /// Latency of a transaction, from its first request to the answer
+    /// that ended it, in milliseconds (microsecond resolution).
+    pub latency_ms: LatencySplit,
+}
+
+/// Latency of committed and of failed transactions, kept apart.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LatencySplit {
+    /// Transactions that committed.
+    pub committed: Latency,
+    /// Transactions that failed (all zero when none did).
+    pub failed: Latency,
+}
+
+/// Latency percentiles of some transactions, in milliseconds.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Latency {
+    /// Transactions measured.
+    pub count: u64,
+    /// Median (nearest rank).
+    pub p50: f64,
     /// 90th percentile.
-    pub p90_ms: f64,
+    pub p90: f64,
     /// 99th percentile.
-    pub p99_ms: f64,
+    pub p99: f64,
     /// Slowest.
-    pub max_ms: f64,
+    pub max: f64,
+}
+
+impl Latency {
+    /// Percentiles of `latencies` (any order).
+    fn of(latencies: &mut [Duration]) -> Self {
+        latencies.sort_unstable();
+        let ms = |q: f64| units::millis(quantile(latencies, q));
+        Self {
+            count: latencies.len() as u64,
+            p50: ms(0.5),
+            p90: ms(0.9),
+            p99: ms(0.99),
+            max: ms(1.0),
+        }
+    }
+}
+
+/// The `q` quantile of sorted `values` (nearest rank); zero when empty.
+fn quantile(values: &[Duration], q: f64) -> Duration {
+    if values.is_empty() {
+        return Duration::ZERO;
+    }
+    let rank = ((values.len() as f64) * q).ceil() as usize;
+    values[rank.clamp(1, values.len()) - 1]
+}
+
+/// The request of a transaction that failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Step {
+    Begin,
+    Register,
+    Prepare,
+    Commit,
+}
+
+impl Step {
+    fn label(self) -> &'static str {
+        match self {
+            Self::Begin => "begin",
+            Self::Register => "register",
+            Self::Prepare => "prepare",
+            Self::Commit => "commit",
+        }
+    }
+}
+
+/// Why a transaction failed: the step, the kind (the key it is counted
+/// under) and the details (logged once per kind as an example).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Failure {
+    kind: String,
+    detail: String,
+}
+
+impl Failure {
+    /// The request got no HTTP answer (connection refused, reset...).
+    fn no_answer(step: Step, error: &reqwest::Error) -> Self {
+        // reqwest's message hides the cause ("connection refused"...).
+        let mut detail = error.to_string();
+        let mut source = std::error::Error::source(error);
+        while let Some(cause) = source {
+            detail = format!("{detail}: {cause}");
+            source = cause.source();
+        }
+        Self {
+            kind: format!("{}: no answer", step.label()),
+            detail,
+        }
+    }
+
+    /// The coordinator answered with an error status.
+    fn status(step: Step, status: reqwest::StatusCode, body: &str) -> Self {
+        Self {
+            kind: format!("{}: HTTP {status}", step.label()),
+            detail: body.to_owned(),
+        }
+    }
+
+    /// The answer was not the expected JSON.
+    fn invalid_answer(step: Step, detail: String) -> Self {
+        Self {
+            kind: format!("{}: unexpected answer", step.label()),
+            detail,
+        }
+    }
+
+    /// The transaction was decided Abort at `step` (prepare or commit).
+    fn aborted(step: Step, reason: Option<&AbortReasonBody>) -> Self {
+        let kind = match reason {
+            Some(reason) => format!("{}: aborted ({})", step.label(), reason_kind(reason)),
+            None => format!("{}: aborted", step.label()),
+        };
+        Self {
+            kind,
+            detail: reason.map_or_else(|| "no reason given".to_owned(), |r| r.message.clone()),
+        }
+    }
+}
+
+/// The kind of an abort reason as the API names it (`voted`,
+/// `prepare_failed: timed_out`...), without per-transaction details.
+fn reason_kind(reason: &AbortReasonBody) -> String {
+    let name = |value: serde_json::Result<serde_json::Value>| {
+        value
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_else(|| "unknown".to_owned())
+    };
+    let kind = name(serde_json::to_value(reason.kind));
+    match &reason.failure {
+        Some(failure) => format!("{kind}: {}", name(serde_json::to_value(failure.kind))),
+        None => kind,
+    }
+}
+
+/// One transaction as the client saw it.
+#[derive(Debug, Clone)]
+struct Sample {
+    /// From its first request to the answer that ended it.
+    latency: Duration,
+    /// Committed, or why not.
+    result: Result<(), Failure>,
+}
+
+impl LoadReport {
+    /// Summarizes the `samples` of a run that took `elapsed` and made
+    /// `requests` HTTP requests.
+    fn new(
+        samples: Vec<Sample>,
+        elapsed: Duration,
+        requests: u64,
+        participants: usize,
+        concurrency: usize,
+    ) -> Self {
+        let mut committed = Vec::with_capacity(samples.len());
+        let mut failed = Vec::new();
+        let mut failures_by_kind: BTreeMap<String, u64> = BTreeMap::new();
+        let mut examples: BTreeMap<String, String> = BTreeMap::new();
+        for sample in samples {
+            match sample.result {
+                Ok(()) => committed.push(sample.latency),
+                Err(failure) => {
+                    failed.push(sample.latency);
+                    *failures_by_kind.entry(failure.kind.clone()).or_default() += 1;
+                    examples.entry(failure.kind).or_insert(failure.detail);
+                }
+            }
+        }
+        for (kind, example) in &examples {
+            tracing::warn!(
+                kind = %kind,
+                count = failures_by_kind.get(kind).copied().unwrap_or(0),
+                example = %example,
+                "transactions failed"
+            );
+        }
+        let seconds = elapsed.as_secs_f64().max(1e-9);
+        let per_second = |n: u64| units::round(n as f64 / seconds, 1);
+        let latency_ms = LatencySplit {
+            committed: Latency::of(&mut committed),
+            failed: Latency::of(&mut failed),
+        };
+        Self {
+            participants,
+            concurrency,
+            transactions: latency_ms.committed.count + latency_ms.failed.count,
+            committed: latency_ms.committed.count,
+            failed: latency_ms.failed.count,
+            failures_by_kind,
+            seconds: units::round(elapsed.as_secs_f64(), 3),
+            transactions_per_second: per_second(latency_ms.committed.count),
+            requests_per_second: per_second(requests),
+            latency_ms,
+        }
+    }
 }
 
 /// Runs the load and prints the report.
@@ -87,7 +294,7 @@ pub async fn execute(args: LoadgenArgs) -> ExitCode {
     match run(&args).await {
         Ok(report) => {
             if args.json {
-                match serde_json::to_string(&report) {
+                match units::json_line(&report) {
                     Ok(line) => println!("{line}"),
                     Err(e) => {
                         eprintln!("dtxn loadgen: {e}");
@@ -95,7 +302,7 @@ pub async fn execute(args: LoadgenArgs) -> ExitCode {
                     }
                 }
             } else {
-                print_report(&report);
+                print!("{}", render(&report));
             }
             if report.failed == 0 {
                 ExitCode::SUCCESS
@@ -116,6 +323,28 @@ async fn bind_loopback() -> std::io::Result<(tokio::net::TcpListener, String)> {
     Ok((listener, url))
 }
 
+/// Votes `Ready` and acknowledges phase 2 at once: the participant
+/// services of a self-contained run, so that it measures the coordinator
+/// and the network path, not the work.
+#[derive(Debug, Clone, Copy)]
+struct Noop;
+
+#[dtxn::async_trait]
+impl Participant for Noop {
+    fn name(&self) -> &str {
+        "noop"
+    }
+    async fn prepare(&self, _txn: TransactionId) -> PreparedResult {
+        PreparedResult::Ready
+    }
+    async fn commit(&self, _txn: TransactionId) -> Result<(), ParticipantError> {
+        Ok(())
+    }
+    async fn rollback(&self, _txn: TransactionId) -> Result<(), ParticipantError> {
+        Ok(())
+    }
+}
+
 /// Starts the coordinator server and `participants` no-op services on
 /// loopback; returns the coordinator's URL and the services' URLs.
 async fn start_local(participants: usize) -> std::io::Result<(String, Vec<String>)> {
@@ -128,7 +357,8 @@ async fn start_local(participants: usize) -> std::io::Result<(String, Vec<String
     }
     let (listener, url) = bind_loopback().await?;
     let coordinator = dtxn::TransactionCoordinator::new();
-    let config = dtxn_http::server::ServerConfig::default();
+    // The client registers the services by URL: allow their host.
+    let config = dtxn_http::server::ServerConfig::default().allow_participant_host("127.0.0.1");
     tokio::spawn(dtxn_http::server::serve(
         listener,
         coordinator,
@@ -148,9 +378,10 @@ struct Client {
 impl Client {
     async fn post<T: DeserializeOwned>(
         &self,
+        step: Step,
         path: &str,
         body: Option<&RegisterRequest>,
-    ) -> Result<T, String> {
+    ) -> Result<T, Failure> {
         let mut request = self.http.post(format!("{}{path}", self.base));
         if let Some(token) = &self.token {
             request = request.bearer_auth(token);
@@ -159,18 +390,25 @@ impl Client {
             request = request.json(body);
         }
         self.requests.fetch_add(1, Ordering::Relaxed);
-        let response = request.send().await.map_err(|e| e.to_string())?;
+        let response = request
+            .send()
+            .await
+            .map_err(|e| Failure::no_answer(step, &e))?;
         let status = response.status();
-        let text = response.text().await.map_err(|e| e.to_string())?;
+        let text = response
+            .text()
+            .await
+            .map_err(|e| Failure::no_answer(step, &e))?;
         if !status.is_success() {
-            return Err(format!("POST {path}: {status}: {text}"));
+            return Err(Failure::status(step, status, &text));
         }
-        serde_json::from_str(&text).map_err(|e| format!("POST {path}: {e}: {text}"))
+        serde_json::from_str(&text)
+            .map_err(|e| Failure::invalid_answer(step, format!("POST {path}: {e}: {text}")))
     }
 
     /// One full transaction: begin, register, prepare, commit.
-    async fn transaction(&self, participants: &[String]) -> Result<(), String> {
-        let begun: TransactionStatus = self.post("transactions", None).await?;
+    async fn transaction(&self, participants: &[String]) -> Result<(), Failure> {
+        let begun: TransactionStatus = self.post(Step::Begin, "transactions", None).await?;
         let id = begun.id;
         for (i, url) in participants.iter().enumerate() {
             let request = RegisterRequest {
@@ -178,22 +416,26 @@ impl Client {
                 url: Some(url.clone()),
             };
             self.post::<RegisterResponse>(
+                Step::Register,
                 &format!("transactions/{id}/participants"),
                 Some(&request),
             )
             .await?;
         }
         let prepared: PrepareResponse = self
-            .post(&format!("transactions/{id}/prepare"), None)
+            .post(Step::Prepare, &format!("transactions/{id}/prepare"), None)
             .await?;
         if prepared.outcome != PrepareOutcomeName::Prepared {
-            return Err(format!("{id} not prepared: {:?}", prepared.reason));
+            return Err(Failure::aborted(Step::Prepare, prepared.reason.as_ref()));
         }
         let outcome: OutcomeResponse = self
-            .post(&format!("transactions/{id}/commit"), None)
+            .post(Step::Commit, &format!("transactions/{id}/commit"), None)
             .await?;
         if outcome.decision != DecisionName::Commit {
-            return Err(format!("{id} not committed: {:?}", outcome.abort_reason));
+            return Err(Failure::aborted(
+                Step::Commit,
+                outcome.abort_reason.as_ref(),
+            ));
         }
         Ok(())
     }
@@ -232,61 +474,168 @@ async fn run(args: &LoadgenArgs) -> Result<LoadReport, String> {
     for _ in 0..args.concurrency.max(1) {
         let (client, participants, next) = (client.clone(), participants.clone(), next.clone());
         tasks.spawn(async move {
-            let mut latencies = Vec::new();
-            let mut failures = Vec::new();
+            let mut samples = Vec::new();
             while next.fetch_add(1, Ordering::Relaxed) < total {
                 let t0 = Instant::now();
-                match client.transaction(&participants).await {
-                    Ok(()) => latencies.push(t0.elapsed()),
-                    Err(e) => failures.push(e),
-                }
+                let result = client.transaction(&participants).await;
+                samples.push(Sample {
+                    latency: t0.elapsed(),
+                    result,
+                });
             }
-            (latencies, failures)
+            samples
         });
     }
-    let mut latencies: Vec<Duration> = Vec::with_capacity(total as usize);
-    let mut failed = 0;
+    let mut samples: Vec<Sample> = Vec::with_capacity(total.try_into().unwrap_or(0));
     while let Some(joined) = tasks.join_next().await {
-        let (mut l, f) = joined.map_err(|e| e.to_string())?;
-        latencies.append(&mut l);
-        if let Some(first) = f.first() {
-            tracing::warn!(failures = f.len(), first = %first, "transactions failed");
-        }
-        failed += f.len() as u64;
+        samples.append(&mut joined.map_err(|e| e.to_string())?);
     }
-    let seconds = started.elapsed().as_secs_f64();
-    latencies.sort_unstable();
-    let ms = |q: f64| quantile(&latencies, q).as_secs_f64() * 1e3;
-    Ok(LoadReport {
-        participants: participants.len(),
-        concurrency: args.concurrency,
-        committed: latencies.len() as u64,
-        failed,
-        seconds,
-        transactions_per_second: latencies.len() as f64 / seconds,
-        requests_per_second: client.requests.load(Ordering::Relaxed) as f64 / seconds,
-        p50_ms: ms(0.5),
-        p90_ms: ms(0.9),
-        p99_ms: ms(0.99),
-        max_ms: latencies.last().map_or(0.0, |d| d.as_secs_f64() * 1e3),
-    })
+    let elapsed = started.elapsed();
+    Ok(LoadReport::new(
+        samples,
+        elapsed,
+        client.requests.load(Ordering::Relaxed),
+        participants.len(),
+        args.concurrency,
+    ))
 }
 
-fn print_report(r: &LoadReport) {
-    println!(
-        "{} transactions x {} participants, {} clients, over HTTP",
-        r.committed + r.failed,
-        r.participants,
-        r.concurrency
+/// The report as text.
+fn render(r: &LoadReport) -> String {
+    use std::fmt::Write;
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "dtxn loadgen: {} transactions x {} participants, {} clients at once, over HTTP",
+        r.transactions, r.participants, r.concurrency
     );
-    println!("  committed     {:>8}", r.committed);
-    println!("  failed        {:>8}", r.failed);
-    println!(
-        "  throughput    {:>8.0} tx/s   ({:.0} coordinator requests/s)",
+    let _ = writeln!(s, "  committed     {:>8}", r.committed);
+    let _ = writeln!(s, "  failed        {:>8}", r.failed);
+    let mut kinds: Vec<_> = r.failures_by_kind.iter().collect();
+    kinds.sort_by(|a, b| b.1.cmp(a.1).then_with(|| a.0.cmp(b.0)));
+    for (kind, count) in kinds {
+        let _ = writeln!(s, "    {count:>8}  {kind}");
+    }
+    let _ = writeln!(s, "  wall time     {:>8.2} s", r.seconds);
+    let _ = writeln!(
+        s,
+        "  throughput    {:>8.0} committed tx/s   ({:.0} coordinator requests/s)",
         r.transactions_per_second, r.requests_per_second
     );
-    println!(
-        "  latency       p50 {:.2} ms   p90 {:.2} ms   p99 {:.2} ms   max {:.2} ms",
-        r.p50_ms, r.p90_ms, r.p99_ms, r.max_ms
+    let line = |s: &mut String, label: &str, l: &Latency| {
+        let _ = if l.count == 0 {
+            writeln!(s, "  latency of {label:<9}  (no transactions)")
+        } else {
+            writeln!(
+                s,
+                "  latency of {label:<9}  p50 {:.2} ms   p90 {:.2} ms   p99 {:.2} ms   max {:.2} ms   ({} transactions)",
+                l.p50, l.p90, l.p99, l.max, l.count
+            )
+        };
+    };
+    line(&mut s, "committed", &r.latency_ms.committed);
+    if r.failed > 0 {
+        line(&mut s, "failed", &r.latency_ms.failed);
+    }
+    let _ = writeln!(
+        s,
+        "  (latency: from a transaction's first request to the answer that ended it)"
     );
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dtxn::{AbortReason, CallFailure};
+
+    fn committed(ms: u64) -> Sample {
+        Sample {
+            latency: Duration::from_millis(ms),
+            result: Ok(()),
+        }
+    }
+
+    fn timed_out_prepare(ms: u64) -> Sample {
+        let reason = AbortReasonBody::from(&AbortReason::PrepareFailed {
+            participant: "p1".to_owned(),
+            index: 1,
+            failure: CallFailure::TimedOut,
+        });
+        Sample {
+            latency: Duration::from_millis(ms),
+            result: Err(Failure::aborted(Step::Prepare, Some(&reason))),
+        }
+    }
+
+    #[test]
+    fn failed_transactions_are_counted_with_their_own_latency() {
+        let mut samples: Vec<Sample> = (1..=98).map(committed).collect();
+        samples.push(timed_out_prepare(6000));
+        samples.push(timed_out_prepare(5000));
+        samples.push(Sample {
+            latency: Duration::from_micros(300),
+            result: Err(Failure {
+                kind: "begin: HTTP 401 Unauthorized".to_owned(),
+                detail: String::new(),
+            }),
+        });
+        let report = LoadReport::new(samples, Duration::from_secs(6), 500, 3, 8);
+        assert_eq!(report.transactions, 101);
+        assert_eq!(report.committed, 98);
+        assert_eq!(report.failed, 3);
+        assert_eq!(
+            report.failures_by_kind,
+            BTreeMap::from([
+                ("begin: HTTP 401 Unauthorized".to_owned(), 1),
+                ("prepare: aborted (prepare_failed: timed_out)".to_owned(), 2),
+            ])
+        );
+        // The hanging prepares show in the failed latency, not hidden.
+        assert_eq!(report.latency_ms.committed.count, 98);
+        assert_eq!(report.latency_ms.committed.max, 98.0);
+        assert_eq!(report.latency_ms.failed.count, 3);
+        assert_eq!(report.latency_ms.failed.max, 6000.0);
+        assert_eq!(report.latency_ms.failed.p50, 5000.0);
+        assert_eq!(report.transactions_per_second, 16.3);
+
+        let text = render(&report);
+        assert!(text.contains("failed               3"), "{text}");
+        assert!(
+            text.contains("       2  prepare: aborted (prepare_failed: timed_out)"),
+            "{text}"
+        );
+        assert!(
+            text.contains("latency of failed     p50 5000.00 ms"),
+            "{text}"
+        );
+        assert!(text.contains("max 6000.00 ms   (3 transactions)"), "{text}");
+
+        let json: serde_json::Value =
+            serde_json::from_str(&units::json_line(&report).unwrap()).unwrap();
+        assert_eq!(json["failed"], 3);
+        assert_eq!(json["latency_ms"]["failed"]["max"], 6000.0);
+        assert_eq!(json["latency_ms"]["committed"]["max"], 98.0);
+        assert_eq!(
+            json["failures_by_kind"]["prepare: aborted (prepare_failed: timed_out)"],
+            2
+        );
+    }
+
+    #[test]
+    fn a_clean_run_shows_no_failed_latency() {
+        let report = LoadReport::new(
+            vec![committed(4), committed(5)],
+            Duration::from_millis(10),
+            8,
+            1,
+            2,
+        );
+        assert_eq!((report.committed, report.failed), (2, 0));
+        assert!(report.failures_by_kind.is_empty());
+        assert_eq!(report.latency_ms.failed.count, 0);
+        let text = render(&report);
+        assert!(!text.contains("latency of failed"), "{text}");
+        assert!(text.contains("latency of committed"), "{text}");
+    }
 }

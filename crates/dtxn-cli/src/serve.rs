@@ -1,65 +1,214 @@
 //! `dtxn serve`: the coordinator as an HTTP/JSON service.
 
+use std::fmt;
 use std::net::SocketAddr;
 use std::process::ExitCode;
+use std::str::FromStr;
 use std::time::Duration;
 
-use dtxn::{CoordinatorConfig, TransactionCoordinator};
+use dtxn::{CoordinatorConfig, RetryPolicy, TransactionCoordinator};
 use dtxn_http::server::{self, ServerConfig};
 
 /// The log filter of `dtxn serve` when `RUST_LOG` is not set: warnings,
 /// and the server's own start-up and shutdown messages.
 pub const LOG_FILTER: &str = "warn,dtxn_http::server=info";
 
-/// Options of `dtxn serve`.
+/// Options of `dtxn serve`. Every option can also be set by the
+/// environment variable named in `--help` (`DTXN_…`); a flag wins over the
+/// environment. Durations are written like `500ms`, `30s`, `2m` or `1h`.
 #[derive(Debug, clap::Args)]
 pub struct ServeArgs {
     /// Address to listen on (port 0 picks a free port; the bound address is
     /// printed on stdout).
-    #[arg(long, default_value = "127.0.0.1:8080")]
+    #[arg(long, env = "DTXN_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
 
-    /// Require `Authorization: Bearer <TOKEN>` on every route but /health.
+    /// Require `Authorization: Bearer <TOKEN>` on every route but /health
+    /// and /ready.
     #[arg(long, env = "DTXN_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
 
     /// A known participant service, registrable by name: NAME=BASE_URL
-    /// (repeatable).
-    #[arg(long = "participant", value_name = "NAME=URL", value_parser = parse_participant)]
+    /// (repeatable; comma-separated in the environment variable).
+    #[arg(long = "participant", value_name = "NAME=URL", value_parser = parse_participant,
+          env = "DTXN_PARTICIPANTS", value_delimiter = ',')]
     pub participants: Vec<(String, String)>,
 
-    /// Accept only known participants (refuse registration by URL).
-    #[arg(long)]
-    pub known_participants_only: bool,
+    /// Let clients register participants by URL on this host: a host name
+    /// (matched exactly) or an IP address (repeatable; comma-separated in
+    /// the environment). Without any allowed host or net, only known
+    /// participants can be registered.
+    #[arg(
+        long = "allow-participant-host",
+        value_name = "HOST",
+        env = "DTXN_ALLOW_PARTICIPANT_HOSTS",
+        value_delimiter = ','
+    )]
+    pub allow_participant_hosts: Vec<String>,
 
-    /// Most unfinished transactions at once.
-    #[arg(long, default_value_t = CoordinatorConfig::DEFAULT_MAX_TRANSACTIONS)]
+    /// Let clients register participants by URL whose host is an IP
+    /// address in this network, like 10.0.0.0/8 (repeatable;
+    /// comma-separated in the environment).
+    #[arg(
+        long = "allow-participant-net",
+        value_name = "CIDR",
+        env = "DTXN_ALLOW_PARTICIPANT_NETS",
+        value_delimiter = ','
+    )]
+    pub allow_participant_nets: Vec<String>,
+
+    /// Call participants through this HTTP proxy. Without it, no proxy is
+    /// used (HTTP_PROXY and friends are ignored).
+    #[arg(long, value_name = "URL", env = "DTXN_PARTICIPANT_PROXY")]
+    pub participant_proxy: Option<String>,
+
+    /// Timeout of each HTTP call to a participant (the prepare and phase-2
+    /// timeouts apply too; the shorter wins).
+    #[arg(long, env = "DTXN_PARTICIPANT_TIMEOUT", value_name = "DURATION",
+          default_value_t = HumanDuration(dtxn_http::HttpParticipant::DEFAULT_TIMEOUT))]
+    pub participant_timeout: HumanDuration,
+
+    /// Most unfinished transactions at once; beyond it begin answers 429.
+    #[arg(long, env = "DTXN_MAX_TRANSACTIONS",
+          default_value_t = CoordinatorConfig::DEFAULT_MAX_TRANSACTIONS)]
     pub max_transactions: usize,
 
     /// Most participants in one transaction.
-    #[arg(long, default_value_t = CoordinatorConfig::DEFAULT_MAX_PARTICIPANTS)]
+    #[arg(long, env = "DTXN_MAX_PARTICIPANTS",
+          default_value_t = CoordinatorConfig::DEFAULT_MAX_PARTICIPANTS)]
     pub max_participants: usize,
 
-    /// Timeout of one participant's prepare, in milliseconds.
-    #[arg(long, default_value_t = CoordinatorConfig::DEFAULT_PREPARE_TIMEOUT.as_millis() as u64)]
-    pub prepare_timeout_ms: u64,
+    /// Timeout of one participant's prepare.
+    #[arg(long, env = "DTXN_PREPARE_TIMEOUT", value_name = "DURATION",
+          default_value_t = HumanDuration(CoordinatorConfig::DEFAULT_PREPARE_TIMEOUT))]
+    pub prepare_timeout: HumanDuration,
 
-    /// Timeout of one commit or rollback attempt, in milliseconds.
-    #[arg(long, default_value_t = CoordinatorConfig::DEFAULT_PHASE2_TIMEOUT.as_millis() as u64)]
-    pub phase2_timeout_ms: u64,
+    /// Timeout of one commit or rollback attempt.
+    #[arg(long, env = "DTXN_PHASE2_TIMEOUT", value_name = "DURATION",
+          default_value_t = HumanDuration(CoordinatorConfig::DEFAULT_PHASE2_TIMEOUT))]
+    pub phase2_timeout: HumanDuration,
 
-    /// Transactions not decided within this many seconds are rolled back.
-    #[arg(long, default_value_t = CoordinatorConfig::DEFAULT_TRANSACTION_DEADLINE.as_secs())]
-    pub deadline_secs: u64,
+    /// Phase-2 attempts per participant, the first included.
+    #[arg(long, env = "DTXN_RETRY_MAX_ATTEMPTS",
+          default_value_t = RetryPolicy::DEFAULT_MAX_ATTEMPTS)]
+    pub retry_max_attempts: u32,
 
-    /// Most HTTP requests handled at once; more are answered 503.
-    #[arg(long, default_value_t = 1024)]
+    /// Delay before the second phase-2 attempt; it doubles after each.
+    #[arg(long, env = "DTXN_RETRY_INITIAL_BACKOFF", value_name = "DURATION",
+          default_value_t = HumanDuration(RetryPolicy::DEFAULT_INITIAL_BACKOFF))]
+    pub retry_initial_backoff: HumanDuration,
+
+    /// Cap on the delay between phase-2 attempts.
+    #[arg(long, env = "DTXN_RETRY_MAX_BACKOFF", value_name = "DURATION",
+          default_value_t = HumanDuration(RetryPolicy::DEFAULT_MAX_BACKOFF))]
+    pub retry_max_backoff: HumanDuration,
+
+    /// Time budget of one participant's phase 2; past it, a failed attempt
+    /// is not retried and the participant is reported as a hazard.
+    #[arg(long, env = "DTXN_RETRY_MAX_ELAPSED", value_name = "DURATION",
+          default_value_t = HumanDuration(RetryPolicy::DEFAULT_MAX_ELAPSED))]
+    pub retry_max_elapsed: HumanDuration,
+
+    /// Transactions not decided within this time of begin are rolled back.
+    #[arg(long, env = "DTXN_TRANSACTION_DEADLINE", value_name = "DURATION",
+          default_value_t = HumanDuration(CoordinatorConfig::DEFAULT_TRANSACTION_DEADLINE))]
+    pub transaction_deadline: HumanDuration,
+
+    /// How long finished transactions stay queryable.
+    #[arg(long, env = "DTXN_RETENTION_PERIOD", value_name = "DURATION",
+          default_value_t = HumanDuration(CoordinatorConfig::DEFAULT_RETENTION_PERIOD))]
+    pub retention_period: HumanDuration,
+
+    /// How many finished transactions stay queryable.
+    #[arg(long, env = "DTXN_RETENTION_COUNT",
+          default_value_t = CoordinatorConfig::DEFAULT_RETENTION_COUNT)]
+    pub retention_count: usize,
+
+    /// Period of the background sweep (deadlines, retention).
+    #[arg(long, env = "DTXN_SWEEP_INTERVAL", value_name = "DURATION",
+          default_value_t = HumanDuration(CoordinatorConfig::DEFAULT_SWEEP_INTERVAL))]
+    pub sweep_interval: HumanDuration,
+
+    /// Most API requests handled at once; more are answered 503
+    /// (/health, /ready and /metrics are never shed).
+    #[arg(long, env = "DTXN_MAX_CONCURRENT_REQUESTS",
+          default_value_t = ServerConfig::DEFAULT_MAX_CONCURRENT_REQUESTS)]
     pub max_concurrent_requests: usize,
 
+    /// Largest request body in bytes; a bigger one is answered 413.
+    #[arg(long, env = "DTXN_MAX_BODY_BYTES",
+          default_value_t = ServerConfig::DEFAULT_MAX_BODY_BYTES)]
+    pub max_body_bytes: usize,
+
+    /// Most open client connections; more wait in the listen backlog.
+    #[arg(long, env = "DTXN_MAX_CONNECTIONS",
+          default_value_t = ServerConfig::DEFAULT_MAX_CONNECTIONS)]
+    pub max_connections: usize,
+
+    /// Most time from a request's first byte to the end of its headers.
+    #[arg(long, env = "DTXN_HEADER_READ_TIMEOUT", value_name = "DURATION",
+          default_value_t = HumanDuration(ServerConfig::DEFAULT_HEADER_READ_TIMEOUT))]
+    pub header_read_timeout: HumanDuration,
+
+    /// Most time from the end of a request's headers to the end of its body.
+    #[arg(long, env = "DTXN_BODY_READ_TIMEOUT", value_name = "DURATION",
+          default_value_t = HumanDuration(ServerConfig::DEFAULT_BODY_READ_TIMEOUT))]
+    pub body_read_timeout: HumanDuration,
+
+    /// How long a client connection may stay open without a request.
+    #[arg(long, env = "DTXN_IDLE_TIMEOUT", value_name = "DURATION",
+          default_value_t = HumanDuration(ServerConfig::DEFAULT_IDLE_TIMEOUT))]
+    pub idle_timeout: HumanDuration,
+
     /// On Ctrl-C/SIGTERM, how long unfinished transactions may take to
-    /// finish before the rest are rolled back, in seconds.
-    #[arg(long, default_value_t = 10)]
-    pub shutdown_grace_secs: u64,
+    /// finish before the rest are rolled back.
+    #[arg(long, env = "DTXN_SHUTDOWN_GRACE", value_name = "DURATION",
+          default_value_t = HumanDuration(ServerConfig::DEFAULT_SHUTDOWN_GRACE))]
+    pub shutdown_grace: HumanDuration,
+}
+
+/// A [`Duration`] written for humans: a whole number and a unit, `ms`,
+/// `s`, `m` or `h` (`500ms`, `30s`, `2m`, `1h`). Displayed the same way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HumanDuration(pub Duration);
+
+impl FromStr for HumanDuration {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let s = s.trim();
+        let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+        let (number, unit) = s.split_at(split);
+        let bad = || format!("expected a duration like 500ms, 30s, 2m or 1h, got {s:?}");
+        let n: u64 = number.parse().map_err(|_| bad())?;
+        let duration = match unit.trim() {
+            "ms" => Some(Duration::from_millis(n)),
+            "s" => Some(Duration::from_secs(n)),
+            "m" => n.checked_mul(60).map(Duration::from_secs),
+            "h" => n.checked_mul(3600).map(Duration::from_secs),
+            _ => return Err(bad()),
+        };
+        duration.map(Self).ok_or_else(bad)
+    }
+}
+
+impl fmt::Display for HumanDuration {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let d = self.0;
+        let ms = d.as_millis();
+        if !d.subsec_nanos().is_multiple_of(1_000_000) {
+            // Finer than the units we parse: say it as plainly as possible.
+            write!(f, "{d:?}")
+        } else if ms.is_multiple_of(3_600_000) && ms > 0 {
+            write!(f, "{}h", ms / 3_600_000)
+        } else if ms.is_multiple_of(60_000) && ms > 0 {
+            write!(f, "{}m", ms / 60_000)
+        } else if ms.is_multiple_of(1000) {
+            write!(f, "{}s", ms / 1000)
+        } else {
+            write!(f, "{ms}ms")
+        }
+    }
 }
 
 fn parse_participant(s: &str) -> Result<(String, String), String> {
@@ -71,32 +220,74 @@ fn parse_participant(s: &str) -> Result<(String, String), String> {
     }
 }
 
+impl ServeArgs {
+    /// The coordinator's and the server's configurations, validated
+    /// (everything that can be checked before binding the listener).
+    ///
+    /// # Errors
+    ///
+    /// A message naming the bad setting.
+    pub fn configs(&self) -> Result<(CoordinatorConfig, ServerConfig), String> {
+        let retry = RetryPolicy::new(
+            self.retry_max_attempts,
+            self.retry_initial_backoff.0,
+            self.retry_max_backoff.0,
+        )
+        .and_then(|policy| policy.with_max_elapsed(self.retry_max_elapsed.0))
+        .map_err(|e| format!("retry policy: {e}"))?;
+        let coordinator = CoordinatorConfig::builder()
+            .max_transactions(self.max_transactions)
+            .max_participants(self.max_participants)
+            .prepare_timeout(self.prepare_timeout.0)
+            .phase2_timeout(self.phase2_timeout.0)
+            .retry(retry)
+            .transaction_deadline(self.transaction_deadline.0)
+            .retention_period(self.retention_period.0)
+            .retention_count(self.retention_count)
+            .sweep_interval(self.sweep_interval.0)
+            .build()
+            .map_err(|e| e.to_string())?;
+        let mut server = ServerConfig::default()
+            .max_concurrent_requests(self.max_concurrent_requests)
+            .max_body_bytes(self.max_body_bytes)
+            .max_connections(self.max_connections)
+            .header_read_timeout(self.header_read_timeout.0)
+            .body_read_timeout(self.body_read_timeout.0)
+            .idle_timeout(self.idle_timeout.0)
+            .participant_timeout(self.participant_timeout.0)
+            .shutdown_grace(self.shutdown_grace.0);
+        if let Some(token) = &self.token {
+            server = server.bearer_token(token.clone());
+        }
+        if let Some(proxy) = &self.participant_proxy {
+            server = server.participant_proxy(proxy.clone());
+        }
+        for (name, url) in &self.participants {
+            server = server.participant(name.clone(), url.clone());
+        }
+        for host in &self.allow_participant_hosts {
+            server = server.allow_participant_host(host.clone());
+        }
+        for net in &self.allow_participant_nets {
+            server = server.allow_participant_net(net.clone());
+        }
+        server
+            .validate(Some(self.listen))
+            .map_err(|e| e.to_string())?;
+        Ok((coordinator, server))
+    }
+}
+
 /// Runs the server until Ctrl-C or SIGTERM, then shuts down gracefully.
+/// Every setting is checked before the listener is bound.
 pub async fn execute(args: ServeArgs) -> ExitCode {
-    let config = match CoordinatorConfig::builder()
-        .max_transactions(args.max_transactions)
-        .max_participants(args.max_participants)
-        .prepare_timeout(Duration::from_millis(args.prepare_timeout_ms))
-        .phase2_timeout(Duration::from_millis(args.phase2_timeout_ms))
-        .transaction_deadline(Duration::from_secs(args.deadline_secs))
-        .build()
-    {
-        Ok(config) => config,
+    let (config, server_config) = match args.configs() {
+        Ok(configs) => configs,
         Err(e) => {
             eprintln!("dtxn serve: {e}");
             return ExitCode::from(2);
         }
     };
-    let mut server_config = ServerConfig::default()
-        .max_concurrent_requests(args.max_concurrent_requests)
-        .allow_ad_hoc_participants(!args.known_participants_only)
-        .shutdown_grace(Duration::from_secs(args.shutdown_grace_secs));
-    if let Some(token) = args.token {
-        server_config = server_config.bearer_token(token);
-    }
-    for (name, url) in args.participants {
-        server_config = server_config.participant(name, url);
-    }
     let listener = match tokio::net::TcpListener::bind(args.listen).await {
         Ok(listener) => listener,
         Err(e) => {
@@ -104,10 +295,20 @@ pub async fn execute(args: ServeArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match listener.local_addr() {
-        Ok(addr) => println!("dtxn coordinator listening on http://{addr}"),
-        Err(e) => eprintln!("dtxn serve: {e}"),
+    let address = match listener.local_addr() {
+        Ok(address) => address,
+        Err(e) => {
+            eprintln!("dtxn serve: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    // With port 0 the port is known only now: check the participants
+    // against it before saying we listen.
+    if let Err(e) = server_config.validate(Some(address)) {
+        eprintln!("dtxn serve: {e}");
+        return ExitCode::from(2);
     }
+    println!("dtxn coordinator listening on http://{address}");
     let coordinator = TransactionCoordinator::with_config(config);
     match server::serve(listener, coordinator, server_config, shutdown_signal()).await {
         // The server logs its shutdown report itself.
@@ -142,4 +343,192 @@ pub async fn shutdown_signal() {
         () = terminate => {}
     }
     tracing::info!("shutdown signal received");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(flatten)]
+        serve: ServeArgs,
+    }
+
+    fn parse(args: &[&str]) -> Result<ServeArgs, clap::Error> {
+        Cli::try_parse_from(std::iter::once("serve").chain(args.iter().copied())).map(|c| c.serve)
+    }
+
+    #[test]
+    fn durations_read_and_print_in_human_units() {
+        for (text, duration) in [
+            ("500ms", Duration::from_millis(500)),
+            ("30s", Duration::from_secs(30)),
+            ("2m", Duration::from_secs(120)),
+            ("1h", Duration::from_secs(3600)),
+            (" 0s ", Duration::ZERO),
+        ] {
+            assert_eq!(text.parse::<HumanDuration>(), Ok(HumanDuration(duration)));
+        }
+        for bad in [
+            "",
+            "5",
+            "s",
+            "1.5s",
+            "-1s",
+            "3 days",
+            "99999999999999999999h",
+        ] {
+            assert!(bad.parse::<HumanDuration>().is_err(), "{bad:?}");
+        }
+        for (duration, text) in [
+            (Duration::from_millis(250), "250ms"),
+            (Duration::from_secs(10), "10s"),
+            (Duration::from_secs(300), "5m"),
+            (Duration::from_secs(7200), "2h"),
+            (Duration::ZERO, "0s"),
+        ] {
+            assert_eq!(HumanDuration(duration).to_string(), text);
+            assert_eq!(text.parse::<HumanDuration>(), Ok(HumanDuration(duration)));
+        }
+    }
+
+    #[test]
+    fn every_setting_is_reachable_from_a_flag() {
+        let args = parse(&[
+            "--listen",
+            "127.0.0.1:0",
+            "--token",
+            "t0ken",
+            "--participant",
+            "users=http://10.0.0.1:7001/",
+            "--allow-participant-host",
+            "orders.internal",
+            "--allow-participant-net",
+            "10.0.0.0/8",
+            "--participant-proxy",
+            "http://proxy.internal:3128",
+            "--participant-timeout",
+            "3s",
+            "--max-transactions",
+            "7",
+            "--max-participants",
+            "8",
+            "--prepare-timeout",
+            "1500ms",
+            "--phase2-timeout",
+            "2s",
+            "--retry-max-attempts",
+            "9",
+            "--retry-initial-backoff",
+            "10ms",
+            "--retry-max-backoff",
+            "1s",
+            "--retry-max-elapsed",
+            "2m",
+            "--transaction-deadline",
+            "90s",
+            "--retention-period",
+            "1h",
+            "--retention-count",
+            "11",
+            "--sweep-interval",
+            "100ms",
+            "--max-concurrent-requests",
+            "12",
+            "--max-body-bytes",
+            "4096",
+            "--max-connections",
+            "13",
+            "--header-read-timeout",
+            "4s",
+            "--body-read-timeout",
+            "5s",
+            "--idle-timeout",
+            "6s",
+            "--shutdown-grace",
+            "7s",
+        ])
+        .unwrap();
+        let (coordinator, server) = args.configs().unwrap();
+        assert_eq!(coordinator.max_transactions(), 7);
+        assert_eq!(coordinator.max_participants(), 8);
+        assert_eq!(coordinator.prepare_timeout(), Duration::from_millis(1500));
+        assert_eq!(coordinator.phase2_timeout(), Duration::from_secs(2));
+        let retry = coordinator.retry();
+        assert_eq!(retry.max_attempts(), 9);
+        assert_eq!(retry.initial_backoff(), Duration::from_millis(10));
+        assert_eq!(retry.max_backoff(), Duration::from_secs(1));
+        assert_eq!(retry.max_elapsed(), Duration::from_secs(120));
+        assert_eq!(coordinator.transaction_deadline(), Duration::from_secs(90));
+        assert_eq!(coordinator.retention_period(), Duration::from_secs(3600));
+        assert_eq!(coordinator.retention_count(), 11);
+        assert_eq!(coordinator.sweep_interval(), Duration::from_millis(100));
+        let server = format!("{server:?}");
+        for field in [
+            r#"bearer_token: Some("<set>")"#,
+            r#"participants: [("users", "http://10.0.0.1:7001/")]"#,
+            r#"allowed_hosts: ["orders.internal"]"#,
+            r#"allowed_nets: ["10.0.0.0/8"]"#,
+            r#"participant_proxy: Some("http://proxy.internal:3128")"#,
+            "participant_timeout: 3s",
+            "max_concurrent_requests: 12",
+            "max_body_bytes: 4096",
+            "max_connections: 13",
+            "header_read_timeout: 4s",
+            "body_read_timeout: 5s",
+            "idle_timeout: 6s",
+            "shutdown_grace: 7s",
+        ] {
+            assert!(server.contains(field), "{field} not in {server}");
+        }
+        assert!(!server.contains("t0ken"));
+    }
+
+    #[test]
+    fn the_defaults_are_the_libraries_defaults() {
+        let (coordinator, server) = parse(&[]).unwrap().configs().unwrap();
+        let default = CoordinatorConfig::default();
+        assert_eq!(coordinator.retry(), default.retry());
+        assert_eq!(coordinator.retention_period(), default.retention_period());
+        assert_eq!(coordinator.retention_count(), default.retention_count());
+        assert_eq!(coordinator.sweep_interval(), default.sweep_interval());
+        assert_eq!(
+            coordinator.transaction_deadline(),
+            default.transaction_deadline()
+        );
+        assert_eq!(
+            format!("{server:?}"),
+            format!("{:?}", ServerConfig::default())
+        );
+    }
+
+    #[test]
+    fn bad_settings_are_refused_before_binding() {
+        for (args, needle) in [
+            (&["--retry-max-attempts", "0"][..], "max_attempts"),
+            (&["--retry-max-elapsed", "0s"][..], "max_elapsed"),
+            (
+                &["--retry-initial-backoff", "2s", "--retry-max-backoff", "1s"][..],
+                "retry",
+            ),
+            (&["--token", ""][..], "bearer_token"),
+            (&["--participant", "x=ftp://h/"][..], "\"x\""),
+            (
+                &["--participant", "me=http://localhost:8080/"][..],
+                "itself",
+            ),
+            (
+                &["--allow-participant-net", "10.0.0.0"][..],
+                "allow_participant_net",
+            ),
+            (&["--max-connections", "0"][..], "max_connections"),
+            (&["--idle-timeout", "0s"][..], "idle_timeout"),
+            (&["--sweep-interval", "0ms"][..], "sweep_interval"),
+        ] {
+            let error = parse(args).unwrap().configs().unwrap_err();
+            assert!(error.contains(needle), "{args:?}: {error}");
+        }
+    }
 }

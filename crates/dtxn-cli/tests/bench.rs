@@ -1,5 +1,11 @@
 //! End-to-end test of `dtxn bench`: a quick run prints one line of JSON
 //! with every workload. Nothing about timings is asserted.
+//!
+//! `dtxn bench` exists only with the `bench` feature (on by default).
+
+#![cfg(feature = "bench")]
+
+mod common;
 
 use std::process::Command;
 
@@ -15,6 +21,7 @@ fn quick_bench_reports_every_workload() {
     let stdout = String::from_utf8(output.stdout).expect("stdout is UTF-8");
     let lines: Vec<&str> = stdout.lines().collect();
     assert_eq!(lines.len(), 1, "--json prints exactly one line: {stdout}");
+    common::assert_no_float_noise(lines[0]);
     let report: Value = serde_json::from_str(lines[0]).expect("the line is JSON");
 
     let overhead = report["overhead"].as_array().expect("(a) rows");
@@ -70,6 +77,7 @@ fn workloads_can_be_chosen() {
         .output()
         .expect("the dtxn binary runs");
     assert!(output.status.success(), "{output:?}");
+    common::assert_no_float_noise(&String::from_utf8_lossy(&output.stdout));
     let report: Value = serde_json::from_slice(&output.stdout).expect("JSON");
     assert!(
         report["overhead"].is_null() && report["memory"].is_null(),

@@ -1,6 +1,8 @@
 //! End-to-end test of the demo: runs the `dtxn` binary and checks its JSON
 //! summary.
 
+mod common;
+
 use std::process::Command;
 
 use serde_json::Value;
@@ -13,6 +15,7 @@ fn run_json(args: &[&str]) -> (Value, Option<i32>) {
     let stdout = String::from_utf8(output.stdout).expect("stdout is UTF-8");
     let lines: Vec<&str> = stdout.lines().collect();
     assert_eq!(lines.len(), 1, "--json prints exactly one line: {stdout}");
+    common::assert_no_float_noise(lines[0]);
     let summary = serde_json::from_str(lines[0]).expect("the line is JSON");
     (summary, output.status.code())
 }
@@ -101,6 +104,7 @@ fn invalid_options_are_refused() {
     }
 }
 
+#[cfg(feature = "soak")]
 #[test]
 fn soak_runs_and_reports_no_violations_as_json() {
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_dtxn"))
@@ -122,6 +126,7 @@ fn soak_runs_and_reports_no_violations_as_json() {
         String::from_utf8_lossy(&output.stderr)
     );
     let line = String::from_utf8(output.stdout).unwrap();
+    common::assert_no_float_noise(line.trim());
     let json: serde_json::Value = serde_json::from_str(line.trim()).unwrap();
     assert_eq!(json["violations"], 0);
     assert_eq!(json["transactions"], 200);

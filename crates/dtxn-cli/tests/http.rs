@@ -297,3 +297,78 @@ fn serve_answers_clients_and_stops_cleanly_on_sigterm() {
     let exit = coordinator.child.wait().unwrap();
     assert_eq!(exit.code(), Some(0));
 }
+
+/// Runs `dtxn serve` with `args` and `env`, expecting it to exit on its
+/// own; kills it (and fails) if it is still running after a few seconds.
+fn serve_exits(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String, String) {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_dtxn"));
+    command
+        .arg("serve")
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    let mut child = command.spawn().expect("the dtxn binary runs");
+    let started = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break Some(status);
+        }
+        if started.elapsed() > Duration::from_secs(10) {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut stdout = String::new();
+    let mut stderr = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut stdout)
+        .unwrap();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    let status = status.unwrap_or_else(|| panic!("serve kept running: {stdout} {stderr}"));
+    (status.code(), stdout, stderr)
+}
+
+/// Bad settings, from flags or `DTXN_*` variables, stop `dtxn serve`
+/// before it binds or says it listens.
+#[test]
+fn serve_refuses_bad_settings_before_listening() {
+    for (args, env, needle) in [
+        (&["--token", ""][..], &[][..], "bearer_token"),
+        (
+            &["--participant", "users=ftp://host/"][..],
+            &[][..],
+            "users",
+        ),
+        (
+            &[][..],
+            &[("DTXN_RETRY_MAX_ATTEMPTS", "0")][..],
+            "max_attempts",
+        ),
+        (
+            &[][..],
+            &[("DTXN_ALLOW_PARTICIPANT_NETS", "10.0.0.0/8,not-a-net")][..],
+            "allow_participant_net",
+        ),
+        (&[][..], &[("DTXN_IDLE_TIMEOUT", "0s")][..], "idle_timeout"),
+    ] {
+        let mut all = vec!["--listen", "127.0.0.1:0"];
+        all.extend_from_slice(args);
+        let (code, stdout, stderr) = serve_exits(&all, env);
+        assert_eq!(code, Some(2), "{args:?} {env:?}: {stderr}");
+        assert!(!stdout.contains("listening"), "{args:?} {env:?}: {stdout}");
+        assert!(stderr.contains(needle), "{args:?} {env:?}: {stderr}");
+    }
+}

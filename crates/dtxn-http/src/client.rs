@@ -5,13 +5,14 @@ use std::time::Duration;
 use dtxn::{async_trait, Participant, ParticipantError, PreparedResult, TransactionId};
 use reqwest::{StatusCode, Url};
 
-use crate::wire::{ErrorBody, PhaseRequest, VoteResponse};
+use crate::wire::{ErrorBody, PhaseRequest, VoteResponse, MAX_REASON_CHARS};
 
 /// The most of an answer's body that is read (a vote or an error is small).
 const MAX_BODY: usize = 64 * 1024;
 
 /// Why an [`HttpParticipant`] could not be made.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum HttpParticipantError {
     /// The base URL does not parse.
     #[error("invalid participant URL {url:?}: {reason}")]
@@ -35,7 +36,14 @@ pub enum HttpParticipantError {
 /// [`HttpParticipantBuilder::client`] share its pool. Every call has its own
 /// timeout ([`HttpParticipantBuilder::timeout`]), independent of the
 /// coordinator's phase timeouts (whichever is shorter wins). Redirects are
-/// not followed: a participant must answer at the URL it registered.
+/// not followed: a participant must answer at the URL it registered. The
+/// default client ignores the proxy environment variables.
+///
+/// What a participant answers is never passed on verbatim: errors and
+/// abort reasons carry the HTTP status and at most the `error` of an
+/// [`ErrorBody`] or the `reason` of a vote, cut to [`MAX_REASON_CHARS`]
+/// characters, so a URL that is not a participant cannot have its answers
+/// read through the coordinator.
 ///
 /// ```no_run
 /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
@@ -100,20 +108,29 @@ impl HttpParticipant {
     }
 
     /// A client suited to participant calls: connection pooling, no
-    /// redirects, TCP_NODELAY, a 2 s connect timeout. Share one among many
+    /// redirects, no proxy (the proxy environment variables are ignored),
+    /// TCP_NODELAY, a 2 s connect timeout. Share one among many
     /// participants with [`HttpParticipantBuilder::client`].
     ///
     /// # Errors
     ///
     /// [`HttpParticipantError::Client`] if the client cannot be built.
     pub fn default_client() -> Result<reqwest::Client, HttpParticipantError> {
+        Self::client_builder()
+            .build()
+            .map_err(|e| HttpParticipantError::Client(e.to_string()))
+    }
+
+    /// The settings of [`default_client`](Self::default_client), to add to
+    /// (a proxy with [`reqwest::ClientBuilder::proxy`], TLS…) before
+    /// building.
+    pub fn client_builder() -> reqwest::ClientBuilder {
         reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
             .connect_timeout(Duration::from_secs(2))
             .tcp_nodelay(true)
             .pool_idle_timeout(Duration::from_secs(90))
-            .build()
-            .map_err(|e| HttpParticipantError::Client(e.to_string()))
     }
 
     /// The service's base URL.
@@ -234,11 +251,19 @@ impl Participant for HttpParticipant {
         let answer = self.post(&self.prepare, txn).await?;
         match answer.status {
             StatusCode::OK => serde_json::from_slice::<VoteResponse>(&answer.body)
-                .map(PreparedResult::from)
+                .map(|mut vote| {
+                    // The participant's own words, but bounded.
+                    vote.reason = vote.reason.map(|r| cap(&r));
+                    PreparedResult::from(vote)
+                })
                 .map_err(|e| {
+                    // Not `e` itself: serde's messages quote the body.
                     ParticipantError::permanent(format!(
-                        "POST {}: 200 without a vote: {e}",
-                        self.prepare
+                        "POST {}: 200 without a vote ({:?} error at line {}, column {})",
+                        self.prepare,
+                        e.classify(),
+                        e.line(),
+                        e.column()
                     ))
                 }),
             StatusCode::CONFLICT => Ok(PreparedResult::Aborted(answer.reason())),
@@ -261,24 +286,36 @@ struct Answer {
 }
 
 impl Answer {
-    /// The `error` of an [`ErrorBody`], else the body as text, else the
-    /// status.
+    /// The `error` of an [`ErrorBody`] (capped), else the status. Never
+    /// the raw body: the URL may not be a participant at all.
     fn reason(&self) -> String {
-        if let Ok(body) = serde_json::from_slice::<ErrorBody>(&self.body) {
-            return body.error;
-        }
-        let text = String::from_utf8_lossy(&self.body);
-        let text = text.trim();
-        if text.is_empty() {
-            self.status.to_string()
-        } else {
-            text.chars().take(512).collect()
+        match serde_json::from_slice::<ErrorBody>(&self.body) {
+            Ok(body) => cap(&body.error),
+            Err(_) => self.status.to_string(),
         }
     }
 
     fn describe(&self, url: &Url) -> String {
-        format!("POST {url}: {}: {}", self.status, self.reason())
+        match serde_json::from_slice::<ErrorBody>(&self.body) {
+            Ok(body) => format!("POST {url}: {}: {}", self.status, cap(&body.error)),
+            Err(_) => format!("POST {url}: {}", self.status),
+        }
     }
+}
+
+/// `text` cut to [`MAX_REASON_CHARS`] characters, control characters
+/// replaced.
+fn cap(text: &str) -> String {
+    let mut chars = text.chars();
+    let mut capped: String = chars
+        .by_ref()
+        .take(MAX_REASON_CHARS)
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    if chars.next().is_some() {
+        capped.push('…');
+    }
+    capped
 }
 
 /// Retrying may help: server errors, request timeout, too many requests.
@@ -345,6 +382,28 @@ mod tests {
                 "{bad:?} was accepted"
             );
         }
+    }
+
+    #[test]
+    fn answers_are_reduced_to_the_status_and_a_capped_error() {
+        let answer = |status: StatusCode, body: &str| Answer {
+            status,
+            body: body.as_bytes().to_vec(),
+        };
+        let url = Url::parse("http://127.0.0.1:9/prepare").unwrap();
+        let raw = answer(StatusCode::INTERNAL_SERVER_ERROR, "secret internals");
+        assert_eq!(raw.reason(), "500 Internal Server Error");
+        assert_eq!(
+            raw.describe(&url),
+            "POST http://127.0.0.1:9/prepare: 500 Internal Server Error"
+        );
+        let error = answer(StatusCode::CONFLICT, r#"{"code":"x","error":"no\nstock"}"#);
+        assert_eq!(error.reason(), "no stock");
+        let long = format!(r#"{{"code":"x","error":"{}"}}"#, "e".repeat(1000));
+        let reason = answer(StatusCode::CONFLICT, &long).reason();
+        assert_eq!(reason.chars().count(), MAX_REASON_CHARS + 1);
+        assert!(reason.ends_with('…'));
+        assert_eq!(cap("short"), "short");
     }
 
     #[test]

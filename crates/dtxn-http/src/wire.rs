@@ -38,12 +38,22 @@
 //! `rollback` must answer `2xx` for a transaction the service never
 //! prepared. Error bodies, when present, are an [`ErrorBody`].
 //!
+//! Of a participant's answer, the coordinator keeps the status and at most
+//! the `reason` of a vote or the `error` of an [`ErrorBody`], cut to
+//! [`MAX_REASON_CHARS`]; other bodies are never passed on.
+//!
 //! [`participant_router`](crate::participant_router) implements this
 //! contract for any [`Participant`](dtxn::Participant);
 //! [`HttpParticipant`](crate::HttpParticipant) is its client.
 
 use dtxn::{PreparedResult, TransactionId};
 use serde::{Deserialize, Serialize};
+
+/// The most characters of a participant's own words (an aborted vote's
+/// `reason`, an error answer's `error`) that the coordinator keeps; the
+/// rest is cut and marked `…`. Nothing else of a participant's answer is
+/// passed on.
+pub const MAX_REASON_CHARS: usize = 256;
 
 /// The body of every participant call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -121,6 +121,12 @@ impl Answer {
     }
 }
 
+/// A configuration that lets clients register the loopback test services
+/// by URL.
+fn loopback() -> ServerConfig {
+    ServerConfig::default().allow_participant_net("127.0.0.0/8")
+}
+
 async fn start(config: ServerConfig) -> Server {
     start_with(TransactionCoordinator::new(), config).await
 }
@@ -243,11 +249,11 @@ async fn a_transaction_commits_through_the_api() {
     let billing = Service::new("billing", Vote::Ready);
     let users_url = spawn_service(Arc::clone(&users)).await;
     let billing_url = spawn_service(Arc::clone(&billing)).await;
-    let server = start(ServerConfig::default().participant("users", &users_url)).await;
+    let server = start(loopback().participant("users", &users_url)).await;
 
     let answer = server.call(Method::POST, "/transactions", None).await;
     assert_eq!(answer.status, StatusCode::CREATED);
-    assert_eq!(answer.body["state"], "Active");
+    assert_eq!(answer.body["state"], "active");
     let id = answer.body["id"].as_str().unwrap().to_owned();
     let txn: TransactionId = id.parse().unwrap();
     assert_eq!(
@@ -257,12 +263,12 @@ async fn a_transaction_commits_through_the_api() {
 
     let by_name = server.register(&id, json!({"name": "users"})).await;
     assert_eq!(by_name.status, StatusCode::CREATED, "{}", by_name.body);
-    assert_eq!(by_name.body["registration"], "Registered");
+    assert_eq!(by_name.body["registration"], "registered");
     let by_url = server
         .register(&id, json!({"name": "billing", "url": billing_url}))
         .await;
     assert_eq!(by_url.status, StatusCode::CREATED, "{}", by_url.body);
-    assert_eq!(by_url.body["registration"], "Registered");
+    assert_eq!(by_url.body["registration"], "registered");
     // The same service again, by its known URL or its ad hoc URL: no effect.
     for again in [
         json!({"name": "users", "url": users_url}),
@@ -270,26 +276,26 @@ async fn a_transaction_commits_through_the_api() {
     ] {
         let answer = server.register(&id, again).await;
         assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
-        assert_eq!(answer.body["registration"], "AlreadyRegistered");
+        assert_eq!(answer.body["registration"], "already_registered");
     }
 
     let answer = server.phase(&id, "prepare").await;
     assert_eq!(answer.status, StatusCode::OK);
     assert_eq!(answer.body, json!({"outcome": "prepared"}));
-    assert_eq!(server.state(&id).await, "Prepared");
+    assert_eq!(server.state(&id).await, "prepared");
 
     let answer = server.phase(&id, "commit").await;
     assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
     assert_eq!(answer.body["id"], id.as_str());
-    assert_eq!(answer.body["decision"], "Commit");
+    assert_eq!(answer.body["decision"], "commit");
     assert_eq!(answer.body["hazards"], json!([]));
-    assert_eq!(server.state(&id).await, "Committed");
+    assert_eq!(server.state(&id).await, "committed");
 
     let report = server
         .call(Method::GET, &format!("/transactions/{id}/report"), None)
         .await;
     assert_eq!(report.status, StatusCode::OK);
-    assert_eq!(report.body["state"], "Committed");
+    assert_eq!(report.body["state"], "committed");
     let participants = report.body["participants"].as_array().unwrap();
     let names: Vec<_> = participants.iter().map(|p| p["name"].clone()).collect();
     assert_eq!(names, [json!("users"), json!("billing")]);
@@ -317,7 +323,7 @@ async fn an_aborted_vote_aborts_with_its_reason() {
     let users = Service::new("users", Vote::Ready);
     let stock_url = spawn_service(Arc::clone(&stock)).await;
     let users_url = spawn_service(Arc::clone(&users)).await;
-    let server = start(ServerConfig::default()).await;
+    let server = start(loopback()).await;
     let id = server.begin().await;
     server
         .register(&id, json!({"name": "users", "url": users_url}))
@@ -341,9 +347,9 @@ async fn an_aborted_vote_aborts_with_its_reason() {
     assert_eq!(commit.code(), "invalid_state");
     let rollback = server.phase(&id, "rollback").await;
     assert_eq!(rollback.status, StatusCode::OK);
-    assert_eq!(rollback.body["decision"], "Abort");
+    assert_eq!(rollback.body["decision"], "abort");
     assert_eq!(rollback.body["abort_reason"]["kind"], "voted");
-    assert_eq!(server.state(&id).await, "Aborted");
+    assert_eq!(server.state(&id).await, "aborted");
     // The service that voted yes is rolled back; the one that said no is not.
     assert!(users.calls().iter().any(|c| c.starts_with("rollback")));
     assert!(!stock.calls().iter().any(|c| c.starts_with("rollback")));
@@ -352,7 +358,7 @@ async fn an_aborted_vote_aborts_with_its_reason() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prepared_transactions_are_listed_as_in_doubt() {
     let url = spawn_service(Service::new("users", Vote::Ready)).await;
-    let server = start(ServerConfig::default()).await;
+    let server = start(loopback()).await;
     let active = server.begin().await;
     let prepared = prepared_transaction(&server, "users", &url).await;
 
@@ -368,7 +374,7 @@ async fn prepared_transactions_are_listed_as_in_doubt() {
     assert_eq!(all.status, StatusCode::OK);
     assert_eq!(ids(&all), [active.clone(), prepared.clone()]);
     let listed = &all.body["transactions"][1];
-    assert_eq!(listed["state"], "Prepared");
+    assert_eq!(listed["state"], "prepared");
     assert_eq!(listed["in_doubt"], true);
     assert_eq!(listed["participants"], 1);
     assert!(listed["age_ms"].is_u64());
@@ -379,7 +385,7 @@ async fn prepared_transactions_are_listed_as_in_doubt() {
         .await;
     assert_eq!(ids(&in_doubt), std::slice::from_ref(&prepared));
     let active_only = server
-        .call(Method::GET, "/transactions?state=Active", None)
+        .call(Method::GET, "/transactions?state=active", None)
         .await;
     assert_eq!(ids(&active_only), [active]);
 
@@ -393,7 +399,7 @@ async fn prepared_transactions_are_listed_as_in_doubt() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_requests_get_json_errors_and_the_server_stays_healthy() {
     let url = spawn_service(Service::new("users", Vote::Ready)).await;
-    let server = start(ServerConfig::default()).await;
+    let server = start(loopback()).await;
     let id = server.begin().await;
     let participants = format!("/transactions/{id}/participants");
     let unknown = "00000000-0000-0000-0000-000000000000";
@@ -509,7 +515,7 @@ async fn bad_requests_get_json_errors_and_the_server_stays_healthy() {
     }
 
     // Nothing above changed the transaction, and the server still works.
-    assert_eq!(server.state(&id).await, "Active");
+    assert_eq!(server.state(&id).await, "active");
     let health = server.call(Method::GET, "/health", None).await;
     assert_eq!(health.status, StatusCode::OK);
     assert_eq!(health.body["status"], "ok");
@@ -521,18 +527,18 @@ async fn bad_requests_get_json_errors_and_the_server_stays_healthy() {
         server.phase(&id, "prepare").await.body["outcome"],
         "prepared"
     );
-    assert_eq!(server.phase(&id, "commit").await.body["decision"], "Commit");
+    assert_eq!(server.phase(&id, "commit").await.body["decision"], "commit");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn begin_beyond_capacity_is_429_and_ad_hoc_can_be_refused() {
+async fn begin_beyond_capacity_is_429_and_registration_by_url_is_off_by_default() {
     let config = CoordinatorConfig::builder()
         .max_transactions(1)
         .build()
         .unwrap();
     let server = start_with(
         TransactionCoordinator::with_config(config),
-        ServerConfig::default().allow_ad_hoc_participants(false),
+        ServerConfig::default(),
     )
     .await;
     let id = server.begin().await;
@@ -573,7 +579,7 @@ async fn a_bearer_token_guards_every_route_but_health() {
     }
     server.token = Some("s3cret");
     let id = server.begin().await;
-    assert_eq!(server.state(&id).await, "Active");
+    assert_eq!(server.state(&id).await, "active");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -588,7 +594,7 @@ async fn requests_beyond_the_concurrency_limit_are_shed() {
         },
     );
     let url = spawn_service(slow).await;
-    let server = Arc::new(start(ServerConfig::default().max_concurrent_requests(1)).await);
+    let server = Arc::new(start(loopback().max_concurrent_requests(1)).await);
     let id = server.begin().await;
     server
         .register(&id, json!({"name": "slow", "url": url}))
@@ -613,14 +619,14 @@ async fn requests_beyond_the_concurrency_limit_are_shed() {
     release.notify_one();
     let prepared = preparing.await.unwrap();
     assert_eq!(prepared.body["outcome"], "prepared");
-    assert_eq!(server.state(&id).await, "Prepared");
+    assert_eq!(server.state(&id).await, "prepared");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_count_transactions_by_outcome() {
     let ready = spawn_service(Service::new("ready", Vote::Ready)).await;
     let refusing = spawn_service(Service::new("refusing", Vote::Abort("no"))).await;
-    let server = start(ServerConfig::default()).await;
+    let server = start(loopback()).await;
     for _ in 0..2 {
         let id = prepared_transaction(&server, "ready", &ready).await;
         assert_eq!(server.phase(&id, "commit").await.status, StatusCode::OK);
@@ -687,6 +693,7 @@ async fn the_openapi_document_lists_every_route() {
         "POST /transactions/{id}/commit",
         "POST /transactions/{id}/rollback",
         "GET /health",
+        "GET /ready",
         "GET /metrics",
         "GET /openapi.json",
     ]
@@ -714,29 +721,34 @@ async fn the_openapi_document_lists_every_route() {
 async fn shutdown_lets_clients_commit_during_grace_and_rolls_back_the_rest() {
     let service = Service::new("users", Vote::Ready);
     let url = spawn_service(Arc::clone(&service)).await;
-    let mut server =
-        start(ServerConfig::default().shutdown_grace(Duration::from_millis(800))).await;
+    let mut server = start(loopback().shutdown_grace(Duration::from_millis(800))).await;
     let committed = prepared_transaction(&server, "users", &url).await;
     let abandoned = prepared_transaction(&server, "users", &url).await;
 
     let coordinator = server.coordinator.clone();
     server.signal_shutdown();
 
-    // Draining: health says so and no transaction begins...
-    let mut health = server.call(Method::GET, "/health", None).await;
+    // Draining: not ready, though alive, and no transaction begins...
+    let mut ready = server.call(Method::GET, "/ready", None).await;
     let waited = tokio::time::Instant::now();
-    while health.status == StatusCode::OK && waited.elapsed() < PATIENCE {
+    while ready.status == StatusCode::OK && waited.elapsed() < PATIENCE {
         tokio::time::sleep(Duration::from_millis(5)).await;
-        health = server.call(Method::GET, "/health", None).await;
+        ready = server.call(Method::GET, "/ready", None).await;
     }
-    assert_eq!(health.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(ready.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        ready.body,
+        json!({"status": "shutting_down", "unfinished": 2})
+    );
+    let health = server.call(Method::GET, "/health", None).await;
+    assert_eq!(health.status, StatusCode::OK);
     assert_eq!(health.body, json!({"status": "draining", "unfinished": 2}));
     let begin = server.call(Method::POST, "/transactions", None).await;
     assert_eq!(begin.status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(begin.code(), "shutting_down");
     // ...but a client may still finish its transaction.
     let answer = server.phase(&committed, "commit").await;
-    assert_eq!(answer.body["decision"], "Commit", "{}", answer.body);
+    assert_eq!(answer.body["decision"], "commit", "{}", answer.body);
 
     let report = server.finished().await;
     assert_eq!(report.unfinished_at_signal, 2);
@@ -759,7 +771,7 @@ async fn shutdown_lets_clients_commit_during_grace_and_rolls_back_the_rest() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_with_nothing_unfinished_does_not_wait_for_the_grace_period() {
     let url = spawn_service(Service::new("users", Vote::Ready)).await;
-    let mut server = start(ServerConfig::default().shutdown_grace(Duration::from_secs(60))).await;
+    let mut server = start(loopback().shutdown_grace(Duration::from_secs(60))).await;
     let id = prepared_transaction(&server, "users", &url).await;
     server.phase(&id, "commit").await;
 
@@ -769,4 +781,411 @@ async fn shutdown_with_nothing_unfinished_does_not_wait_for_the_grace_period() {
     assert_eq!(report.unfinished_at_signal, 0);
     assert_eq!(report.rolled_back, 0);
     assert!(!report.grace_expired);
+}
+
+/// Liveness and metrics stay reachable when every API slot is taken;
+/// readiness says the server is saturated.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_and_metrics_are_never_shed_and_ready_reports_saturation() {
+    let entered = Arc::new(Notify::new());
+    let release = Arc::new(Notify::new());
+    let slow = Service::new(
+        "slow",
+        Vote::ReadyWhenReleased {
+            entered: Arc::clone(&entered),
+            release: Arc::clone(&release),
+        },
+    );
+    let url = spawn_service(slow).await;
+    let server = Arc::new(start(loopback().max_concurrent_requests(1)).await);
+    let ready = server.call(Method::GET, "/ready", None).await;
+    assert_eq!(ready.status, StatusCode::OK);
+    assert_eq!(ready.body["status"], "ready");
+    let id = server.begin().await;
+    server
+        .register(&id, json!({"name": "slow", "url": url}))
+        .await;
+    let preparing = tokio::spawn({
+        let server = Arc::clone(&server);
+        let id = id.clone();
+        async move { server.phase(&id, "prepare").await }
+    });
+    tokio::time::timeout(PATIENCE, entered.notified())
+        .await
+        .expect("prepare reached the participant");
+
+    // The API is saturated...
+    let shed = server.call(Method::GET, "/transactions", None).await;
+    assert_eq!(shed.code(), "overloaded");
+    // ...but the process is alive and observable.
+    let health = server.call(Method::GET, "/health", None).await;
+    assert_eq!(health.status, StatusCode::OK, "{}", health.body);
+    assert_eq!(health.body["status"], "ok");
+    assert!(server
+        .text("/metrics")
+        .await
+        .contains("dtxn_transactions_in_flight 1"));
+    let ready = server.call(Method::GET, "/ready", None).await;
+    assert_eq!(ready.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(ready.body["status"], "saturated");
+
+    release.notify_one();
+    assert_eq!(preparing.await.unwrap().body["outcome"], "prepared");
+    let ready = server.call(Method::GET, "/ready", None).await;
+    assert_eq!(ready.status, StatusCode::OK, "{}", ready.body);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registration_by_url_is_limited_to_allowed_hosts_and_never_this_server() {
+    let url = spawn_service(Service::new("users", Vote::Ready)).await;
+    let port = url
+        .trim_end_matches('/')
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .to_owned();
+
+    // Off by default.
+    let closed = start(ServerConfig::default()).await;
+    let id = closed.begin().await;
+    let answer = closed
+        .register(&id, json!({"name": "users", "url": url}))
+        .await;
+    assert_eq!(answer.status, StatusCode::FORBIDDEN);
+    assert_eq!(answer.code(), "ad_hoc_participants_disabled");
+
+    // On for one host only.
+    let server = start(ServerConfig::default().allow_participant_host("127.0.0.1")).await;
+    let own_port = server.base.rsplit(':').next().unwrap().to_owned();
+    let id = server.begin().await;
+    for (what, target, status, code) in [
+        (
+            "another loopback address",
+            format!("http://127.0.0.2:{port}/"),
+            StatusCode::FORBIDDEN,
+            "participant_host_not_allowed",
+        ),
+        (
+            "a host name for an allowed address",
+            format!("http://localhost:{port}/"),
+            StatusCode::FORBIDDEN,
+            "participant_host_not_allowed",
+        ),
+        (
+            "the cloud metadata service",
+            "http://169.254.169.254/latest/".to_owned(),
+            StatusCode::FORBIDDEN,
+            "participant_host_not_allowed",
+        ),
+        (
+            "the coordinator itself",
+            format!("http://127.0.0.1:{own_port}/"),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_participant_url",
+        ),
+    ] {
+        let answer = server
+            .register(&id, json!({"name": "x", "url": target}))
+            .await;
+        assert_eq!((answer.status, answer.code()), (status, code), "{what}");
+    }
+    let answer = server
+        .register(&id, json!({"name": "users", "url": url}))
+        .await;
+    assert_eq!(answer.status, StatusCode::CREATED, "{}", answer.body);
+    assert_eq!(
+        server.phase(&id, "prepare").await.body["outcome"],
+        "prepared"
+    );
+}
+
+/// A participant URL that is really some internal service: whatever it
+/// answers, the client learns the status and at most a capped JSON `error`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn abort_reasons_never_carry_a_participants_raw_body() {
+    use axum::routing::post;
+    const SECRET: &str = "SECRET-internal-data";
+    let long_error = "e".repeat(10_000);
+    let internal = axum::Router::new()
+        .route(
+            "/text/prepare",
+            post(|| async { (StatusCode::INTERNAL_SERVER_ERROR, SECRET) }),
+        )
+        .route(
+            "/json/prepare",
+            post(|| async { (StatusCode::OK, axum::Json(json!({"data": SECRET}))) }),
+        )
+        .route(
+            "/string/prepare",
+            post(|| async { (StatusCode::OK, axum::Json(json!(SECRET))) }),
+        )
+        .route(
+            "/variant/prepare",
+            post(|| async { (StatusCode::OK, axum::Json(json!({"vote": SECRET}))) }),
+        )
+        .route(
+            "/refusal/prepare",
+            post(move || {
+                let long_error = long_error.clone();
+                async move {
+                    (
+                        StatusCode::CONFLICT,
+                        axum::Json(json!({"code": "no", "error": long_error})),
+                    )
+                }
+            }),
+        )
+        .route(
+            "/vote/prepare",
+            post(|| async { axum::Json(json!({"vote": "aborted", "reason": "r".repeat(10_000)})) }),
+        )
+        .fallback(|| async { StatusCode::OK });
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, internal).await });
+    let server = start(loopback()).await;
+
+    for path in ["text", "json", "string", "variant"] {
+        let id = server.begin().await;
+        let url = format!("{base}/{path}/");
+        let answer = server.register(&id, json!({"name": "p", "url": url})).await;
+        assert_eq!(answer.status, StatusCode::CREATED, "{}", answer.body);
+        let answer = server.phase(&id, "prepare").await;
+        assert_eq!(answer.body["outcome"], "aborted", "{path}");
+        let text = answer.body.to_string();
+        assert!(!text.contains(SECRET), "{path}: {text}");
+        let report = server
+            .call(Method::GET, &format!("/transactions/{id}/report"), None)
+            .await;
+        assert!(!report.body.to_string().contains(SECRET), "{path}");
+    }
+    let id = server.begin().await;
+    server
+        .register(&id, json!({"name": "p", "url": format!("{base}/text/")}))
+        .await;
+    let message = server.phase(&id, "prepare").await.body["reason"]["message"].clone();
+    assert!(
+        message.as_str().unwrap().contains("500"),
+        "the status is kept: {message}"
+    );
+
+    for path in ["refusal", "vote"] {
+        let id = server.begin().await;
+        server
+            .register(&id, json!({"name": "p", "url": format!("{base}/{path}/")}))
+            .await;
+        let answer = server.phase(&id, "prepare").await;
+        let reason = answer.body["reason"]["reason"].as_str().unwrap().to_owned();
+        assert!(
+            reason.chars().count() <= dtxn_http::wire::MAX_REASON_CHARS + 1,
+            "{path}: {} characters",
+            reason.len()
+        );
+        assert!(reason.ends_with('…'), "{path}: {reason}");
+    }
+}
+
+/// Clients whose every enumerated value is `snake_case`, and the document
+/// says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enumerated_values_are_snake_case_in_answers_queries_and_the_document() {
+    let url = spawn_service(Service::new("users", Vote::Ready)).await;
+    let server = start(loopback()).await;
+    let id = prepared_transaction(&server, "users", &url).await;
+    let listed = server
+        .call(Method::GET, "/transactions?state=prepared", None)
+        .await;
+    assert_eq!(listed.status, StatusCode::OK, "{}", listed.body);
+    assert_eq!(listed.body["transactions"][0]["state"], "prepared");
+    let refused = server
+        .call(Method::GET, "/transactions?state=Prepared", None)
+        .await;
+    assert_eq!(refused.code(), "invalid_query");
+    let again = server
+        .register(&id, json!({"name": "users", "url": url}))
+        .await;
+    assert_eq!(again.code(), "invalid_state");
+    let outcome = server.phase(&id, "commit").await;
+    assert_eq!(outcome.body["decision"], "commit");
+
+    let doc = server.call(Method::GET, "/openapi.json", None).await.body;
+    let schemas = doc["components"]["schemas"].as_object().unwrap();
+    let mut enums = 0;
+    for (name, schema) in schemas {
+        for value in schema["enum"].as_array().into_iter().flatten() {
+            let value = value.as_str().unwrap();
+            enums += 1;
+            assert!(
+                value
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'),
+                "{name}: {value}"
+            );
+        }
+    }
+    assert!(enums > 20, "{enums} enumerated values");
+    for (schema, values) in [
+        (
+            "TxnState",
+            json!([
+                "active",
+                "preparing",
+                "prepared",
+                "committing",
+                "committed",
+                "aborting",
+                "aborted"
+            ]),
+        ),
+        ("DecisionName", json!(["commit", "abort"])),
+        (
+            "RegistrationName",
+            json!(["registered", "already_registered"]),
+        ),
+    ] {
+        assert_eq!(
+            doc["components"]["schemas"][schema]["enum"], values,
+            "{schema}"
+        );
+    }
+}
+
+/// Reads one HTTP/1.1 answer (headers and a `Content-Length` body) from a
+/// raw socket.
+async fn read_answer(stream: &mut tokio::net::TcpStream) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut buf = Vec::new();
+    loop {
+        let mut chunk = [0u8; 1024];
+        let n = stream.read(&mut chunk).await.unwrap();
+        assert!(n > 0, "closed before a whole answer: {buf:?}");
+        buf.extend_from_slice(&chunk[..n]);
+        let text = String::from_utf8_lossy(&buf).into_owned();
+        if let Some((head, body)) = text.split_once("\r\n\r\n") {
+            let length = head
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length: ")
+                        .map(str::to_owned)
+                })
+                .and_then(|l| l.trim().parse::<usize>().ok())
+                .unwrap_or(0);
+            if body.len() >= length {
+                return text;
+            }
+        }
+    }
+}
+
+/// Reads a raw socket until the server closes it; returns what it sent.
+async fn read_until_closed(stream: &mut tokio::net::TcpStream) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut buf = Vec::new();
+    let read = tokio::time::timeout(PATIENCE, async {
+        loop {
+            let mut chunk = [0u8; 1024];
+            match stream.read(&mut chunk).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+    })
+    .await;
+    assert!(read.is_ok(), "the server kept a stalled connection open");
+    String::from_utf8_lossy(&buf).into_owned()
+}
+
+/// Clients that stall mid-body, mid-headers or before sending anything are
+/// cut off after their timeout, and meanwhile hold no API slot: with one
+/// slot, another client is still served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_clients_are_cut_off_and_never_block_others() {
+    use tokio::io::AsyncWriteExt;
+    let url = spawn_service(Service::new("users", Vote::Ready)).await;
+    let timeout = Duration::from_millis(500);
+    let mut server = start(
+        loopback()
+            .max_concurrent_requests(1)
+            .header_read_timeout(timeout)
+            .body_read_timeout(timeout)
+            .idle_timeout(timeout),
+    )
+    .await;
+    // No pooled connections: the server closes idle ones quickly here.
+    server.http = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .timeout(PATIENCE)
+        .build()
+        .unwrap();
+    let id = server.begin().await;
+    let address = server.base.trim_start_matches("http://").to_owned();
+    let connect = || tokio::net::TcpStream::connect(address.clone());
+
+    let mut bodies = Vec::new();
+    for _ in 0..3 {
+        let mut stream = connect().await.unwrap();
+        let head = format!(
+            "POST /transactions/{id}/participants HTTP/1.1\r\nhost: x\r\n\
+             content-type: application/json\r\ncontent-length: 100\r\n\r\n{{\"name\":"
+        );
+        stream.write_all(head.as_bytes()).await.unwrap();
+        bodies.push(stream);
+    }
+    let mut head = connect().await.unwrap();
+    head.write_all(b"GET /transactions HTTP/1.1\r\nhost: x\r\n")
+        .await
+        .unwrap();
+    let mut silent = connect().await.unwrap();
+
+    // Another client is served, all the way to a commit.
+    let answer = server
+        .register(&id, json!({"name": "users", "url": url}))
+        .await;
+    assert_eq!(answer.status, StatusCode::CREATED, "{}", answer.body);
+    assert_eq!(
+        server.phase(&id, "prepare").await.body["outcome"],
+        "prepared"
+    );
+    assert_eq!(server.phase(&id, "commit").await.body["decision"], "commit");
+
+    // And every stalled socket is closed; a stalled body is told why.
+    for stream in &mut bodies {
+        let answer = read_until_closed(stream).await;
+        assert!(answer.starts_with("HTTP/1.1 408"), "{answer:?}");
+        assert!(answer.contains("body_timeout"), "{answer:?}");
+    }
+    assert_eq!(read_until_closed(&mut head).await, "");
+    assert_eq!(read_until_closed(&mut silent).await, "");
+    let health = server.call(Method::GET, "/health", None).await;
+    assert_eq!(health.status, StatusCode::OK);
+}
+
+/// Beyond `max_connections`, a client waits in the backlog until an open
+/// connection closes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_beyond_the_cap_wait_until_one_closes() {
+    use tokio::io::AsyncWriteExt;
+    let server = start(ServerConfig::default().max_connections(1)).await;
+    let address = server.base.trim_start_matches("http://").to_owned();
+    let request = b"GET /health HTTP/1.1\r\nhost: x\r\n\r\n";
+
+    // The holder is served, then keeps its connection open (keep-alive).
+    let mut holder = tokio::net::TcpStream::connect(&address).await.unwrap();
+    holder.write_all(request).await.unwrap();
+    let answer = tokio::time::timeout(PATIENCE, read_answer(&mut holder))
+        .await
+        .unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+
+    let mut waiting = tokio::net::TcpStream::connect(&address).await.unwrap();
+    waiting.write_all(request).await.unwrap();
+    let early = tokio::time::timeout(Duration::from_millis(300), read_answer(&mut waiting)).await;
+    assert!(early.is_err(), "served beyond the cap: {early:?}");
+
+    drop(holder);
+    let answer = tokio::time::timeout(PATIENCE, read_answer(&mut waiting))
+        .await
+        .expect("served once the other connection closed");
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
 }

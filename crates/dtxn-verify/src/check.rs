@@ -680,6 +680,7 @@ pub fn error_summary(e: &CoordinatorError) -> String {
             format!("CapacityExceeded (limit {limit})")
         }
         CoordinatorError::ShuttingDown => "ShuttingDown".to_owned(),
+        other => other.to_string(),
     }
 }
 

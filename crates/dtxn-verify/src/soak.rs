@@ -130,9 +130,14 @@ pub struct SoakReport {
     pub hazards: u64,
     /// Transactions with at least one hazard.
     pub transactions_with_hazards: u64,
-    /// Total in-doubt amount (see [`check`](crate::check)).
+    /// Money in doubt: the net of the transfer legs that participants
+    /// lost after a Commit (heuristic hazards) never applied, so that
+    /// closing total + `in_doubt` = opening total; negative when the
+    /// accounts end with more than they should (see
+    /// [`check`](crate::check)). An operator would repair it by hand.
     pub in_doubt: i64,
-    /// Total still held by hazard participants at the end.
+    /// Money still reserved at the end by hazard participants (they never
+    /// learned the outcome, so never released their holds).
     pub held: i64,
     /// Faults that fired, by kind.
     pub faults: FaultCounts,

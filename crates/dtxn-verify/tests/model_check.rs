@@ -639,6 +639,7 @@ impl Model for TwoPhaseCommit {
                             participant,
                             attempt,
                             result,
+                            retry_budget_spent: false,
                         }));
                     }
                 }
@@ -709,6 +710,7 @@ impl Model for TwoPhaseCommit {
                     participant: call.participant,
                     attempt: call.attempt,
                     result,
+                    retry_budget_spent: false,
                 };
                 next.answer(call, event);
             }
@@ -727,6 +729,7 @@ impl Model for TwoPhaseCommit {
                         participant: call.participant,
                         attempt: call.attempt,
                         result: Err(CallFailure::TimedOut),
+                        retry_budget_spent: false,
                     }
                 };
                 next.answer(call, event);

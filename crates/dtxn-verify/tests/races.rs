@@ -209,6 +209,7 @@ fn rank(s: TransactionState) -> u8 {
         TransactionState::Prepared => 2,
         TransactionState::Committing | TransactionState::Aborting => 3,
         TransactionState::Committed | TransactionState::Aborted => 4,
+        other => panic!("a state this check does not know: {other}"),
     }
 }
 

@@ -5,6 +5,7 @@ use std::time::Duration;
 /// A configuration value was refused by [`CoordinatorConfigBuilder::build`]
 /// or [`RetryPolicy::new`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum ConfigError {
     /// A count that must be at least one was zero.
     #[error("{setting} must be at least 1")]
@@ -17,6 +18,14 @@ pub enum ConfigError {
     ZeroDuration {
         /// The setting's name.
         setting: &'static str,
+    },
+    /// A duration is below the smallest the timers can honour.
+    #[error("{setting} must be at least {min:?}")]
+    TooShort {
+        /// The setting's name.
+        setting: &'static str,
+        /// The smallest value accepted.
+        min: Duration,
     },
     /// The backoff cap is smaller than the first backoff.
     #[error("max backoff {max:?} is shorter than the initial backoff {initial:?}")]
@@ -39,13 +48,24 @@ pub enum ConfigError {
 }
 
 /// How phase-2 calls (`commit` / `rollback`) that fail are retried: capped
-/// exponential backoff with jitter and a bounded number of attempts. After
-/// the last attempt fails the participant is given up on and reported as a
-/// heuristic hazard.
+/// exponential backoff with jitter, bounded both by a number of attempts and
+/// by time. A participant is given up on, and reported as a heuristic
+/// hazard, when an attempt fails and either it was the last one allowed or
+/// [`max_elapsed`](Self::max_elapsed) has passed since its phase 2 began.
 ///
 /// The delay before attempt `n` (n ≥ 2) is `initial · 2^(n-2)`, capped at
 /// `max`, then jittered into `[delay/2, delay]` ("equal jitter") by the
 /// driver so that retries from many transactions do not arrive in lockstep.
+///
+/// # Choosing a policy
+///
+/// The default (30 attempts, 100 ms doubling to 5 s, at most 60 s) rides
+/// out a participant that is down for 30 s — a restart or a redeploy —
+/// without a hazard: a participant that refuses connections at once is
+/// retried about 18 times in those 30 s. Raise
+/// [`max_elapsed`](Self::with_max_elapsed) (and the attempts) if your
+/// services take longer to come back; every second of it is a second a
+/// failing transaction keeps its capacity slot. Lower it for tests.
 ///
 /// ```
 /// use std::time::Duration;
@@ -62,18 +82,23 @@ pub struct RetryPolicy {
     max_attempts: u32,
     initial_backoff: Duration,
     max_backoff: Duration,
+    max_elapsed: Duration,
 }
 
 impl RetryPolicy {
     /// Default number of attempts per phase-2 call, the first included.
-    pub const DEFAULT_MAX_ATTEMPTS: u32 = 5;
+    pub const DEFAULT_MAX_ATTEMPTS: u32 = 30;
     /// Default delay before the second attempt.
-    pub const DEFAULT_INITIAL_BACKOFF: Duration = Duration::from_millis(50);
+    pub const DEFAULT_INITIAL_BACKOFF: Duration = Duration::from_millis(100);
     /// Default cap on the delay between attempts.
-    pub const DEFAULT_MAX_BACKOFF: Duration = Duration::from_secs(2);
+    pub const DEFAULT_MAX_BACKOFF: Duration = Duration::from_secs(5);
+    /// Default time budget of one participant's phase 2.
+    pub const DEFAULT_MAX_ELAPSED: Duration = Duration::from_secs(60);
 
     /// A policy of at most `max_attempts` attempts, waiting `initial_backoff`
-    /// before the second and doubling up to `max_backoff`.
+    /// before the second and doubling up to `max_backoff`, with the default
+    /// time budget ([`DEFAULT_MAX_ELAPSED`](Self::DEFAULT_MAX_ELAPSED); see
+    /// [`with_max_elapsed`](Self::with_max_elapsed)).
     pub fn new(
         max_attempts: u32,
         initial_backoff: Duration,
@@ -94,7 +119,36 @@ impl RetryPolicy {
             max_attempts,
             initial_backoff,
             max_backoff,
+            max_elapsed: Self::DEFAULT_MAX_ELAPSED,
         })
+    }
+
+    /// The same policy, giving up on a participant once `max_elapsed` has
+    /// passed since the decision (checked when an attempt fails, so the
+    /// attempt in flight then always ends first). No wait between attempts
+    /// extends past the budget: a participant's phase 2 ends within
+    /// `max_elapsed` plus one call's timeout. `Duration::MAX` means
+    /// attempts alone bound the retries.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::ZeroDuration`] for a zero budget.
+    pub fn with_max_elapsed(self, max_elapsed: Duration) -> Result<Self, ConfigError> {
+        if max_elapsed.is_zero() {
+            return Err(ConfigError::ZeroDuration {
+                setting: "max_elapsed",
+            });
+        }
+        Ok(Self {
+            max_elapsed,
+            ..self
+        })
+    }
+
+    /// The time budget of one participant's phase 2, from its start to the
+    /// failure of an attempt after which it is not retried.
+    pub fn max_elapsed(&self) -> Duration {
+        self.max_elapsed
     }
 
     /// Attempts per call, the first included.
@@ -128,7 +182,14 @@ impl RetryPolicy {
     /// into `[delay/2, delay)`. The caller supplies the randomness.
     pub fn jitter(delay: Duration, sample: f64) -> Duration {
         let half = delay / 2;
-        half + half.mul_f64(sample.clamp(0.0, 1.0))
+        let sample = if sample.is_nan() {
+            0.0
+        } else {
+            sample.clamp(0.0, 1.0)
+        };
+        // Saturating throughout: any delay, however large, jitters safely.
+        let extra = Duration::try_from_secs_f64(half.as_secs_f64() * sample).unwrap_or(half);
+        half.saturating_add(extra.min(half))
     }
 }
 
@@ -138,6 +199,7 @@ impl Default for RetryPolicy {
             max_attempts: Self::DEFAULT_MAX_ATTEMPTS,
             initial_backoff: Self::DEFAULT_INITIAL_BACKOFF,
             max_backoff: Self::DEFAULT_MAX_BACKOFF,
+            max_elapsed: Self::DEFAULT_MAX_ELAPSED,
         }
     }
 }
@@ -145,8 +207,9 @@ impl Default for RetryPolicy {
 /// Every limit and timeout of a [`TransactionCoordinator`](crate::TransactionCoordinator).
 ///
 /// Build one with [`CoordinatorConfig::builder`]; the builder refuses
-/// nonsense (zero limits, zero timeouts, a deadline shorter than the prepare
-/// timeout) with a [`ConfigError`].
+/// nonsense (zero limits, zero timeouts, a sweep interval below the timers'
+/// resolution, a deadline shorter than the prepare timeout) with a
+/// [`ConfigError`].
 ///
 /// | setting | default | meaning |
 /// |---|---|---|
@@ -154,11 +217,14 @@ impl Default for RetryPolicy {
 /// | `max_participants` | 100 | participants per transaction; more fail with `TooManyParticipants` |
 /// | `prepare_timeout` | 5 s | per `prepare` call; a late vote counts as `Aborted` |
 /// | `phase2_timeout` | 5 s | per `commit`/`rollback` attempt; a late answer counts as a failed attempt |
-/// | `retry` | 5 attempts, 50 ms → 2 s | phase-2 retry policy, see [`RetryPolicy`] |
+/// | `retry` | 30 attempts, 100 ms → 5 s, at most 60 s | phase-2 retry policy, see [`RetryPolicy`] |
 /// | `transaction_deadline` | 60 s | from begin; a transaction still Active or Prepared then is rolled back |
 /// | `retention_period` | 5 min | how long finished transactions still answer queries |
 /// | `retention_count` | 10 000 | at most this many finished transactions are remembered |
-/// | `sweep_interval` | 250 ms | how often the background task looks for expired deadlines and old finished transactions |
+/// | `sweep_interval` | 250 ms | how often the background task looks for expired deadlines and old finished transactions (at least 1 ms) |
+///
+/// Every duration may be as large as `Duration::MAX`: deadlines too far
+/// in the future for the clock saturate to about 30 years.
 ///
 /// ```
 /// use std::time::Duration;
@@ -203,6 +269,8 @@ impl CoordinatorConfig {
     pub const DEFAULT_RETENTION_COUNT: usize = 10_000;
     /// Default `sweep_interval`.
     pub const DEFAULT_SWEEP_INTERVAL: Duration = Duration::from_millis(250);
+    /// The shortest sweep interval accepted (the timers' resolution).
+    pub const MIN_SWEEP_INTERVAL: Duration = Duration::from_millis(1);
 
     /// A builder starting from the defaults.
     pub fn builder() -> CoordinatorConfigBuilder {
@@ -319,7 +387,8 @@ impl CoordinatorConfigBuilder {
         retention_count: usize
     );
     setter!(
-        /// Period of the background sweep (> 0).
+        /// Period of the background sweep (at least
+        /// [`MIN_SWEEP_INTERVAL`](CoordinatorConfig::MIN_SWEEP_INTERVAL)).
         sweep_interval: Duration
     );
 
@@ -354,6 +423,14 @@ impl CoordinatorConfigBuilder {
             if d.is_zero() {
                 return Err(ConfigError::ZeroDuration { setting });
             }
+        }
+        if c.sweep_interval < CoordinatorConfig::MIN_SWEEP_INTERVAL {
+            // Tokio's timers tick in milliseconds: a shorter interval would
+            // only make the sweeper spin.
+            return Err(ConfigError::TooShort {
+                setting: "sweep_interval",
+                min: CoordinatorConfig::MIN_SWEEP_INTERVAL,
+            });
         }
         if c.transaction_deadline <= c.prepare_timeout {
             return Err(ConfigError::DeadlineShorterThanPrepare {

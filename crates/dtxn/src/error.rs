@@ -6,6 +6,7 @@ use crate::TransactionId;
 /// Why a [`TransactionCoordinator`](crate::TransactionCoordinator) call was
 /// refused. A refused call changes nothing.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum CoordinatorError {
     /// No such transaction: the id was never issued by this coordinator, or
     /// the transaction finished long enough ago to be forgotten.

@@ -60,13 +60,22 @@
 //!   which any is told `rollback`; the decision is Commit only if every
 //!   participant voted yes; it never changes.
 //! * **Bounded time**: phase 1 returns within the prepare timeout; phase 2
-//!   within the retry budget; a transaction left Active or Prepared is rolled
+//!   within the retry policy's time budget plus one call's timeout; a
+//!   transaction left Active or Prepared is rolled
 //!   back at its deadline; dropping every coordinator handle rolls back what
 //!   no client can finish.
-//! * **Cancel safety**: every async method is cancel safe: the participant
-//!   calls a client future drives are handed to a spawned task if the future
-//!   is dropped (a client timeout, an aborted task), so that never leaves a
-//!   transaction stuck.
+//! * **Cancel safety, and no caller is special**: every async method is
+//!   cancel safe. A client future drives the participant calls that answer
+//!   at once and hands the rest to a spawned task before it first waits, so
+//!   a future that is dropped, or held and never polled again, delays no
+//!   other caller, no deadline and no shutdown.
+//! * **Re-entrancy**: no user code (participant calls or `Drop`) runs under
+//!   a coordinator lock, so participants may hold a coordinator handle and
+//!   call back into it, even from `Drop`; a panic in a participant's `Drop`
+//!   is caught and reaches no caller and no background task.
+//! * **Any runtime**: deadlines are enforced by a background task on the
+//!   runtime the coordinator is used from; if that runtime shuts down, the
+//!   next call from another runtime starts a new one.
 //! * **Isolation of failures**: a participant that panics or hangs affects
 //!   only its own call; no lock is held across `.await`, and transactions
 //!   only share brief accesses to a sharded table.
@@ -78,7 +87,7 @@
 //!
 //! [`CoordinatorConfig`] holds every limit and timeout, with defaults
 //! suitable for in-datacenter services (100 participants, 1000 concurrent
-//! transactions, 5 s prepare timeout, 5 phase-2 attempts). Set the prepare
+//! transactions, 5 s prepare timeout, phase-2 retries for up to 60 s). Set the prepare
 //! timeout above your slowest participant's p99.9, and the transaction
 //! deadline above the longest time a client may hold a transaction open.
 //!

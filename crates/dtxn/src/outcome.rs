@@ -8,6 +8,7 @@ use crate::TransactionId;
 
 /// Whether a participant was new to the transaction.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Registration {
     /// Added.
     Registered,
@@ -17,6 +18,8 @@ pub enum Registration {
 
 /// Why a transaction was decided Abort, with participant names.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum AbortReason {
     /// A participant voted [`PreparedResult::Aborted`](crate::PreparedResult::Aborted).
     Voted {
@@ -67,6 +70,7 @@ impl fmt::Display for AbortReason {
 
 /// The result of phase 1.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum PrepareOutcome {
     /// Every participant voted `Ready` or `ReadOnly`: the transaction may
     /// now be committed (or rolled back).

@@ -35,7 +35,7 @@ impl Participant for Recorder {
     async fn prepare(&self, txn: TransactionId) -> PreparedResult {
         self.record(txn, Got::Prepare);
         tokio::task::yield_now().await;
-        if self.refuser && txn.as_u128() % 7 == 0 {
+        if self.refuser && txn.as_u128().is_multiple_of(7) {
             PreparedResult::Aborted("refused".into())
         } else {
             PreparedResult::Ready

@@ -176,7 +176,7 @@ pub async fn execute(args: DemoArgs) -> ExitCode {
         }
     };
     if args.json {
-        match serde_json::to_string(&summary) {
+        match crate::units::json_line(&summary) {
             Ok(line) => println!("{line}"),
             Err(e) => {
                 eprintln!("dtxn demo: cannot serialize the summary: {e}");

@@ -11,8 +11,9 @@ use super::check::{Check, StoreTotals};
 use super::transport::Transport;
 use super::workload::FaultKind;
 use super::{TxnRecord, TxnResult};
+use crate::units;
 
-/// Latency percentiles in milliseconds.
+/// Latency percentiles in milliseconds, at microsecond resolution.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
 pub struct LatencyMs {
     /// Median.
@@ -120,7 +121,7 @@ impl Summary {
             aborted_by_reason,
             faults_injected: info.faults_injected,
             throughput_tps: if elapsed_s > 0.0 {
-                round(finished as f64 / elapsed_s, 1)
+                units::round(finished as f64 / elapsed_s, 1)
             } else {
                 0.0
             },
@@ -130,7 +131,7 @@ impl Summary {
                 p99: percentile_ms(&latencies, 0.99),
                 max: percentile_ms(&latencies, 1.0),
             },
-            elapsed_s: round(elapsed_s, 3),
+            elapsed_s: units::round(elapsed_s, 3),
             consistent: check.consistent(),
             violations: check.violations,
             stores: check.totals,
@@ -163,19 +164,15 @@ fn strip_details(text: &str) -> String {
     kept.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
-/// Nearest-rank percentile of sorted `latencies`, in milliseconds.
+/// Nearest-rank percentile of sorted `latencies`, in milliseconds at
+/// microsecond resolution.
 fn percentile_ms(sorted: &[Duration], q: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
     }
     let rank = (q * sorted.len() as f64).ceil() as usize;
     let index = rank.clamp(1, sorted.len()) - 1;
-    round(sorted[index].as_secs_f64() * 1000.0, 3)
-}
-
-fn round(value: f64, decimals: i32) -> f64 {
-    let scale = 10f64.powi(decimals);
-    (value * scale).round() / scale
+    units::millis(sorted[index])
 }
 
 fn percent(part: usize, whole: usize) -> f64 {
@@ -195,8 +192,8 @@ impl fmt::Display for Summary {
              (UserService + ProductService + OrderService, two-phase commit)"
         )?;
         let mode = match self.mode {
-            Transport::InProcess => "in-process calls",
-            Transport::Http => "HTTP on loopback",
+            Transport::InProcess => "the coordinator calls the services in process",
+            Transport::Http => "the coordinator calls the services over HTTP on loopback",
         };
         writeln!(
             f,
@@ -232,7 +229,11 @@ impl fmt::Display for Summary {
                 percent(self.failed, n)
             )?;
         }
-        writeln!(f, "  hazards      {:>7}", self.hazards)?;
+        writeln!(
+            f,
+            "  hazards      {:>7}  participants given up on after the decision",
+            self.hazards
+        )?;
         let injected: usize = self.faults_injected.values().sum();
         let kinds: Vec<String> = FaultKind::ALL
             .iter()
@@ -259,7 +260,7 @@ impl fmt::Display for Summary {
         let l = &self.latency_ms;
         writeln!(
             f,
-            "  latency      p50 {:.1} ms   p90 {:.1} ms   p99 {:.1} ms   max {:.1} ms",
+            "  latency      p50 {:.1} ms   p90 {:.1} ms   p99 {:.1} ms   max {:.1} ms   (begin to outcome)",
             l.p50, l.p90, l.p99, l.max
         )?;
         writeln!(f)?;
@@ -323,6 +324,60 @@ mod tests {
             normalize_reason(&timed_out),
             "OrderService failed to prepare: timed out"
         );
+    }
+
+    #[test]
+    fn latencies_print_without_float_noise() {
+        // 4.015 ms as a naive float is 4.015000000000001.
+        let sorted = [
+            Duration::from_nanos(4_015_000),
+            Duration::from_micros(7_300),
+        ];
+        let summary = Summary {
+            latency_ms: LatencyMs {
+                p50: percentile_ms(&sorted, 0.5),
+                p90: percentile_ms(&sorted, 0.9),
+                p99: percentile_ms(&sorted, 0.99),
+                max: percentile_ms(&sorted, 1.0),
+            },
+            ..sample_summary()
+        };
+        let json = units::json_line(&summary).unwrap();
+        assert!(
+            json.contains(r#""latency_ms":{"p50":4.015,"p90":7.3,"p99":7.3,"max":7.3}"#),
+            "{json}"
+        );
+        assert!(json.contains(r#""elapsed_s":2.5,"#), "{json}");
+        let text = summary.to_string();
+        assert!(
+            text.contains("p50 4.0 ms   p90 7.3 ms   p99 7.3 ms   max 7.3 ms"),
+            "{text}"
+        );
+    }
+
+    fn sample_summary() -> Summary {
+        let check = Check {
+            violations: Vec::new(),
+            totals: StoreTotals {
+                users: 0,
+                orders: 0,
+                units_given: 0,
+                initial_stock: 10,
+                remaining_stock: 10,
+            },
+        };
+        Summary::new(
+            &[],
+            check,
+            RunInfo {
+                seed: 1,
+                concurrency: 8,
+                fault_rate: 0.05,
+                elapsed: Duration::from_nanos(2_500_000_001),
+                faults_injected: BTreeMap::new(),
+                transport: Transport::InProcess,
+            },
+        )
     }
 
     #[test]

@@ -16,9 +16,9 @@ use tokio::time::Instant;
 use super::error::ApiError;
 use super::metrics::{self, Phase};
 use super::model::{
-    HealthResponse, HealthStatus, ListQuery, OutcomeResponse, PrepareResponse, RegisterRequest,
-    RegisterResponse, ReportResponse, TransactionList, TransactionStatus, TxnState,
-    UnfinishedTransaction,
+    HealthResponse, HealthStatus, ListQuery, OutcomeResponse, PrepareResponse, ReadyResponse,
+    ReadyStatus, RegisterRequest, RegisterResponse, ReportResponse, TransactionList,
+    TransactionStatus, TxnState, UnfinishedTransaction,
 };
 use super::AppState;
 use crate::wire::ErrorBody;
@@ -60,7 +60,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
     path = "/transactions",
     tag = "transactions",
     responses(
-        (status = 201, description = "Begun, in state Active", body = TransactionStatus,
+        (status = 201, description = "Begun, in state `active`", body = TransactionStatus,
             headers(("Location" = String, description = "The transaction's URL"))),
         (status = 401, description = "Missing or wrong bearer token", body = ErrorBody),
         (status = 429, description = "`capacity_exceeded`: too many unfinished transactions; retry later", body = ErrorBody),
@@ -155,9 +155,9 @@ pub(super) async fn report(State(state): St, TxnId(id): TxnId) -> AppResult<Json
     Ok(Json(ReportResponse::from(&report)))
 }
 
-/// Registers a participant service: a known one by name, or any by name and
-/// URL (when the server allows ad hoc participants). Registering the same
-/// service again is `AlreadyRegistered` and changes nothing.
+/// Registers a participant service: a known one by name, or one by name and
+/// URL on a host the server allows. Registering the same service again is
+/// `already_registered` and changes nothing.
 #[utoipa::path(
     post,
     path = "/transactions/{id}/participants",
@@ -166,15 +166,16 @@ pub(super) async fn report(State(state): St, TxnId(id): TxnId) -> AppResult<Json
     request_body = RegisterRequest,
     responses(
         (status = 201, description = "Registered", body = RegisterResponse),
-        (status = 200, description = "AlreadyRegistered: nothing changed", body = RegisterResponse),
+        (status = 200, description = "`already_registered`: nothing changed", body = RegisterResponse),
         (status = 400, description = "`invalid_id`, `malformed_json`", body = ErrorBody),
         (status = 401, description = "Missing or wrong bearer token", body = ErrorBody),
-        (status = 403, description = "`ad_hoc_participants_disabled`", body = ErrorBody),
+        (status = 403, description = "`ad_hoc_participants_disabled` (no allowed hosts), `participant_host_not_allowed`", body = ErrorBody),
         (status = 404, description = "`not_found`", body = ErrorBody),
-        (status = 409, description = "`invalid_state`: the transaction is no longer Active", body = ErrorBody),
+        (status = 408, description = "`body_timeout`: the body did not arrive in time", body = ErrorBody),
+        (status = 409, description = "`invalid_state`: the transaction is no longer `active`", body = ErrorBody),
         (status = 413, description = "`body_too_large`", body = ErrorBody),
         (status = 415, description = "`unsupported_media_type`: not application/json", body = ErrorBody),
-        (status = 422, description = "`unknown_participant`, `invalid_participant_url`, `invalid_participant_name`, `too_many_participants`, `invalid_body`", body = ErrorBody),
+        (status = 422, description = "`unknown_participant`, `invalid_participant_url` (including this coordinator's own address), `invalid_participant_name`, `too_many_participants`, `invalid_body`", body = ErrorBody),
     )
 )]
 pub(super) async fn register(
@@ -224,7 +225,7 @@ pub(super) async fn prepare(
     Ok(Json(PrepareResponse::from(&outcome)))
 }
 
-/// Commits a Prepared transaction and answers once phase 2 is done.
+/// Commits a prepared transaction and answers once phase 2 is done.
 ///
 /// Cancel safe: the decision is taken at once; if the client hangs up, the
 /// coordinator hands phase 2 to a task of its own, which runs it to the end.
@@ -234,11 +235,11 @@ pub(super) async fn prepare(
     tag = "transactions",
     params(("id" = String, Path, description = "Transaction id, 32 hex digits")),
     responses(
-        (status = 200, description = "The outcome (decision Commit; hazards listed)", body = OutcomeResponse),
+        (status = 200, description = "The outcome (decision `commit`; hazards listed)", body = OutcomeResponse),
         (status = 400, description = "`invalid_id`", body = ErrorBody),
         (status = 401, description = "Missing or wrong bearer token", body = ErrorBody),
         (status = 404, description = "`not_found`", body = ErrorBody),
-        (status = 409, description = "`invalid_state`: not prepared yet, or the decision was Abort", body = ErrorBody),
+        (status = 409, description = "`invalid_state`: not prepared yet, or the decision was `abort`", body = ErrorBody),
     )
 )]
 pub(super) async fn commit(State(state): St, TxnId(id): TxnId) -> AppResult<Json<OutcomeResponse>> {
@@ -251,7 +252,7 @@ pub(super) async fn commit(State(state): St, TxnId(id): TxnId) -> AppResult<Json
     Ok(Json(OutcomeResponse::from(&outcome)))
 }
 
-/// Rolls back a transaction not yet decided Commit and answers once
+/// Rolls back a transaction not yet decided `commit` and answers once
 /// rollback is delivered. Repeats answer the same outcome.
 ///
 /// Cancel safe, like commit.
@@ -261,11 +262,11 @@ pub(super) async fn commit(State(state): St, TxnId(id): TxnId) -> AppResult<Json
     tag = "transactions",
     params(("id" = String, Path, description = "Transaction id, 32 hex digits")),
     responses(
-        (status = 200, description = "The outcome (decision Abort)", body = OutcomeResponse),
+        (status = 200, description = "The outcome (decision `abort`)", body = OutcomeResponse),
         (status = 400, description = "`invalid_id`", body = ErrorBody),
         (status = 401, description = "Missing or wrong bearer token", body = ErrorBody),
         (status = 404, description = "`not_found`", body = ErrorBody),
-        (status = 409, description = "`invalid_state`: the decision was Commit", body = ErrorBody),
+        (status = 409, description = "`invalid_state`: the decision was `commit`", body = ErrorBody),
     )
 )]
 pub(super) async fn rollback(
@@ -281,25 +282,55 @@ pub(super) async fn rollback(
     Ok(Json(OutcomeResponse::from(&outcome)))
 }
 
-/// Liveness and readiness. Needs no token.
+/// Liveness: the process is up and answering. Always `200` (`status` says
+/// `draining` while shutting down); never shed under load. Needs no token.
 #[utoipa::path(
     get,
     path = "/health",
     tag = "operations",
     security(()),
     responses(
-        (status = 200, description = "Serving", body = HealthResponse),
-        (status = 503, description = "Draining: shutting down, no new transactions", body = HealthResponse),
+        (status = 200, description = "Alive", body = HealthResponse),
     )
 )]
-pub(super) async fn health(State(state): St) -> Response {
+pub(super) async fn health(State(state): St) -> Json<HealthResponse> {
     let unfinished = state.coordinator.stats().unfinished;
-    let (code, status) = if state.draining.load(Ordering::Acquire) {
-        (StatusCode::SERVICE_UNAVAILABLE, HealthStatus::Draining)
+    let status = if state.draining.load(Ordering::Acquire) {
+        HealthStatus::Draining
     } else {
-        (StatusCode::OK, HealthStatus::Ok)
+        HealthStatus::Ok
     };
-    (code, Json(HealthResponse { status, unfinished })).into_response()
+    Json(HealthResponse { status, unfinished })
+}
+
+/// Readiness: whether new work is welcome. `503` while shutting down or
+/// while every concurrency slot is taken; never shed itself. Needs no
+/// token.
+#[utoipa::path(
+    get,
+    path = "/ready",
+    tag = "operations",
+    security(()),
+    responses(
+        (status = 200, description = "`ready`", body = ReadyResponse),
+        (status = 503, description = "`shutting_down` or `saturated`", body = ReadyResponse),
+    )
+)]
+pub(super) async fn ready(State(state): St) -> Response {
+    let unfinished = state.coordinator.stats().unfinished;
+    let status = if state.draining.load(Ordering::Acquire) {
+        ReadyStatus::ShuttingDown
+    } else if state.api_slots.available_permits() == 0 {
+        ReadyStatus::Saturated
+    } else {
+        ReadyStatus::Ready
+    };
+    let code = if status == ReadyStatus::Ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (code, Json(ReadyResponse { status, unfinished })).into_response()
 }
 
 /// Prometheus metrics (text format 0.0.4): `dtxn_transactions_total`,

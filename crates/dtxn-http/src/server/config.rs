@@ -1,15 +1,19 @@
 //! [`ServerConfig`]: the server's settings and their defaults.
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
+use super::ServerError;
 use crate::HttpParticipant;
 
 /// Settings of the coordinator's HTTP server, for [`router`](super::router)
 /// and [`serve`](super::serve).
 ///
 /// Build it from [`ServerConfig::default`] with the builder-style setters;
-/// each documents its default. Settings are checked when the router is made
-/// ([`ServerError`](super::ServerError) names the bad one).
+/// each documents its default. Settings are checked by
+/// [`validate`](Self::validate), which [`router`](super::router) and
+/// [`serve`](super::serve) call too ([`ServerError`](super::ServerError)
+/// names the bad one).
 ///
 /// ```
 /// use std::time::Duration;
@@ -19,9 +23,46 @@ use crate::HttpParticipant;
 ///     .bearer_token("s3cret")
 ///     .participant("users", "http://users.internal:7001/2pc/")
 ///     .participant("billing", "http://billing.internal:7002/2pc/")
-///     .allow_ad_hoc_participants(false)
-///     .participant_timeout(Duration::from_secs(2));
+///     // Clients may also register services by URL, on these hosts only.
+///     .allow_participant_host("orders.internal")
+///     .allow_participant_net("10.20.0.0/16")
+///     .participant_timeout(Duration::from_secs(2))
+///     .idle_timeout(Duration::from_secs(30));
+/// config.validate(None)?;
+/// # Ok::<(), dtxn_http::server::ServerError>(())
 /// ```
+///
+/// # Participants and SSRF
+///
+/// The coordinator makes HTTP calls to the participants clients register.
+/// By default only the [known participants](Self::participant) can be
+/// registered, by name. Registration by URL ("ad hoc") is enabled by
+/// allowing hosts ([`allow_participant_host`](Self::allow_participant_host))
+/// or networks ([`allow_participant_net`](Self::allow_participant_net)); a
+/// URL naming any other host is refused (`403
+/// participant_host_not_allowed`). Nothing is resolved to decide: a host
+/// name must be listed exactly, and networks match only URLs whose host is
+/// a literal IP address, so DNS cannot widen the list. A URL at the
+/// coordinator's own port on a loopback address, `localhost`, or its
+/// listen address is refused as well. Calls go straight to the
+/// participant, never through the proxy of the environment
+/// (`HTTP_PROXY`…), unless [`participant_proxy`](Self::participant_proxy)
+/// is set. What a participant answers never reaches the client verbatim:
+/// abort reasons carry the HTTP status and at most the participant's own
+/// JSON `error` (or vote `reason`), cut to
+/// [`MAX_REASON_CHARS`](crate::wire::MAX_REASON_CHARS).
+///
+/// # Slow clients
+///
+/// Each connection has at most
+/// [`header_read_timeout`](Self::header_read_timeout) from the first byte
+/// of a request to the end of its headers, then at most
+/// [`body_read_timeout`](Self::body_read_timeout) to send its body (which
+/// is read before the request takes one of the
+/// [`max_concurrent_requests`](Self::max_concurrent_requests) slots), and
+/// is closed after [`idle_timeout`](Self::idle_timeout) without a request.
+/// At most [`max_connections`](Self::max_connections) are open at once;
+/// more wait in the listen backlog.
 #[derive(Clone)]
 #[must_use = "a ServerConfig does nothing until given to router or serve"]
 pub struct ServerConfig {
@@ -29,9 +70,15 @@ pub struct ServerConfig {
     pub(super) max_concurrent_requests: usize,
     pub(super) max_body_bytes: usize,
     pub(super) participants: Vec<(String, String)>,
-    pub(super) allow_ad_hoc_participants: bool,
+    pub(super) allowed_hosts: Vec<String>,
+    pub(super) allowed_nets: Vec<String>,
+    pub(super) participant_proxy: Option<String>,
     pub(super) participant_timeout: Duration,
     pub(super) shutdown_grace: Duration,
+    pub(super) max_connections: usize,
+    pub(super) header_read_timeout: Duration,
+    pub(super) body_read_timeout: Duration,
+    pub(super) idle_timeout: Duration,
 }
 
 impl ServerConfig {
@@ -41,22 +88,33 @@ impl ServerConfig {
     pub const DEFAULT_MAX_BODY_BYTES: usize = 16 * 1024;
     /// Default of [`shutdown_grace`](Self::shutdown_grace).
     pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+    /// Default of [`max_connections`](Self::max_connections).
+    pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+    /// The largest [`max_connections`](Self::max_connections) accepted.
+    pub const MAX_CONNECTIONS_LIMIT: usize = 1 << 20;
+    /// Default of [`header_read_timeout`](Self::header_read_timeout).
+    pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+    /// Default of [`body_read_timeout`](Self::body_read_timeout).
+    pub const DEFAULT_BODY_READ_TIMEOUT: Duration = Duration::from_secs(10);
+    /// Default of [`idle_timeout`](Self::idle_timeout).
+    pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
     /// How many ad hoc participants (distinct name and URL) are remembered,
     /// so that registering one twice is recognised and its connection pool
     /// reused.
     pub const AD_HOC_CACHE_CAPACITY: usize = 10_000;
 
     /// Requires `Authorization: Bearer <token>` on every route but
-    /// `/health`; other requests get `401`. Default: no token, no
-    /// authentication (bind to a private interface, or put a proxy in
+    /// `/health` and `/ready`; other requests get `401`. Default: no token,
+    /// no authentication (bind to a private interface, or put a proxy in
     /// front). The token must be non-empty visible ASCII.
     pub fn bearer_token(mut self, token: impl Into<String>) -> Self {
         self.bearer_token = Some(token.into());
         self
     }
 
-    /// The most requests handled at once (≥ 1). Beyond it requests are shed
-    /// at once with `503` and `Retry-After`, never queued. Default
+    /// The most API requests handled at once (≥ 1). Beyond it requests are
+    /// shed at once with `503` and `Retry-After`, never queued; `/health`,
+    /// `/ready` and `/metrics` are never shed. Default
     /// [`DEFAULT_MAX_CONCURRENT_REQUESTS`](Self::DEFAULT_MAX_CONCURRENT_REQUESTS).
     pub fn max_concurrent_requests(mut self, n: usize) -> Self {
         self.max_concurrent_requests = n;
@@ -74,17 +132,36 @@ impl ServerConfig {
     /// A known participant service: clients register it by `name` alone
     /// (`{"name": "users"}`). `base_url` follows
     /// [`HttpParticipant::new`]. Default: none. Names must be unique.
+    /// Known participants need no allow-list entry.
     pub fn participant(mut self, name: impl Into<String>, base_url: impl Into<String>) -> Self {
         self.participants.push((name.into(), base_url.into()));
         self
     }
 
-    /// Whether clients may register participants the server does not know,
-    /// by name and URL (`{"name": "x", "url": "http://host:port/2pc/"}`).
-    /// Turn it off when clients are not trusted to choose which hosts the
-    /// coordinator calls. Default `true`.
-    pub fn allow_ad_hoc_participants(mut self, allow: bool) -> Self {
-        self.allow_ad_hoc_participants = allow;
+    /// Lets clients register participants by URL on this host: a host
+    /// name, matched exactly (case aside), or a literal IP address.
+    /// Repeatable. Default: none; with no host and no
+    /// [net](Self::allow_participant_net) allowed, registration by URL is
+    /// off (`403 ad_hoc_participants_disabled`).
+    pub fn allow_participant_host(mut self, host: impl Into<String>) -> Self {
+        self.allowed_hosts.push(host.into());
+        self
+    }
+
+    /// Lets clients register participants by URL whose host is a literal
+    /// IP address in this network, in CIDR notation (`10.0.0.0/8`,
+    /// `fd00::/8`, `127.0.0.1/32`). Repeatable. Default: none. Host names
+    /// never match a network (nothing is resolved).
+    pub fn allow_participant_net(mut self, cidr: impl Into<String>) -> Self {
+        self.allowed_nets.push(cidr.into());
+        self
+    }
+
+    /// Sends every participant call through this HTTP proxy (a URL such as
+    /// `http://proxy.internal:3128`). Default: none, and the proxy
+    /// environment variables (`HTTP_PROXY`, `ALL_PROXY`…) are ignored.
+    pub fn participant_proxy(mut self, proxy_url: impl Into<String>) -> Self {
+        self.participant_proxy = Some(proxy_url.into());
         self
     }
 
@@ -105,6 +182,91 @@ impl ServerConfig {
         self.shutdown_grace = grace;
         self
     }
+
+    /// The most connections [`serve`](super::serve) keeps open (1 to
+    /// [`MAX_CONNECTIONS_LIMIT`](Self::MAX_CONNECTIONS_LIMIT)); more wait
+    /// in the listen backlog until one closes. Keep it below the process's
+    /// file descriptor limit. Default
+    /// [`DEFAULT_MAX_CONNECTIONS`](Self::DEFAULT_MAX_CONNECTIONS).
+    pub fn max_connections(mut self, n: usize) -> Self {
+        self.max_connections = n;
+        self
+    }
+
+    /// The most time from the first byte of a request to the end of its
+    /// headers (> 0); then the connection is closed. Default
+    /// [`DEFAULT_HEADER_READ_TIMEOUT`](Self::DEFAULT_HEADER_READ_TIMEOUT).
+    pub fn header_read_timeout(mut self, timeout: Duration) -> Self {
+        self.header_read_timeout = timeout;
+        self
+    }
+
+    /// The most time from the end of a request's headers to the end of its
+    /// body (> 0); then it is answered `408 body_timeout` and the
+    /// connection is closed. Default
+    /// [`DEFAULT_BODY_READ_TIMEOUT`](Self::DEFAULT_BODY_READ_TIMEOUT).
+    pub fn body_read_timeout(mut self, timeout: Duration) -> Self {
+        self.body_read_timeout = timeout;
+        self
+    }
+
+    /// How long a connection may stay open without a request (> 0): after
+    /// it was accepted or its last answer was sent, until the first byte of
+    /// the next request. Default
+    /// [`DEFAULT_IDLE_TIMEOUT`](Self::DEFAULT_IDLE_TIMEOUT).
+    pub fn idle_timeout(mut self, timeout: Duration) -> Self {
+        self.idle_timeout = timeout;
+        self
+    }
+
+    /// Checks every setting, the known participants' URLs and the
+    /// allow-list, as [`router`](super::router) and [`serve`](super::serve)
+    /// do. Call it before binding a listener to fail early. With `listen`,
+    /// a known participant at this server's own address is refused too.
+    ///
+    /// # Errors
+    ///
+    /// [`ServerError::InvalidSetting`](super::ServerError::InvalidSetting)
+    /// for a zero or out-of-range limit or timeout, an empty bearer token,
+    /// or a bad allow-list entry or proxy URL;
+    /// [`ServerError::InvalidParticipant`](super::ServerError::InvalidParticipant)
+    /// or
+    /// [`ServerError::DuplicateParticipant`](super::ServerError::DuplicateParticipant)
+    /// for a bad [`participant`](Self::participant).
+    pub fn validate(&self, listen: Option<SocketAddr>) -> Result<(), ServerError> {
+        self.check_settings()?;
+        super::participants::Participants::new(self, listen).map(drop)
+    }
+
+    /// The checks of [`validate`](Self::validate) that need no participant.
+    pub(super) fn check_settings(&self) -> Result<(), ServerError> {
+        let invalid = |setting, reason| Err(ServerError::InvalidSetting { setting, reason });
+        if self.max_concurrent_requests == 0 {
+            return invalid("max_concurrent_requests", "must be at least 1");
+        }
+        if self.max_body_bytes == 0 {
+            return invalid("max_body_bytes", "must be at least 1");
+        }
+        if self.max_connections == 0 || self.max_connections > Self::MAX_CONNECTIONS_LIMIT {
+            return invalid("max_connections", "must be 1 to 1048576");
+        }
+        for (setting, timeout) in [
+            ("participant_timeout", self.participant_timeout),
+            ("header_read_timeout", self.header_read_timeout),
+            ("body_read_timeout", self.body_read_timeout),
+            ("idle_timeout", self.idle_timeout),
+        ] {
+            if timeout.is_zero() {
+                return invalid(setting, "must be more than zero");
+            }
+        }
+        if let Some(token) = &self.bearer_token {
+            if token.is_empty() || !token.bytes().all(|b| b.is_ascii_graphic()) {
+                return invalid("bearer_token", "must be non-empty visible ASCII");
+            }
+        }
+        Ok(())
+    }
 }
 
 impl Default for ServerConfig {
@@ -114,9 +276,15 @@ impl Default for ServerConfig {
             max_concurrent_requests: Self::DEFAULT_MAX_CONCURRENT_REQUESTS,
             max_body_bytes: Self::DEFAULT_MAX_BODY_BYTES,
             participants: Vec::new(),
-            allow_ad_hoc_participants: true,
+            allowed_hosts: Vec::new(),
+            allowed_nets: Vec::new(),
+            participant_proxy: None,
             participant_timeout: HttpParticipant::DEFAULT_TIMEOUT,
             shutdown_grace: Self::DEFAULT_SHUTDOWN_GRACE,
+            max_connections: Self::DEFAULT_MAX_CONNECTIONS,
+            header_read_timeout: Self::DEFAULT_HEADER_READ_TIMEOUT,
+            body_read_timeout: Self::DEFAULT_BODY_READ_TIMEOUT,
+            idle_timeout: Self::DEFAULT_IDLE_TIMEOUT,
         }
     }
 }
@@ -129,9 +297,15 @@ impl std::fmt::Debug for ServerConfig {
             .field("max_concurrent_requests", &self.max_concurrent_requests)
             .field("max_body_bytes", &self.max_body_bytes)
             .field("participants", &self.participants)
-            .field("allow_ad_hoc_participants", &self.allow_ad_hoc_participants)
+            .field("allowed_hosts", &self.allowed_hosts)
+            .field("allowed_nets", &self.allowed_nets)
+            .field("participant_proxy", &self.participant_proxy)
             .field("participant_timeout", &self.participant_timeout)
             .field("shutdown_grace", &self.shutdown_grace)
+            .field("max_connections", &self.max_connections)
+            .field("header_read_timeout", &self.header_read_timeout)
+            .field("body_read_timeout", &self.body_read_timeout)
+            .field("idle_timeout", &self.idle_timeout)
             .finish()
     }
 }

@@ -30,6 +30,14 @@ pub enum ServerError {
         /// The name.
         name: String,
     },
+    /// A known participant's URL points at this server's own API.
+    #[error("known participant {name:?} at {url} is this coordinator itself")]
+    ParticipantIsThisServer {
+        /// The participant's name.
+        name: String,
+        /// Its URL.
+        url: String,
+    },
     /// A setting is out of range.
     #[error("invalid server setting {setting}: {reason}")]
     InvalidSetting {
@@ -107,6 +115,13 @@ impl From<CoordinatorError> for ApiError {
                     .retry_after(1)
             }
             CoordinatorError::ShuttingDown => Self::shutting_down(),
+            // A kind of error newer than this server: an internal error,
+            // with the library's message.
+            _ => Self::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "coordinator_error",
+                message,
+            ),
         }
     }
 }

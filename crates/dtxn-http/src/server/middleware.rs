@@ -1,15 +1,17 @@
 //! Layers around the routes: panic safety net, request span and metrics,
-//! bearer authentication, load shedding.
+//! bearer authentication, body reading under a timeout, load shedding.
 
 use std::any::Any;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
+use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use futures_util::FutureExt;
+use http_body_util::{BodyExt, LengthLimitError, Limited};
 use tokio::time::Instant;
 use tower::BoxError;
 use tracing::Instrument;
@@ -71,8 +73,61 @@ pub(super) async fn observe(
     .await
 }
 
+/// Reads the whole request body, within
+/// [`body_read_timeout`](super::ServerConfig::body_read_timeout) and
+/// [`max_body_bytes`](super::ServerConfig::max_body_bytes), before the
+/// request takes a concurrency slot: a client that stalls mid-body is
+/// answered `408 body_timeout` (and its connection closed) without ever
+/// holding one.
+pub(super) async fn read_body(
+    State(state): State<Arc<AppState>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let (parts, body) = request.into_parts();
+    let limited = Limited::new(body, state.max_body_bytes);
+    match tokio::time::timeout(state.body_read_timeout, limited.collect()).await {
+        Ok(Ok(collected)) => {
+            let request = Request::from_parts(parts, Body::from(collected.to_bytes()));
+            next.run(request).await
+        }
+        Ok(Err(e)) if e.is::<LengthLimitError>() => ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            format!(
+                "the request body is larger than {} bytes",
+                state.max_body_bytes
+            ),
+        )
+        .into_response(),
+        Ok(Err(e)) => closing(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            format!("the request body could not be read: {e}"),
+        )),
+        Err(_) => closing(ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "body_timeout",
+            format!(
+                "the request body did not arrive within {:?}",
+                state.body_read_timeout
+            ),
+        )),
+    }
+}
+
+/// An error answer after which the connection is closed: what is left of
+/// the request on it cannot be trusted.
+fn closing(error: ApiError) -> Response {
+    let mut response = error.into_response();
+    response
+        .headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    response
+}
+
 /// With a bearer token configured, refuses requests to any path but
-/// `/health` that lack `Authorization: Bearer <token>`.
+/// `/health` and `/ready` that lack `Authorization: Bearer <token>`.
 pub(super) async fn authenticate(
     State(state): State<Arc<AppState>>,
     request: Request,
@@ -81,7 +136,7 @@ pub(super) async fn authenticate(
     let Some(expected) = &state.bearer_token else {
         return next.run(request).await;
     };
-    if request.uri().path() == "/health" {
+    if matches!(request.uri().path(), "/health" | "/ready") {
         return next.run(request).await;
     }
     let given = request

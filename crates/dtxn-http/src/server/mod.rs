@@ -11,34 +11,40 @@
 //! | route | answer |
 //! | --- | --- |
 //! | `POST /transactions` | `201` [`TransactionStatus`](model::TransactionStatus), `Location` header |
-//! | `GET /transactions?state=Prepared&in_doubt=true` | `200` [`TransactionList`](model::TransactionList) of unfinished transactions |
+//! | `GET /transactions?state=prepared&in_doubt=true` | `200` [`TransactionList`](model::TransactionList) of unfinished transactions |
 //! | `GET /transactions/{id}` | `200` [`TransactionStatus`](model::TransactionStatus) |
 //! | `GET /transactions/{id}/report` | `200` [`ReportResponse`](model::ReportResponse) |
 //! | `POST /transactions/{id}/participants` | `201` (or `200` if already registered) [`RegisterResponse`](model::RegisterResponse); body [`RegisterRequest`](model::RegisterRequest) |
 //! | `POST /transactions/{id}/prepare` | `200` [`PrepareResponse`](model::PrepareResponse): `prepared`, or `aborted` with the reason |
 //! | `POST /transactions/{id}/commit` | `200` [`OutcomeResponse`](model::OutcomeResponse) |
 //! | `POST /transactions/{id}/rollback` | `200` [`OutcomeResponse`](model::OutcomeResponse) |
-//! | `GET /health` | `200` `{"status": "ok", "unfinished": n}`; `503` `draining` while shutting down |
+//! | `GET /health` | liveness: always `200` [`HealthResponse`](model::HealthResponse) (`ok`, or `draining` while shutting down) |
+//! | `GET /ready` | readiness: `200` [`ReadyResponse`](model::ReadyResponse) `ready`; `503` `shutting_down` or `saturated` |
 //! | `GET /metrics` | Prometheus text format |
 //! | `GET /openapi.json` | the OpenAPI 3 document of all of the above |
 //!
 //! Ids are [`TransactionId`](dtxn::TransactionId)s in display form (32 hex
-//! digits, hyphens optional).
+//! digits, hyphens optional). Every enumerated value, in answers and in
+//! queries, is `snake_case`.
 //!
 //! # Errors
 //!
-//! Every error is a JSON [`ErrorBody`](crate::wire::ErrorBody)
-//! `{"code", "error"}` with a `4xx` status, or `503` when overloaded or
-//! shutting down; the server answers `500` only if a handler panics (a bug;
-//! it is logged and the server carries on).
+//! Every error answered by the router is a JSON
+//! [`ErrorBody`](crate::wire::ErrorBody) `{"code", "error"}` with a `4xx`
+//! status, or `503` when overloaded or shutting down; the server answers
+//! `500` only if a handler panics (a bug; it is logged and the server
+//! carries on). A request too malformed to reach the router (a bad request
+//! line, headers over hyper's limits) is answered by the HTTP layer itself,
+//! `400` or `431` with an empty body.
 //!
 //! | status | `code` |
 //! | --- | --- |
-//! | `400` | `invalid_id`, `malformed_json`, `invalid_query` |
+//! | `400` | `invalid_id`, `malformed_json`, `invalid_query`, `bad_request` |
 //! | `401` | `unauthorized` (with `WWW-Authenticate: Bearer`) |
-//! | `403` | `ad_hoc_participants_disabled` |
+//! | `403` | `ad_hoc_participants_disabled`, `participant_host_not_allowed` |
 //! | `404` | `not_found` (unknown or forgotten transaction, or no such route) |
 //! | `405` | `method_not_allowed` |
+//! | `408` | `body_timeout` (the connection is closed) |
 //! | `409` | `invalid_state` (say, commit before prepare) |
 //! | `413` | `body_too_large` |
 //! | `415` | `unsupported_media_type` (the body must be `application/json`) |
@@ -49,8 +55,17 @@
 //! # Guarantees
 //!
 //! * **Load shedding.** At most
-//!   [`max_concurrent_requests`](ServerConfig::max_concurrent_requests) are
-//!   handled at once; more are answered `503` at once, never queued.
+//!   [`max_concurrent_requests`](ServerConfig::max_concurrent_requests) API
+//!   requests are handled at once; more are answered `503` at once, never
+//!   queued. `/health`, `/ready` and `/metrics` are never shed.
+//! * **Slow clients.** A request's body is read, within
+//!   [`body_read_timeout`](ServerConfig::body_read_timeout), before it takes
+//!   a concurrency slot; [`serve`] also bounds header reading and idle
+//!   connections and caps open connections (see [`ServerConfig`]).
+//! * **Participants.** Only known participants, or URLs on allowed hosts,
+//!   are ever called, never this server itself, and never through the
+//!   environment's proxy; participants' answers reach clients only as a
+//!   status and a capped `error` (see [`ServerConfig`]).
 //! * **Cancel safety.** The coordinator's prepare, commit and rollback are
 //!   cancel safe: when a client disconnects mid-request, the participant
 //!   calls in flight are handed to a task of the coordinator's own. The
@@ -64,13 +79,15 @@
 mod api;
 mod config;
 mod error;
+mod listener;
 mod metrics;
 mod middleware;
 pub mod model;
 mod openapi;
 mod participants;
 
-use std::future::{Future, IntoFuture};
+use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -81,6 +98,7 @@ use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 use axum::Router;
 use dtxn::{TransactionCoordinator, TransactionState};
+use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use tower::limit::GlobalConcurrencyLimitLayer;
 use tower::load_shed::LoadShedLayer;
@@ -106,71 +124,60 @@ pub(crate) struct AppState {
     bearer_token: Option<String>,
     /// The OpenAPI document, serialized once.
     openapi: Bytes,
+    /// The slots of the concurrency limit, to tell `/ready` when none is
+    /// free.
+    api_slots: Arc<Semaphore>,
+    max_body_bytes: usize,
+    body_read_timeout: Duration,
 }
 
 /// The coordinator's HTTP API as an axum [`Router`], ready to serve or to
 /// nest in a larger application.
 ///
-/// Serve it with [`serve`] to get graceful shutdown; served otherwise,
-/// the router never drains (begin is refused only once
-/// [`TransactionCoordinator::shutdown`] is called).
+/// Serve it with [`serve`] to get graceful shutdown and the connection
+/// limits (header-read and idle timeouts, connection cap); served
+/// otherwise, the router has only the body-read timeout and never drains
+/// (begin is refused only once [`TransactionCoordinator::shutdown`] is
+/// called).
 ///
 /// # Errors
 ///
-/// [`ServerError::InvalidParticipant`] or
-/// [`ServerError::DuplicateParticipant`] for a bad
-/// [`ServerConfig::participant`], [`ServerError::InvalidSetting`] for a
-/// zero limit or timeout or an empty bearer token, [`ServerError::Client`]
-/// if the HTTP client cannot be built.
+/// Those of [`ServerConfig::validate`], and [`ServerError::Client`] if the
+/// HTTP client cannot be built.
 pub fn router(
     coordinator: TransactionCoordinator,
     config: ServerConfig,
 ) -> Result<Router, ServerError> {
-    Ok(build(coordinator, &config)?.0)
-}
-
-fn validate(config: &ServerConfig) -> Result<(), ServerError> {
-    let invalid = |setting, reason| Err(ServerError::InvalidSetting { setting, reason });
-    if config.max_concurrent_requests == 0 {
-        return invalid("max_concurrent_requests", "must be at least 1");
-    }
-    if config.max_body_bytes == 0 {
-        return invalid("max_body_bytes", "must be at least 1");
-    }
-    if config.participant_timeout.is_zero() {
-        return invalid("participant_timeout", "must be more than zero");
-    }
-    if let Some(token) = &config.bearer_token {
-        if token.is_empty() || !token.bytes().all(|b| b.is_ascii_graphic()) {
-            return invalid("bearer_token", "must be non-empty visible ASCII");
-        }
-    }
-    Ok(())
+    Ok(build(coordinator, &config, None)?.0)
 }
 
 fn build(
     coordinator: TransactionCoordinator,
     config: &ServerConfig,
+    own: Option<SocketAddr>,
 ) -> Result<(Router, Arc<AppState>), ServerError> {
-    validate(config)?;
+    config.check_settings()?;
+    let api_slots = Arc::new(Semaphore::new(config.max_concurrent_requests));
     let state = Arc::new(AppState {
-        participants: Participants::new(config)?,
+        participants: Participants::new(config, own)?,
         metrics: Metrics::new(coordinator.clone()),
         coordinator,
         draining: AtomicBool::new(false),
         bearer_token: config.bearer_token.clone(),
         openapi: Bytes::from(openapi::document().map_err(ServerError::OpenApi)?),
+        api_slots: Arc::clone(&api_slots),
+        max_body_bytes: config.max_body_bytes,
+        body_read_timeout: config.body_read_timeout,
     });
     let load_shedding = ServiceBuilder::new()
         .layer(HandleErrorLayer::new(middleware::overloaded))
         .layer(LoadShedLayer::new())
         // Global: `Router::layer` wraps each route, and they must share
         // one limit.
-        .layer(GlobalConcurrencyLimitLayer::new(
-            config.max_concurrent_requests,
-        ));
-    // Layers run outermost (last added) first.
-    let app = Router::new()
+        .layer(GlobalConcurrencyLimitLayer::with_semaphore(api_slots));
+    // The API sheds load; operations (health, readiness, metrics, the
+    // document) never do, so probes see a saturated server as alive.
+    let api = Router::new()
         .route("/transactions", post(api::begin).get(api::list))
         .route("/transactions/{id}", get(api::get_state))
         .route("/transactions/{id}/report", get(api::report))
@@ -178,12 +185,22 @@ fn build(
         .route("/transactions/{id}/prepare", post(api::prepare))
         .route("/transactions/{id}/commit", post(api::commit))
         .route("/transactions/{id}/rollback", post(api::rollback))
+        .method_not_allowed_fallback(api::method_not_allowed)
+        .layer(load_shedding);
+    let operations = Router::new()
         .route("/health", get(api::health))
+        .route("/ready", get(api::ready))
         .route("/metrics", get(api::metrics))
         .route("/openapi.json", get(api::openapi))
+        .method_not_allowed_fallback(api::method_not_allowed);
+    // Layers run outermost (last added) first.
+    let app = api
+        .merge(operations)
         .fallback(api::not_found)
-        .method_not_allowed_fallback(api::method_not_allowed)
-        .layer(load_shedding)
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&state),
+            middleware::read_body,
+        ))
         .layer(axum::middleware::from_fn_with_state(
             Arc::clone(&state),
             middleware::authenticate,
@@ -225,7 +242,7 @@ pub struct ShutdownReport {
 /// completes, then shuts down gracefully:
 ///
 /// 1. **Drain.** New transactions are refused (`POST /transactions` answers
-///    `503 shutting_down`, `/health` answers `503 draining`), while every
+///    `503 shutting_down`, `/ready` answers `503`), while every
 ///    other route keeps working so clients can finish what they started —
 ///    until no transaction is unfinished or
 ///    [`shutdown_grace`](ServerConfig::shutdown_grace) passes.
@@ -270,14 +287,18 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<ShutdownReport, ServerError> {
     let grace = config.shutdown_grace;
-    let (app, state) = build(coordinator.clone(), &config)?;
     let address = listener.local_addr()?;
+    let (app, state) = build(coordinator.clone(), &config, Some(address))?;
+    let limits = listener::Limits {
+        max_connections: config.max_connections,
+        header_read_timeout: config.header_read_timeout,
+        idle_timeout: config.idle_timeout,
+    };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = axum::serve(listener, app).with_graceful_shutdown(async {
+    let mut server = tokio::spawn(listener::run(listener, app, limits, async {
         // A dropped sender also stops the server.
         let _ = stopped.await;
-    });
-    let mut server = tokio::spawn(server.into_future());
+    }));
     tracing::info!(%address, "coordinator HTTP server listening");
 
     tokio::select! {
@@ -317,8 +338,7 @@ pub async fn serve(
     })
     .await;
     match final_stage {
-        Ok(Ok(Ok(()))) => {}
-        Ok(Ok(Err(e))) => tracing::error!(error = %e, "HTTP server failed while stopping"),
+        Ok(Ok(())) => {}
         Ok(Err(e)) => tracing::error!(error = %e, "HTTP server task failed while stopping"),
         Err(_) => {
             tracing::warn!(
@@ -354,10 +374,9 @@ pub async fn serve(
 }
 
 /// The error for a server that ended before it was told to.
-fn stopped_early(finished: Result<std::io::Result<()>, tokio::task::JoinError>) -> std::io::Error {
+fn stopped_early(finished: Result<(), tokio::task::JoinError>) -> std::io::Error {
     match finished {
-        Ok(Err(e)) => e,
-        Ok(Ok(())) => std::io::Error::other("the HTTP server stopped before the shutdown signal"),
+        Ok(()) => std::io::Error::other("the HTTP server stopped before the shutdown signal"),
         Err(e) => std::io::Error::other(format!("the HTTP server task failed: {e}")),
     }
 }
@@ -389,17 +408,37 @@ mod tests {
             ),
             (ServerConfig::default().bearer_token(""), "bearer_token"),
             (
+                ServerConfig::default().max_connections(0),
+                "max_connections",
+            ),
+            (
+                ServerConfig::default().max_connections(ServerConfig::MAX_CONNECTIONS_LIMIT + 1),
+                "max_connections",
+            ),
+            (
+                ServerConfig::default().header_read_timeout(Duration::ZERO),
+                "header_read_timeout",
+            ),
+            (
+                ServerConfig::default().body_read_timeout(Duration::ZERO),
+                "body_read_timeout",
+            ),
+            (
+                ServerConfig::default().idle_timeout(Duration::ZERO),
+                "idle_timeout",
+            ),
+            (
                 ServerConfig::default().bearer_token("two words"),
                 "bearer_token",
             ),
         ];
         for (config, setting) in cases {
             assert!(
-                matches!(validate(&config), Err(ServerError::InvalidSetting { setting: s, .. }) if s == setting),
+                matches!(config.validate(None), Err(ServerError::InvalidSetting { setting: s, .. }) if s == setting),
                 "{setting}"
             );
         }
-        assert!(validate(&ServerConfig::default()).is_ok());
+        assert!(ServerConfig::default().validate(None).is_ok());
     }
 
     #[test]

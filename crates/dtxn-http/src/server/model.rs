@@ -1,10 +1,10 @@
 //! The JSON bodies of the coordinator server's API, with their OpenAPI
 //! schemas. Rust clients can deserialize answers into these types.
 //!
-//! Names that mirror a [`dtxn`] enum keep its spelling (`"Active"`,
-//! `"Registered"`, `"Commit"`); discriminators added by this API
-//! (`"outcome"`, `"kind"`, `"status"`) are `snake_case`. Durations are
-//! milliseconds, as numbers with a fraction.
+//! Every enumerated value is `snake_case`, in answers and in requests
+//! alike (`"active"`, `"already_registered"`, `"commit"`,
+//! `?state=prepared`). Durations are milliseconds, as numbers with a
+//! fraction.
 
 use std::time::Duration;
 
@@ -24,6 +24,7 @@ fn millis(d: Duration) -> f64 {
 
 /// A transaction's state ([`TransactionState`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
 pub enum TxnState {
     /// Begun; participants may register.
     Active,
@@ -44,8 +45,8 @@ pub enum TxnState {
 
 impl TxnState {
     /// Whether participants are in doubt: they voted and wait for the
-    /// decision (`Prepared`), or the decision is still being delivered
-    /// (`Committing`, `Aborting`).
+    /// decision (`prepared`), or the decision is still being delivered
+    /// (`committing`, `aborting`).
     pub fn is_in_doubt(self) -> bool {
         matches!(self, Self::Prepared | Self::Committing | Self::Aborting)
     }
@@ -61,6 +62,15 @@ impl From<TransactionState> for TxnState {
             TransactionState::Committed => Self::Committed,
             TransactionState::Aborting => Self::Aborting,
             TransactionState::Aborted => Self::Aborted,
+            // A state newer than this server: the nearest known one by
+            // what has been decided.
+            other => match (other.decision(), other.is_terminal()) {
+                (Some(dtxn::Decision::Commit), true) => Self::Committed,
+                (Some(dtxn::Decision::Commit), false) => Self::Committing,
+                (Some(_), true) => Self::Aborted,
+                (Some(_), false) => Self::Aborting,
+                (None, _) => Self::Preparing,
+            },
         }
     }
 }
@@ -88,7 +98,7 @@ pub struct UnfinishedTransaction {
     /// The transaction id.
     #[schema(value_type = String)]
     pub id: TransactionId,
-    /// Its state (never `Committed` or `Aborted`).
+    /// Its state (never `committed` or `aborted`).
     pub state: TxnState,
     /// Milliseconds since it began.
     pub age_ms: u64,
@@ -116,7 +126,8 @@ impl From<&TransactionSummary> for UnfinishedTransaction {
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
-    /// Only transactions in this state.
+    /// Only transactions in this state (`active`, `preparing`, `prepared`,
+    /// `committing`, `aborting`).
     pub state: Option<TxnState>,
     /// Only transactions that are (`true`) or are not (`false`) in doubt.
     pub in_doubt: Option<bool>,
@@ -137,6 +148,7 @@ pub struct RegisterRequest {
 
 /// Whether a participant was new to the transaction ([`Registration`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
 pub enum RegistrationName {
     /// Added.
     Registered,
@@ -191,6 +203,8 @@ impl From<&CallFailure> for CallFailureBody {
             CallFailure::Error(_) => FailureKind::Error,
             CallFailure::Panicked(_) => FailureKind::Panicked,
             CallFailure::TimedOut => FailureKind::TimedOut,
+            // A failure newer than this server; `message` says what it is.
+            _ => FailureKind::Error,
         };
         Self {
             kind,
@@ -272,6 +286,8 @@ impl From<&AbortReason> for AbortReasonBody {
             AbortReason::RolledBack => body.kind = AbortKind::RolledBack,
             AbortReason::DeadlineExpired => body.kind = AbortKind::DeadlineExpired,
             AbortReason::CoordinatorShutdown => body.kind = AbortKind::CoordinatorShutdown,
+            // A reason newer than this server; `message` says what it is.
+            _ => body.kind = AbortKind::RolledBack,
         }
         body
     }
@@ -314,6 +330,7 @@ impl From<&PrepareOutcome> for PrepareResponse {
 
 /// The coordinator's decision ([`Decision`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
 pub enum DecisionName {
     /// Commit.
     Commit,
@@ -564,7 +581,7 @@ impl From<&TransactionReport> for ReportResponse {
     }
 }
 
-/// Whether the server takes new transactions.
+/// Whether the server takes new transactions, in `GET /health`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum HealthStatus {
@@ -574,11 +591,71 @@ pub enum HealthStatus {
     Draining,
 }
 
-/// The answer of `GET /health`.
+/// The answer of `GET /health` (always `200`: the process is alive).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct HealthResponse {
-    /// `ok` (`200`) or `draining` (`503`).
+    /// `ok`, or `draining` while shutting down.
     pub status: HealthStatus,
     /// Transactions not yet committed or aborted.
     pub unfinished: usize,
+}
+
+/// Whether the server welcomes new work, in `GET /ready`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum ReadyStatus {
+    /// Ready (`200`).
+    Ready,
+    /// Shutting down: no new transactions (`503`).
+    ShuttingDown,
+    /// Every concurrency slot is taken: requests are being shed (`503`).
+    Saturated,
+}
+
+/// The answer of `GET /ready`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ReadyResponse {
+    /// `ready` (`200`), or why not (`503`).
+    pub status: ReadyStatus,
+    /// Transactions not yet committed or aborted.
+    pub unfinished: usize,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn api_and_library_enums_serialize_in_snake_case() {
+        let values = [
+            serde_json::to_value(TxnState::Prepared).unwrap(),
+            serde_json::to_value(RegistrationName::AlreadyRegistered).unwrap(),
+            serde_json::to_value(DecisionName::Commit).unwrap(),
+            serde_json::to_value(TransactionState::Prepared).unwrap(),
+            serde_json::to_value(Decision::Commit).unwrap(),
+            serde_json::to_value(Registration::AlreadyRegistered).unwrap(),
+            serde_json::to_value(AbortReason::DeadlineExpired).unwrap(),
+            serde_json::to_value(PrepareOutcome::Prepared).unwrap(),
+            serde_json::to_value(Phase2Status::NotSent).unwrap(),
+        ];
+        assert_eq!(
+            values,
+            [
+                json!("prepared"),
+                json!("already_registered"),
+                json!("commit"),
+                json!("prepared"),
+                json!("commit"),
+                json!("already_registered"),
+                json!("deadline_expired"),
+                json!("prepared"),
+                json!("not_sent"),
+            ]
+        );
+        let query: ListQuery = serde_json::from_value(json!({"state": "committing"})).unwrap();
+        assert_eq!(query.state, Some(TxnState::Committing));
+        assert!(serde_json::from_value::<ListQuery>(json!({"state": "Committing"})).is_err());
+    }
 }

@@ -12,7 +12,8 @@ use crate::wire;
     info(
         title = "dtxn coordinator",
         description = "Two-phase commit across HTTP participant services. \
-            Every error answer is a JSON ErrorBody {code, error}."
+            Every error answer of the API is a JSON ErrorBody {code, error}; \
+            every enumerated value is snake_case."
     ),
     paths(
         api::begin,
@@ -24,6 +25,7 @@ use crate::wire;
         api::commit,
         api::rollback,
         api::health,
+        api::ready,
         api::metrics,
         api::openapi,
     ),
@@ -54,12 +56,14 @@ use crate::wire;
         model::Phase2StatusKind,
         model::HealthResponse,
         model::HealthStatus,
+        model::ReadyResponse,
+        model::ReadyStatus,
     )),
     modifiers(&BearerAuth),
     security(("bearer" = [])),
     tags(
         (name = "transactions", description = "Begin, register, prepare, commit, roll back, inspect"),
-        (name = "operations", description = "Health, metrics, this document"),
+        (name = "operations", description = "Health, readiness, metrics, this document"),
     )
 )]
 pub(super) struct ApiDoc;

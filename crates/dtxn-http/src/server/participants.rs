@@ -1,11 +1,14 @@
 //! The server's participants: the known ones, and a bounded cache of ad hoc
-//! ones, all sharing one HTTP client.
+//! ones admitted by the allow-list, all sharing one HTTP client.
 
 use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use axum::http::StatusCode;
+use ipnet::IpNet;
+use reqwest::Url;
 
 use super::error::{ApiError, ServerError};
 use super::ServerConfig;
@@ -13,6 +16,102 @@ use crate::{HttpParticipant, HttpParticipantError};
 
 /// The longest accepted participant name, in bytes.
 const MAX_NAME_LEN: usize = 128;
+
+/// Which hosts participants registered by URL may live on.
+#[derive(Debug, Default)]
+struct AllowList {
+    /// Host names, lower case, without a trailing dot.
+    hosts: Vec<String>,
+    /// Networks (literal IP hosts become single-address networks).
+    nets: Vec<IpNet>,
+}
+
+impl AllowList {
+    fn new(config: &ServerConfig) -> Result<Self, ServerError> {
+        let mut list = Self::default();
+        for host in &config.allowed_hosts {
+            let bare = host.trim_start_matches('[').trim_end_matches(']');
+            if let Ok(ip) = bare.parse::<IpAddr>() {
+                list.nets.push(IpNet::from(ip.to_canonical()));
+                continue;
+            }
+            let name = host.trim_end_matches('.').to_ascii_lowercase();
+            let valid = !name.is_empty()
+                && name.len() <= 253
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'_');
+            if !valid {
+                return Err(ServerError::InvalidSetting {
+                    setting: "allow_participant_host",
+                    reason: "must be a host name or an IP address",
+                });
+            }
+            list.hosts.push(name);
+        }
+        for net in &config.allowed_nets {
+            let net: IpNet = net
+                .trim()
+                .parse()
+                .map_err(|_| ServerError::InvalidSetting {
+                    setting: "allow_participant_net",
+                    reason: "must be a network in CIDR notation, like 10.0.0.0/8",
+                })?;
+            list.nets.push(net);
+        }
+        Ok(list)
+    }
+
+    fn is_empty(&self) -> bool {
+        self.hosts.is_empty() && self.nets.is_empty()
+    }
+
+    /// Whether `host` is allowed. Nothing is resolved: names match names,
+    /// networks match literal addresses.
+    fn allows(&self, host: &UrlHost) -> bool {
+        match host {
+            UrlHost::Name(name) => self.hosts.contains(name),
+            UrlHost::Ip(ip) => self.nets.iter().any(|net| net.contains(ip)),
+        }
+    }
+}
+
+/// A URL's host: a name (lower case, no trailing dot) or a literal address
+/// (IPv4-mapped IPv6 addresses as IPv4).
+enum UrlHost {
+    Name(String),
+    Ip(IpAddr),
+}
+
+impl UrlHost {
+    fn of(url: &Url) -> Option<Self> {
+        let host = url.host_str()?;
+        let bare = host.trim_start_matches('[').trim_end_matches(']');
+        Some(match bare.parse::<IpAddr>() {
+            Ok(ip) => Self::Ip(ip.to_canonical()),
+            Err(_) => Self::Name(host.trim_end_matches('.').to_ascii_lowercase()),
+        })
+    }
+}
+
+/// Whether `url` names this server's own API, listening on `own`: its port
+/// on a loopback or unspecified address, `localhost`, or the listen
+/// address itself.
+fn is_own_api(url: &Url, own: Option<SocketAddr>) -> bool {
+    let Some(own) = own else {
+        return false;
+    };
+    if url.port_or_known_default() != Some(own.port()) {
+        return false;
+    }
+    match UrlHost::of(url) {
+        Some(UrlHost::Name(name)) => name == "localhost" || name.ends_with(".localhost"),
+        Some(UrlHost::Ip(ip)) => {
+            ip.is_loopback() || ip.is_unspecified() || ip == own.ip().to_canonical()
+        }
+        None => false,
+    }
+}
 
 /// Hands out one `Arc<HttpParticipant>` per (name, base URL), so that
 /// registering the same service twice in a transaction is recognised by the
@@ -22,15 +121,32 @@ pub(crate) struct Participants {
     client: reqwest::Client,
     timeout: Duration,
     known: HashMap<String, Arc<HttpParticipant>>,
-    allow_ad_hoc: bool,
+    allow: AllowList,
+    /// This server's listen address, when known.
+    own: Option<SocketAddr>,
     /// Ad hoc participants by (name, normalised base URL).
     ad_hoc: Mutex<HashMap<(String, String), Arc<HttpParticipant>>>,
     capacity: usize,
 }
 
 impl Participants {
-    pub fn new(config: &ServerConfig) -> Result<Self, ServerError> {
-        let client = HttpParticipant::default_client().map_err(ServerError::Client)?;
+    pub fn new(config: &ServerConfig, own: Option<SocketAddr>) -> Result<Self, ServerError> {
+        let allow = AllowList::new(config)?;
+        let mut client = HttpParticipant::client_builder();
+        if let Some(proxy) = &config.participant_proxy {
+            let invalid = || ServerError::InvalidSetting {
+                setting: "participant_proxy",
+                reason: "must be an http or https URL",
+            };
+            let url = Url::parse(proxy).map_err(|_| invalid())?;
+            if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
+                return Err(invalid());
+            }
+            client = client.proxy(reqwest::Proxy::all(url).map_err(|_| invalid())?);
+        }
+        let client = client
+            .build()
+            .map_err(|e| ServerError::Client(HttpParticipantError::Client(e.to_string())))?;
         let mut known = HashMap::new();
         for (name, url) in &config.participants {
             let participant = HttpParticipant::builder(name.clone(), url)
@@ -41,6 +157,12 @@ impl Participants {
                     name: name.clone(),
                     source,
                 })?;
+            if is_own_api(participant.base_url(), own) {
+                return Err(ServerError::ParticipantIsThisServer {
+                    name: name.clone(),
+                    url: url.clone(),
+                });
+            }
             if known.insert(name.clone(), Arc::new(participant)).is_some() {
                 return Err(ServerError::DuplicateParticipant { name: name.clone() });
             }
@@ -49,21 +171,22 @@ impl Participants {
             client,
             timeout: config.participant_timeout,
             known,
-            allow_ad_hoc: config.allow_ad_hoc_participants,
+            allow,
+            own,
             ad_hoc: Mutex::new(HashMap::new()),
             capacity: ServerConfig::AD_HOC_CACHE_CAPACITY,
         })
     }
 
     /// The participant a registration request names: a known one by `name`,
-    /// or (when allowed) the one at `url`.
+    /// or (when the allow-list admits its host) the one at `url`.
     pub fn resolve(&self, name: &str, url: Option<&str>) -> Result<Arc<HttpParticipant>, ApiError> {
         let Some(url) = url else {
             return self.known.get(name).cloned().ok_or_else(|| {
                 ApiError::new(
                     StatusCode::UNPROCESSABLE_ENTITY,
                     "unknown_participant",
-                    format!("no known participant is named {name:?}; give a \"url\" too"),
+                    format!("no known participant is named {name:?}"),
                 )
             });
         };
@@ -99,11 +222,26 @@ impl Participants {
                 return Ok(Arc::clone(known));
             }
         }
-        if !self.allow_ad_hoc {
+        if is_own_api(fresh.base_url(), self.own) {
+            return Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_participant_url",
+                "a participant URL must not point at this coordinator",
+            ));
+        }
+        if self.allow.is_empty() {
             return Err(ApiError::new(
                 StatusCode::FORBIDDEN,
                 "ad_hoc_participants_disabled",
                 "this server only registers its known participants, by name",
+            ));
+        }
+        let host = UrlHost::of(fresh.base_url());
+        if !host.is_some_and(|host| self.allow.allows(&host)) {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "participant_host_not_allowed",
+                "this server does not call participants on that host",
             ));
         }
         Ok(self.cached(name, fresh))
@@ -139,12 +277,20 @@ mod tests {
     use super::*;
 
     fn registry(config: ServerConfig) -> Participants {
-        Participants::new(&config).unwrap()
+        Participants::new(&config, None).unwrap()
+    }
+
+    fn loopback() -> ServerConfig {
+        ServerConfig::default().allow_participant_net("127.0.0.0/8")
+    }
+
+    fn code(r: Result<Arc<HttpParticipant>, ApiError>) -> Option<&'static str> {
+        r.err().map(|e| e.code)
     }
 
     #[test]
     fn the_same_service_resolves_to_the_same_arc() {
-        let p = registry(ServerConfig::default().participant("users", "http://127.0.0.1:9/u"));
+        let p = registry(loopback().participant("users", "http://127.0.0.1:9/u"));
         let a = p.resolve("x", Some("http://127.0.0.1:9/x")).unwrap();
         let b = p.resolve("x", Some("http://127.0.0.1:9/x/")).unwrap();
         assert!(Arc::ptr_eq(&a, &b));
@@ -157,7 +303,7 @@ mod tests {
 
     #[test]
     fn a_full_cache_forgets_only_unused_participants() {
-        let mut p = registry(ServerConfig::default());
+        let mut p = registry(loopback());
         p.capacity = 2;
         let held = p.resolve("a", Some("http://127.0.0.1:9/a")).unwrap();
         drop(p.resolve("b", Some("http://127.0.0.1:9/b")).unwrap());
@@ -169,8 +315,7 @@ mod tests {
 
     #[test]
     fn bad_requests_are_refused_with_specific_codes() {
-        let p = registry(ServerConfig::default().allow_ad_hoc_participants(false));
-        let code = |r: Result<_, ApiError>| r.err().map(|e| e.code);
+        let p = registry(ServerConfig::default().participant("users", "http://127.0.0.1:9/u"));
         assert_eq!(code(p.resolve("nobody", None)), Some("unknown_participant"));
         assert_eq!(
             code(p.resolve("x", Some("ftp://host/"))),
@@ -180,9 +325,126 @@ mod tests {
             code(p.resolve("", Some("http://h/"))),
             Some("invalid_participant_name")
         );
+        // Registration by URL is off by default; a known service by its
+        // own URL is still fine.
         assert_eq!(
             code(p.resolve("x", Some("http://h/"))),
             Some("ad_hoc_participants_disabled")
         );
+        assert!(p.resolve("users", Some("http://127.0.0.1:9/u")).is_ok());
+    }
+
+    #[test]
+    fn only_allowed_hosts_and_networks_are_called() {
+        let p = registry(
+            ServerConfig::default()
+                .allow_participant_host("Orders.Internal.")
+                .allow_participant_host("192.0.2.7")
+                .allow_participant_host("[::1]")
+                .allow_participant_net("10.0.0.0/8"),
+        );
+        for allowed in [
+            "http://orders.internal:7000/",
+            "http://ORDERS.internal./2pc/",
+            "http://192.0.2.7/",
+            "http://10.1.2.3:80/",
+            "http://[::ffff:10.9.9.9]/",
+            "http://[::1]:7000/",
+        ] {
+            assert!(p.resolve("x", Some(allowed)).is_ok(), "{allowed} refused");
+        }
+        for refused in [
+            "http://billing.internal/",
+            "http://orders.internal.evil.example/",
+            "http://192.0.2.8/",
+            "http://11.0.0.1/",
+            "http://169.254.169.254/latest/meta-data/",
+            "http://127.0.0.1:7000/",
+            "http://localhost:7000/",
+            // A name that might resolve into 10/8 is still only a name.
+            "http://ten.example/",
+        ] {
+            assert_eq!(
+                code(p.resolve("x", Some(refused))),
+                Some("participant_host_not_allowed"),
+                "{refused}"
+            );
+        }
+    }
+
+    #[test]
+    fn urls_at_the_server_itself_are_refused() {
+        let own: SocketAddr = "0.0.0.0:8080".parse().unwrap();
+        let config = ServerConfig::default()
+            .allow_participant_net("0.0.0.0/0")
+            .allow_participant_net("::/0")
+            .allow_participant_host("localhost")
+            .allow_participant_host("api.localhost");
+        let p = Participants::new(&config, Some(own)).unwrap();
+        for own_api in [
+            "http://127.0.0.1:8080/",
+            "http://127.0.0.2:8080/transactions/",
+            "http://localhost:8080/",
+            "http://api.localhost:8080/",
+            "http://[::1]:8080/",
+            "http://[::ffff:127.0.0.1]:8080/",
+            "http://0.0.0.0:8080/",
+            "http://2130706433:8080/",
+        ] {
+            assert_eq!(
+                code(p.resolve("x", Some(own_api))),
+                Some("invalid_participant_url"),
+                "{own_api}"
+            );
+        }
+        assert!(p.resolve("x", Some("http://127.0.0.1:8081/")).is_ok());
+        assert!(p.resolve("x", Some("http://localhost/")).is_ok());
+
+        let own: SocketAddr = "10.0.0.5:9000".parse().unwrap();
+        let p = Participants::new(&config, Some(own)).unwrap();
+        assert!(p.resolve("x", Some("http://10.0.0.5:9000/")).is_err());
+        assert!(p.resolve("x", Some("http://10.0.0.6:9000/")).is_ok());
+
+        let known = ServerConfig::default().participant("me", "http://localhost:8080/");
+        assert!(matches!(
+            Participants::new(&known, Some("127.0.0.1:8080".parse().unwrap())),
+            Err(ServerError::ParticipantIsThisServer { .. })
+        ));
+    }
+
+    #[test]
+    fn bad_allow_list_entries_and_proxies_are_refused() {
+        for (config, setting) in [
+            (
+                ServerConfig::default().allow_participant_net("10.0.0.0"),
+                "allow_participant_net",
+            ),
+            (
+                ServerConfig::default().allow_participant_net("10.0.0.0/33"),
+                "allow_participant_net",
+            ),
+            (
+                ServerConfig::default().allow_participant_host(""),
+                "allow_participant_host",
+            ),
+            (
+                ServerConfig::default().allow_participant_host("http://h/"),
+                "allow_participant_host",
+            ),
+            (
+                ServerConfig::default().participant_proxy("not a url"),
+                "participant_proxy",
+            ),
+        ] {
+            assert!(
+                matches!(
+                    Participants::new(&config, None),
+                    Err(ServerError::InvalidSetting { setting: s, .. }) if s == setting
+                ),
+                "{config:?}"
+            );
+        }
+        let proxied = ServerConfig::default().participant_proxy("http://proxy.internal:3128");
+        assert!(Participants::new(&proxied, None).is_ok());
     }
 }

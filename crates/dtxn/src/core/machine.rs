@@ -257,7 +257,8 @@ impl Transaction {
                 participant,
                 attempt,
                 result,
-            } => self.phase2_done(participant, attempt, result, actions),
+                retry_budget_spent,
+            } => self.phase2_done(participant, attempt, result, retry_budget_spent, actions),
         }
     }
 
@@ -387,9 +388,11 @@ impl Transaction {
         participant: usize,
         attempt: u32,
         result: Result<(), CallFailure>,
+        retry_budget_spent: bool,
         actions: &mut Vec<Action>,
     ) -> Result<(), CoreError> {
         let max_attempts = self.limits.retry.max_attempts();
+        let last_attempt = attempt >= max_attempts || retry_budget_spent;
         let commit = self.state == TransactionState::Committing;
         let hide_hazard = self.planted(PlantedBug::HideHazard);
         let peer = self
@@ -402,11 +405,11 @@ impl Transaction {
                 peer.phase2 = Phase2Status::Acknowledged { attempts: attempt };
                 self.outstanding -= 1;
             }
-            Err(_) if attempt >= max_attempts && hide_hazard => {
+            Err(_) if last_attempt && hide_hazard => {
                 peer.phase2 = Phase2Status::Acknowledged { attempts: attempt };
                 self.outstanding -= 1;
             }
-            Err(last) if attempt >= max_attempts || last.is_permanent() => {
+            Err(last) if last_attempt || last.is_permanent() => {
                 peer.phase2 = Phase2Status::GaveUp {
                     attempts: attempt,
                     last: Box::new(last),
@@ -517,6 +520,7 @@ mod tests {
             participant,
             attempt,
             result: Ok(()),
+            retry_budget_spent: false,
         }
     }
 
@@ -610,6 +614,7 @@ mod tests {
             participant: 0,
             attempt,
             result: Err(CallFailure::Panicked("boom".into())),
+            retry_budget_spent: false,
         };
         assert_eq!(
             step(&mut t, fail(1)),
@@ -633,11 +638,43 @@ mod tests {
                 participant: 0,
                 attempt: 1,
                 result: Err(ParticipantError::permanent("gone").into()),
+                retry_budget_spent: false,
             },
         );
         assert!(out.is_empty());
         assert_eq!(t.state(), Aborted);
         assert_eq!(t.hazards().count(), 1);
+    }
+
+    #[test]
+    fn a_failure_after_the_retry_time_budget_gives_up_before_the_last_attempt() {
+        let fail = |attempt, retry_budget_spent| Event::Phase2Done {
+            participant: 0,
+            attempt,
+            result: Err(ParticipantError::transient("connection refused").into()),
+            retry_budget_spent,
+        };
+        for commit in [true, false] {
+            // Three attempts allowed: within the budget a transient failure
+            // is retried, and once the budget is spent the next failure
+            // gives up although attempts are left.
+            let mut t = Transaction::new(limits(3));
+            t.handle(Event::Register, &mut Vec::new()).unwrap();
+            if commit {
+                step(&mut t, Event::Prepare);
+                step(&mut t, vote(0, PreparedResult::Ready));
+                step(&mut t, Event::Commit);
+            } else {
+                step(&mut t, Event::Rollback);
+            }
+            assert_eq!(step(&mut t, fail(1, false)).len(), 1);
+            assert!(step(&mut t, fail(2, true)).is_empty());
+            assert_eq!(t.state(), if commit { Committed } else { Aborted });
+            assert!(matches!(
+                t.peers()[0].phase2,
+                Phase2Status::GaveUp { attempts: 2, .. }
+            ));
+        }
     }
 
     #[test]

@@ -28,7 +28,7 @@
 //! assert_eq!(txn.state(), TransactionState::Prepared);
 //! txn.handle(Event::Commit, &mut actions)?;
 //! assert_eq!(actions, [Action::Commit { participant: 0, attempt: 1 }]);
-//! txn.handle(Event::Phase2Done { participant: 0, attempt: 1, result: Ok(()) }, &mut actions)?;
+//! txn.handle(Event::Phase2Done { participant: 0, attempt: 1, result: Ok(()), retry_budget_spent: false }, &mut actions)?;
 //! assert_eq!(txn.state(), TransactionState::Committed);
 //! # Ok::<(), dtxn::core::CoreError>(())
 //! ```

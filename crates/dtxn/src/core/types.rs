@@ -15,6 +15,8 @@ use crate::{ParticipantError, PreparedResult};
 /// `Committed` and `Aborted` are terminal. In `Committing` the decision is
 /// Commit and phase 2 is being delivered; `Aborting` likewise for Abort.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum TransactionState {
     /// Begun; participants may register.
     Active,
@@ -68,6 +70,7 @@ impl fmt::Display for TransactionState {
 
 /// The coordinator's decision for a transaction; taken once, never changed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Decision {
     /// Every participant voted yes and the client asked to commit.
     Commit,
@@ -77,6 +80,7 @@ pub enum Decision {
 
 /// A client operation, named in [`CoreError::InvalidState`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Operation {
     /// `register_participant`.
     Register,
@@ -101,6 +105,8 @@ impl fmt::Display for Operation {
 
 /// Why a participant call produced no answer.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, thiserror::Error, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum CallFailure {
     /// The participant returned an error.
     #[error("error: {0}")]
@@ -122,6 +128,7 @@ impl CallFailure {
 
 /// Phase-1 status of one participant.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum PrepareStatus {
     /// Not asked to prepare (yet, or ever: the transaction aborted first).
     NotAsked,
@@ -136,6 +143,7 @@ pub enum PrepareStatus {
 
 /// Phase-2 status of one participant.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Phase2Status {
     /// No phase-2 call made (not needed, or not yet).
     NotSent,
@@ -177,6 +185,7 @@ impl Peer {
 
 /// Why a transaction was decided Abort.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum AbortCause {
     /// A participant voted [`PreparedResult::Aborted`].
     Voted {
@@ -231,6 +240,9 @@ pub enum Event {
         attempt: u32,
         /// Acknowledged, or why not.
         result: Result<(), CallFailure>,
+        /// The retry policy's time budget is spent (the driver, which owns
+        /// the clock, tells): a failure is not retried.
+        retry_budget_spent: bool,
     },
 }
 

@@ -61,7 +61,31 @@ struct Inner {
     times: Vec<PeerTimes>,
     prepare_started: Micros,
     decided: Micros,
+    /// When the decision was taken, exactly: phase 2's retry time budget
+    /// runs from it (`decided` saturates after 71 minutes).
+    decided_at: Option<Instant>,
     finished: Micros,
+}
+
+impl Drop for Inner {
+    /// Participants are user values: their `Drop` may panic or call back
+    /// into the coordinator. Whoever drops the last reference to an entry
+    /// does so outside every coordinator lock (see `Shared::forget`); here
+    /// each participant is dropped on its own with panics caught, so a
+    /// panicking `Drop` reaches neither that caller nor the sweeper.
+    fn drop(&mut self) {
+        for participant in self.participants.drain(..) {
+            drop_user(participant);
+        }
+    }
+}
+
+/// Drops a user value (a participant), catching a panic from its `Drop`.
+pub(crate) fn drop_user<T>(value: T) {
+    let dropped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(value)));
+    if dropped.is_err() {
+        tracing::error!("a participant's Drop panicked; the panic was caught and ignored");
+    }
 }
 
 pub(crate) struct Entry {
@@ -132,6 +156,7 @@ impl Entry {
                 times: Vec::new(),
                 prepare_started: NEVER,
                 decided: NEVER,
+                decided_at: None,
                 finished: NEVER,
             }),
             state: StateCell::new(),
@@ -147,15 +172,29 @@ impl Entry {
     }
 
     /// Registers `participant` unless this very `Arc` is already registered.
-    /// Returns `Ok(true)` when added.
+    /// Returns `Ok(true)` when added. A refused or duplicate `participant`
+    /// is dropped after the entry's lock is released.
     pub fn register(&self, participant: Arc<dyn Participant>) -> Result<bool, CoreError> {
+        let (result, rejected) = self.try_register(participant);
+        // Outside the entry's lock: it may be the last reference.
+        if let Some(p) = rejected {
+            drop_user(p);
+        }
+        result
+    }
+
+    fn try_register(
+        &self,
+        participant: Arc<dyn Participant>,
+    ) -> (Result<bool, CoreError>, Option<Arc<dyn Participant>>) {
         let mut inner = lock(&self.inner);
         let state = inner.machine.state();
         if state != TransactionState::Active {
-            return Err(CoreError::InvalidState {
+            let refused = CoreError::InvalidState {
                 current: state,
                 operation: crate::core::Operation::Register,
-            });
+            };
+            return (Err(refused), Some(participant));
         }
         let ptr = Arc::as_ptr(&participant) as *const ();
         let maybe_registered = inner.registered.contains(ptr);
@@ -165,12 +204,14 @@ impl Entry {
                 .iter()
                 .any(|p| Arc::as_ptr(p) as *const () == ptr)
         {
-            return Ok(false);
+            return (Ok(false), Some(participant));
         }
-        inner.machine.handle(Event::Register, &mut Vec::new())?;
+        if let Err(e) = inner.machine.handle(Event::Register, &mut Vec::new()) {
+            return (Err(e), Some(participant));
+        }
         inner.participants.push(participant);
         inner.registered.insert(ptr);
-        Ok(true)
+        (Ok(true), None)
     }
 
     /// Feeds `event` to the machine. With `check_deadline`, an expired
@@ -178,7 +219,7 @@ impl Entry {
     ///
     /// A terminal state is counted in `shared`'s totals *before* it is
     /// published, so whoever sees it finished also sees it counted.
-    pub fn apply(&self, event: Event, check_deadline: bool, shared: &Shared) -> Applied {
+    pub fn apply(&self, mut event: Event, check_deadline: bool, shared: &Shared) -> Applied {
         let retry = &shared.config.retry;
         let mut actions = Vec::new();
         let mut inner = lock(&self.inner);
@@ -187,6 +228,18 @@ impl Entry {
         if check_deadline && now >= self.deadline {
             // Refusals change nothing; only Active/Prepared react.
             let _ = inner.machine.handle(Event::DeadlineExpired, &mut actions);
+        }
+        if let Event::Phase2Done {
+            result: Err(_),
+            retry_budget_spent,
+            ..
+        } = &mut event
+        {
+            // The clock is the driver's: tell the core whether the retry
+            // policy's time budget, counted from the decision, is spent.
+            *retry_budget_spent = inner
+                .decided_at
+                .is_some_and(|at| now.saturating_duration_since(at) >= retry.max_elapsed());
         }
         let completed = match &event {
             Event::PrepareDone { participant, .. } => Some((*participant, true)),
@@ -221,6 +274,7 @@ impl Entry {
         }
         if before.decision().is_none() && after.decision().is_some() {
             inner.decided = t;
+            inner.decided_at = Some(now);
         }
         if after.is_terminal() && !before.is_terminal() {
             inner.finished = t;
@@ -232,7 +286,14 @@ impl Entry {
                 crate::core::Action::Prepare { .. } => Duration::ZERO,
                 crate::core::Action::Commit { attempt, .. }
                 | crate::core::Action::Rollback { attempt, .. } => {
+                    // Never wait past the time budget: the last attempt
+                    // comes when it ends, so phase 2 is bounded by the
+                    // budget plus one call, whatever the backoff.
+                    let spent = inner
+                        .decided_at
+                        .map_or(Duration::ZERO, |at| now.saturating_duration_since(at));
                     RetryPolicy::jitter(retry.backoff(attempt), fastrand::f64())
+                        .min(retry.max_elapsed().saturating_sub(spent))
                 }
             };
             calls.push(Call {

@@ -32,16 +32,20 @@ pub(crate) fn spawn_calls(
 /// The participant calls of one transaction in flight, and the loop that
 /// feeds their results into the machine.
 ///
-/// A client call drives its runner *inline*, in the client's own task,
-/// until the state it waits for is reached, then
-/// [`detach`](Self::detach)es what is left into a spawned task; the
-/// [`Detach`] guard does the same if the client future is dropped mid-way,
-/// so cancellation never strands a call. In the common case every call is
-/// answered before the client returns, and no task is spawned at all.
+/// A client call first drives its runner *inline*, in the client's own
+/// task, for as long as the calls answer at once
+/// ([`drive_ready`](Self::drive_ready)); the first call that would make it
+/// wait sends everything left to a spawned task
+/// ([`detach`](Self::detach)). So in the common case (every participant
+/// answers at once) no task is spawned, and progress never depends on the
+/// client future being polled again: a caller that parks its future blocks
+/// nobody (PROTOCOL.md rule 14).
 pub(crate) struct Runner<F> {
+    /// First field, so dropped first: a call's reference to its participant
+    /// is never the last while the entry is still held here.
+    pending: FuturesUnordered<F>,
     shared: Arc<Shared>,
     entry: Arc<Entry>,
-    pending: FuturesUnordered<F>,
     /// `perform`, as a pointer so that `F` (its unnameable future type) is
     /// fixed once and more calls can be pushed later.
     perform: fn(Call, TransactionId, Duration, Duration) -> F,
@@ -84,26 +88,47 @@ impl<F: Future<Output = Event> + Send + 'static> Runner<F> {
             let Some(event) = self.pending.next().await else {
                 return;
             };
-            let (shared, entry) = (&*self.shared, &self.entry);
-            let applied = entry.apply(event, false, shared);
-            if let Err(e) = &applied.result {
-                // Stale answers cannot occur here (each call is outstanding
-                // exactly once) but are harmless; anything else is a core bug.
-                tracing::error!(txn = %entry.id, error = %e, "core refused a call result");
-            }
-            shared.after_apply(entry, applied.changed_to);
-            let mut calls = applied.calls;
-            if applied.changed_to == Some(TransactionState::Prepared) {
-                // The deadline and shutdown are ignored while Preparing; deliver
-                // them now that phase 1 has ended, or nobody ever will.
-                if let Some(event) = shared.pending_abandonment(entry) {
-                    let again = entry.apply(event, false, shared);
-                    shared.after_apply(entry, again.changed_to);
-                    calls.extend(again.calls);
-                }
-            }
-            self.push(calls);
+            self.feed(event);
         }
+    }
+
+    /// Feeds the results of calls that answer at once, without waiting,
+    /// until `done(state)` holds, no call is left, or a call would wait.
+    ///
+    /// The calls are polled with a no-op waker: whoever polls `pending`
+    /// next (the task [`detach`](Self::detach) spawns) registers its own,
+    /// and `FuturesUnordered` re-polls every call woken in between.
+    pub fn drive_ready(&mut self, done: impl Fn(TransactionState) -> bool) {
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        while !done(self.entry.state()) {
+            match self.pending.poll_next_unpin(&mut cx) {
+                std::task::Poll::Ready(Some(event)) => self.feed(event),
+                std::task::Poll::Ready(None) | std::task::Poll::Pending => return,
+            }
+        }
+    }
+
+    /// Applies one call's result and queues the calls it requires.
+    fn feed(&mut self, event: Event) {
+        let (shared, entry) = (&*self.shared, &self.entry);
+        let applied = entry.apply(event, false, shared);
+        if let Err(e) = &applied.result {
+            // Stale answers cannot occur here (each call is outstanding
+            // exactly once) but are harmless; anything else is a core bug.
+            tracing::error!(txn = %entry.id, error = %e, "core refused a call result");
+        }
+        shared.after_apply(entry, applied.changed_to);
+        let mut calls = applied.calls;
+        if applied.changed_to == Some(TransactionState::Prepared) {
+            // The deadline and shutdown are ignored while Preparing; deliver
+            // them now that phase 1 has ended, or nobody ever will.
+            if let Some(event) = shared.pending_abandonment(entry) {
+                let again = entry.apply(event, false, shared);
+                shared.after_apply(entry, again.changed_to);
+                calls.extend(again.calls);
+            }
+        }
+        self.push(calls);
     }
 
     /// Runs the calls still pending to the end in a spawned task.
@@ -114,49 +139,13 @@ impl<F: Future<Output = Event> + Send + 'static> Runner<F> {
         let span = tracing::debug_span!("dtxn", txn = %self.entry.id, phase);
         let (shared, id) = (Arc::clone(&self.shared), self.entry.id);
         let task = async move { self.drive_until(|_| false).await }.instrument(span);
-        match tokio::runtime::Handle::try_current() {
-            Ok(handle) => {
+        match shared.runtime() {
+            Some(handle) => {
                 handle.spawn(task);
             }
-            Err(_) => match shared.runtime.get() {
-                Some(handle) => {
-                    handle.spawn(task);
-                }
-                // Unreachable in practice: calls only arise after an async call
-                // or the sweeper, both of which run inside a runtime.
-                None => tracing::error!(txn = %id, "no tokio runtime to run participant calls"),
-            },
-        }
-    }
-}
-
-/// Owns a [`Runner`] driven by a client future and detaches what is left of
-/// it when dropped — when the client got its answer, or gave up waiting.
-pub(crate) struct Detach<F: Future<Output = Event> + Send + 'static> {
-    runner: Option<Runner<F>>,
-    phase: &'static str,
-}
-
-impl<F: Future<Output = Event> + Send + 'static> Detach<F> {
-    pub fn new(runner: Runner<F>, phase: &'static str) -> Self {
-        Self {
-            runner: Some(runner),
-            phase,
-        }
-    }
-
-    /// See [`Runner::drive_until`].
-    pub async fn drive_until(&mut self, done: impl Fn(TransactionState) -> bool) {
-        if let Some(runner) = &mut self.runner {
-            runner.drive_until(done).await;
-        }
-    }
-}
-
-impl<F: Future<Output = Event> + Send + 'static> Drop for Detach<F> {
-    fn drop(&mut self) {
-        if let Some(runner) = self.runner.take() {
-            runner.detach(self.phase);
+            // Unreachable in practice: calls only arise after an async call
+            // or the sweeper, both of which run inside a runtime.
+            None => tracing::error!(txn = %id, "no tokio runtime to run participant calls"),
         }
     }
 }
@@ -171,6 +160,19 @@ async fn perform(
     if !call.delay.is_zero() {
         tokio::time::sleep(call.delay).await;
     }
+    let event = call_participant(&call, txn, prepare_timeout, phase2_timeout).await;
+    // The participant may be the last reference (its entry forgotten while
+    // the call ran): its `Drop` is user code.
+    super::entry::drop_user(call.participant);
+    event
+}
+
+async fn call_participant(
+    call: &Call,
+    txn: TransactionId,
+    prepare_timeout: Duration,
+    phase2_timeout: Duration,
+) -> Event {
     let p = &call.participant;
     let event = match call.action {
         Action::Prepare { participant } => Event::PrepareDone {
@@ -201,6 +203,8 @@ async fn perform(
                 result: guarded(phase2_timeout, phase2)
                     .await
                     .and_then(|r| r.map_err(CallFailure::Error)),
+                // Set by `Entry::apply`, which has the clock.
+                retry_budget_spent: false,
             }
         }
     };

@@ -6,7 +6,7 @@ mod exec;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::sync::{Arc, Mutex, Weak};
 
 use tokio::sync::Notify;
 use tokio::time::Instant;
@@ -16,6 +16,16 @@ use crate::outcome::{PrepareOutcome, Registration, TransactionOutcome, Transacti
 use crate::{CoordinatorConfig, CoordinatorError, Participant, TransactionId};
 use entry::{lock, Entry};
 use exec::spawn_calls;
+
+/// How far in the future "never" is, for deadlines too large for the
+/// clock (as tokio does for its own timers).
+const FAR_FUTURE: std::time::Duration = std::time::Duration::from_secs(86_400 * 365 * 30);
+
+/// `now + d`, or [`FAR_FUTURE`] from now when that overflows the clock:
+/// no configured duration can make it panic.
+fn deadline_after(now: Instant, d: std::time::Duration) -> Instant {
+    now.checked_add(d).unwrap_or_else(|| now + FAR_FUTURE)
+}
 
 const SHARDS: usize = 64;
 
@@ -80,8 +90,14 @@ pub(crate) struct Shared {
     hazards: AtomicU64,
     /// Finished transactions still remembered, oldest first.
     finished: Mutex<VecDeque<(Instant, TransactionId)>>,
-    pub runtime: OnceLock<tokio::runtime::Handle>,
-    sweeper_started: AtomicBool,
+    /// The runtime the sweeper runs on, for work started outside any
+    /// runtime (the last handle dropped in plain code). Cleared when that
+    /// runtime shuts down.
+    runtime: Mutex<Option<tokio::runtime::Handle>>,
+    /// Whether a sweeper task is alive. Cleared by the task's guard when it
+    /// ends or its runtime drops it, so the next call from another runtime
+    /// starts a new one.
+    sweeper_running: AtomicBool,
     shutdown: AtomicBool,
     wake_sweeper: Notify,
 }
@@ -91,11 +107,30 @@ impl Shared {
         &self.shards[(id.sequence() as usize) % SHARDS]
     }
 
-    fn get(&self, txn: TransactionId) -> Result<Arc<Entry>, CoordinatorError> {
+    fn get(self: &Arc<Self>, txn: TransactionId) -> Result<Arc<Entry>, CoordinatorError> {
+        self.ensure_sweeper();
         lock(self.shard(txn))
             .get(&txn)
             .cloned()
             .ok_or(CoordinatorError::NotFound { txn })
+    }
+
+    /// The runtime to spawn work on: the caller's, else the sweeper's.
+    pub(crate) fn runtime(&self) -> Option<tokio::runtime::Handle> {
+        tokio::runtime::Handle::try_current()
+            .ok()
+            .or_else(|| lock(&self.runtime).clone())
+    }
+
+    /// Removes `ids` from the table. Each entry is dropped *after* its
+    /// shard's lock is released: it may hold the last reference to
+    /// participants, whose `Drop` is user code that may call back into the
+    /// coordinator (even drop its last handle, which sweeps every shard).
+    fn forget(&self, ids: impl IntoIterator<Item = TransactionId>) {
+        for id in ids {
+            let removed = lock(self.shard(id)).remove(&id);
+            drop(removed);
+        }
     }
 
     /// Counts a transaction that just reached terminal `state` (called by
@@ -133,24 +168,28 @@ impl Shared {
                 forget.extend(finished.pop_front().map(|(_, id)| id));
             }
         }
-        for id in forget {
-            lock(self.shard(id)).remove(&id);
-        }
+        self.forget(forget);
     }
 
-    /// Ensures the sweeper runs (once a tokio runtime is reachable).
+    /// Ensures a sweeper runs, on the caller's runtime if none is alive:
+    /// a coordinator that outlives the runtime that started its sweeper
+    /// (one shared across `#[tokio::test]`s, say) gets a new one on the
+    /// next call made from another runtime. One atomic load when it runs.
     fn ensure_sweeper(self: &Arc<Self>) {
-        if self.sweeper_started.load(Ordering::Acquire) {
+        if self.sweeper_running.load(Ordering::Acquire) || self.shutdown.load(Ordering::Acquire) {
             return;
         }
         let Ok(handle) = tokio::runtime::Handle::try_current() else {
             return;
         };
-        if self.sweeper_started.swap(true, Ordering::AcqRel) {
+        if self.sweeper_running.swap(true, Ordering::AcqRel) {
             return;
         }
-        let _ = self.runtime.set(handle.clone());
-        handle.spawn(sweeper(Arc::downgrade(self)));
+        *lock(&self.runtime) = Some(handle.clone());
+        // The guard is made before the spawn, so a task dropped unpolled
+        // (its runtime already shutting down) still clears the flag.
+        let running = SweeperRunning(Arc::downgrade(self));
+        handle.spawn(sweeper(Arc::downgrade(self), running));
     }
 
     /// Applies `event` outside a call-executing task, runs the calls it
@@ -189,13 +228,15 @@ impl Shared {
         };
         let applied = entry.apply(event, true, self);
         self.after_apply(entry, applied.changed_to);
-        let mut calls = exec::Detach::new(exec::runner(self, entry, applied.calls), phase);
+        // Calls that answer at once are driven here; the rest go to a task
+        // before this future first returns Pending, so nothing waits on
+        // this caller polling again (PROTOCOL.md rule 14).
+        let mut runner = exec::runner(self, entry, applied.calls);
+        runner.drive_ready(&done);
+        runner.detach(phase);
         if let Err(e) = applied.result {
             return Err(map_core_error(entry, e, operation));
         }
-        calls.drive_until(&done).await;
-        drop(calls);
-        // Another caller may be driving the calls: wait for it.
         Ok(entry.wait_for(done).await)
     }
 
@@ -265,15 +306,28 @@ impl Shared {
                 forget.push(id);
             }
         }
-        for id in forget {
-            lock(self.shard(id)).remove(&id);
+        self.forget(forget);
+    }
+}
+
+/// Held by the sweeper task: clears [`Shared::sweeper_running`] (and the
+/// runtime it ran on) when the task ends or is dropped with its runtime.
+struct SweeperRunning(Weak<Shared>);
+
+impl Drop for SweeperRunning {
+    fn drop(&mut self) {
+        if let Some(shared) = self.0.upgrade() {
+            // The runtime first: a sweeper started after the flag clears
+            // stores its own.
+            *lock(&shared.runtime) = None;
+            shared.sweeper_running.store(false, Ordering::Release);
         }
     }
 }
 
 /// The background task: sweeps every `sweep_interval` until the coordinator
 /// is dropped (the drop itself rolls back what no client can finish).
-async fn sweeper(shared: Weak<Shared>) {
+async fn sweeper(shared: Weak<Shared>, _running: SweeperRunning) {
     let Some(interval) = shared.upgrade().map(|s| s.config.sweep_interval) else {
         return;
     };
@@ -281,7 +335,14 @@ async fn sweeper(shared: Weak<Shared>) {
         let notified = match shared.upgrade() {
             Some(s) if s.shutdown.load(Ordering::Acquire) => return,
             Some(s) => {
-                s.sweep(false);
+                // No user code runs in a sweep (participants are dropped
+                // with their panics caught); should anything panic all the
+                // same, deadlines must still be enforced next time.
+                let swept =
+                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| s.sweep(false)));
+                if swept.is_err() {
+                    tracing::error!("a sweep panicked; the sweeper goes on");
+                }
                 // Registered before sleeping so a shutdown is not missed.
                 let s2 = Arc::clone(&s);
                 drop(s);
@@ -425,8 +486,8 @@ impl TransactionCoordinator {
             aborted: AtomicU64::new(0),
             hazards: AtomicU64::new(0),
             finished: Mutex::new(VecDeque::new()),
-            runtime: OnceLock::new(),
-            sweeper_started: AtomicBool::new(false),
+            runtime: Mutex::new(None),
+            sweeper_running: AtomicBool::new(false),
             shutdown: AtomicBool::new(false),
             wake_sweeper: Notify::new(),
         });
@@ -537,9 +598,24 @@ impl TransactionCoordinator {
             id,
             machine,
             now,
-            now + shared.config.transaction_deadline,
+            deadline_after(now, shared.config.transaction_deadline),
         ));
-        lock(shared.shard(id)).insert(id, entry);
+        let refused = {
+            let mut shard = lock(shared.shard(id));
+            // Checked again under the shard lock, which `shutdown` takes to
+            // sweep after raising the flag: either this begin sees the flag,
+            // or that sweep sees this transaction and rolls it back.
+            if shared.shutdown.load(Ordering::Acquire) {
+                Some(entry)
+            } else {
+                shard.insert(id, entry);
+                None
+            }
+        };
+        if refused.is_some() {
+            shared.unfinished.fetch_sub(1, Ordering::AcqRel);
+            return Err(CoordinatorError::ShuttingDown);
+        }
         tracing::trace!(txn = %id, "begun");
         Ok(id)
     }
@@ -587,10 +663,12 @@ impl TransactionCoordinator {
     ///
     /// # Cancel safety
     ///
-    /// Cancel safe. The prepare calls run in this future while it is polled
-    /// (no task is spawned in the common case); if it is dropped first,
-    /// they are handed to a spawned task and phase 1 goes on. Call again (or
-    /// `rollback_transaction`) to observe the outcome.
+    /// Cancel safe. On the first poll the prepare calls start, those that
+    /// answer at once are taken in this future (no task is spawned when all
+    /// do), and the rest go to a spawned task before the future waits: if
+    /// it is dropped, or held and never polled again, phase 1 goes on and
+    /// other callers are not delayed. Call again (or `rollback_transaction`)
+    /// to observe the outcome.
     pub async fn prepare_transaction(
         &self,
         txn: TransactionId,
@@ -640,9 +718,9 @@ impl TransactionCoordinator {
     /// # Cancel safety
     ///
     /// Cancel safe. The Commit decision is taken synchronously on the first
-    /// poll; the commit calls then run in this future, and if it is dropped
-    /// before they end they are handed to a spawned task that runs phase 2
-    /// to the end.
+    /// poll, with the commit calls that answer at once; the rest run in a
+    /// spawned task that takes phase 2 to the end whether or not this
+    /// future is polled again.
     pub async fn commit_transaction(
         &self,
         txn: TransactionId,
@@ -673,9 +751,9 @@ impl TransactionCoordinator {
     ///
     /// # Cancel safety
     ///
-    /// Cancel safe. The Abort decision is taken on the first poll; the
-    /// rollback calls run in this future, and if it is dropped before they
-    /// end they are handed to a spawned task.
+    /// Cancel safe. The Abort decision is taken on the first poll, with the
+    /// rollback calls that answer at once; the rest run in a spawned task
+    /// whether or not this future is polled again.
     pub async fn rollback_transaction(
         &self,
         txn: TransactionId,
@@ -729,8 +807,7 @@ impl TransactionCoordinator {
                 entry.state(),
                 TransactionState::Active | TransactionState::Prepared
             )
-            && (tokio::runtime::Handle::try_current().is_ok()
-                || self.shared().runtime.get().is_some())
+            && self.shared().runtime().is_some()
         {
             // Refusals change nothing; only Active/Prepared react.
             let _ = self
