@@ -695,3 +695,61 @@ async fn the_retry_time_budget_bounds_phase_two_whatever_the_attempts_left() {
         "phase 2 ran {took:?}"
     );
 }
+
+#[test]
+fn calls_dropped_with_their_runtime_are_resumed_on_the_next_one() {
+    let c = coordinator();
+    let committing = Mock::new("slow-commit")
+        .on_commit(Step::after(ms(50), Step::Ok))
+        .arc();
+    let preparing = Mock::new("slow-prepare")
+        .on_prepare(Step::after(ms(50), Step::Ok))
+        .arc();
+    let first = paused_runtime();
+    let (to_commit, to_abort, parked) = first.block_on(async {
+        let to_commit = begin_with(&c, [committing.clone()]);
+        assert_eq!(
+            c.prepare_transaction(to_commit).await.unwrap(),
+            PrepareOutcome::Prepared
+        );
+        let to_abort = begin_with(&c, [preparing.clone()]);
+        // Each call is under way in a task of this runtime...
+        let parked = (
+            poll_once(Box::pin(c.commit_transaction(to_commit))),
+            poll_once(Box::pin(c.prepare_transaction(to_abort))),
+        );
+        (to_commit, to_abort, parked)
+    });
+    // ...which shuts down with them in flight.
+    drop(first);
+    drop(parked);
+    paused_runtime().block_on(async {
+        let committed =
+            tokio::time::timeout(Duration::from_secs(10), c.commit_transaction(to_commit)).await;
+        let outcome = committed.expect("the commit was left in flight").unwrap();
+        assert!(outcome.hazards.is_empty(), "{:?}", outcome.hazards);
+        // The abandoned attempt, then the one that got through.
+        assert_eq!(committing.count(Kind::Commit), 2);
+
+        // A prepare abandoned mid-call is a failed prepare: Abort, and
+        // the participant, whose state is unknown, gets rollback.
+        let rolled_back =
+            tokio::time::timeout(Duration::from_secs(10), c.rollback_transaction(to_abort)).await;
+        rolled_back
+            .expect("the prepare was left in flight")
+            .unwrap();
+        assert_eq!(
+            c.get_transaction_state(to_abort).unwrap(),
+            TransactionState::Aborted
+        );
+        assert!(matches!(
+            c.transaction_report(to_abort).unwrap().abort_reason,
+            Some(dtxn::AbortReason::PrepareFailed {
+                failure: dtxn::CallFailure::Abandoned,
+                ..
+            })
+        ));
+        assert_eq!(preparing.count(Kind::Rollback), 1);
+        assert_eq!(c.stats().unfinished, 0);
+    });
+}

@@ -3,8 +3,8 @@
 //!
 //! Every enumerated value is `snake_case`, in answers and in requests
 //! alike (`"active"`, `"already_registered"`, `"commit"`,
-//! `?state=prepared`). Durations are milliseconds, as numbers with a
-//! fraction.
+//! `?state=prepared`). Durations are milliseconds, as numbers with at
+//! most three decimals (microsecond resolution).
 
 use std::time::Duration;
 
@@ -18,8 +18,11 @@ use utoipa::{IntoParams, ToSchema};
 
 use crate::wire::Vote;
 
+/// Milliseconds at microsecond resolution. Dividing whole microseconds
+/// gives the double nearest the decimal value, which prints as written
+/// (`4.015`); `as_secs_f64() * 1000.0` would print `4.015000000000001`.
 fn millis(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
+    d.as_micros() as f64 / 1000.0
 }
 
 /// A transaction's state ([`TransactionState`]).
@@ -202,7 +205,8 @@ impl From<&CallFailure> for CallFailureBody {
         let kind = match failure {
             CallFailure::Error(_) => FailureKind::Error,
             CallFailure::Panicked(_) => FailureKind::Panicked,
-            CallFailure::TimedOut => FailureKind::TimedOut,
+            // Abandoned calls are as unknown as timed-out ones.
+            CallFailure::TimedOut | CallFailure::Abandoned => FailureKind::TimedOut,
             // A failure newer than this server; `message` says what it is.
             _ => FailureKind::Error,
         };
@@ -626,6 +630,22 @@ pub struct ReadyResponse {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn durations_print_without_float_noise() {
+        for (micros, printed) in [
+            (4015, "4.015"),
+            (1, "0.001"),
+            (250_000, "250.0"),
+            (0, "0.0"),
+        ] {
+            let json = serde_json::to_string(&millis(Duration::from_micros(micros))).unwrap();
+            assert_eq!(json, printed);
+        }
+        // Below a microsecond is below the resolution.
+        let json = serde_json::to_string(&millis(Duration::from_nanos(4_015_999))).unwrap();
+        assert_eq!(json, "4.015");
+    }
 
     #[test]
     fn api_and_library_enums_serialize_in_snake_case() {

@@ -117,6 +117,10 @@ pub enum CallFailure {
     /// The call did not finish within its timeout.
     #[error("timed out")]
     TimedOut,
+    /// The call was dropped before it finished, with the tokio runtime it
+    /// ran on; its outcome is unknown, like a timeout's.
+    #[error("abandoned: its runtime shut down")]
+    Abandoned,
 }
 
 impl CallFailure {

@@ -9,7 +9,9 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use super::Shared;
-use crate::core::{AbortCause, Action, CoreError, Event, Peer, Transaction, TransactionState};
+use crate::core::{
+    AbortCause, Action, CallFailure, CoreError, Event, Peer, Transaction, TransactionState,
+};
 use crate::outcome::{
     AbortReason, Hazard, ParticipantReport, TransactionOutcome, TransactionReport,
 };
@@ -348,6 +350,30 @@ impl Entry {
     pub fn abort_reason_named(&self) -> Option<AbortReason> {
         let found = Self::abort_reason(&lock(&self.inner));
         found.map(|(cause, who)| name_cause(cause, who.as_deref()))
+    }
+
+    /// A failure for every call the machine believes in flight: what to
+    /// feed it when the calls were dropped unfinished with their runtime.
+    pub fn abandoned_calls(&self) -> Vec<Event> {
+        let inner = lock(&self.inner);
+        let mut events = Vec::new();
+        for (participant, peer) in inner.machine.peers().iter().enumerate() {
+            if peer.prepare == crate::core::PrepareStatus::InFlight {
+                events.push(Event::PrepareDone {
+                    participant,
+                    result: Err(CallFailure::Abandoned),
+                });
+            }
+            if let crate::core::Phase2Status::InFlight { attempt } = peer.phase2 {
+                events.push(Event::Phase2Done {
+                    participant,
+                    attempt,
+                    result: Err(CallFailure::Abandoned),
+                    retry_budget_spent: false,
+                });
+            }
+        }
+        events
     }
 
     pub fn participant_count(&self) -> usize {

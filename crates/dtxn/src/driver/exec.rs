@@ -143,10 +143,28 @@ impl<F: Future<Output = Event> + Send + 'static> Runner<F> {
             Some(handle) => {
                 handle.spawn(task);
             }
-            // Unreachable in practice: calls only arise after an async call
-            // or the sweeper, both of which run inside a runtime.
-            None => tracing::error!(txn = %id, "no tokio runtime to run participant calls"),
+            // Only when the last handle is dropped outside any runtime:
+            // dropping the task abandons its calls (see `Drop`), and what
+            // follows waits for the next runtime the coordinator is used on.
+            None => tracing::warn!(txn = %id, "no tokio runtime to run participant calls now"),
         }
+    }
+}
+
+impl<F> Drop for Runner<F> {
+    /// A runner is dropped with calls pending only when its task was
+    /// dropped unfinished: its runtime shut down (a coordinator that
+    /// outlives a `#[tokio::test]`, say). Those calls will never answer, so
+    /// the machine is told they failed ([`CallFailure::Abandoned`]), and the
+    /// retries or rollbacks that follow wait for a live runtime
+    /// ([`Shared::abandoned`]). Nothing is left stuck in flight.
+    fn drop(&mut self) {
+        if self.pending.is_empty() {
+            return;
+        }
+        // The call futures hold participant futures: user code.
+        super::entry::drop_user(std::mem::take(&mut self.pending));
+        self.shared.abandoned(&self.entry);
     }
 }
 

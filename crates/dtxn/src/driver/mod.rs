@@ -90,6 +90,9 @@ pub(crate) struct Shared {
     hazards: AtomicU64,
     /// Finished transactions still remembered, oldest first.
     finished: Mutex<VecDeque<(Instant, TransactionId)>>,
+    /// Calls that follow calls abandoned with their runtime, waiting for
+    /// the next sweep on a live one.
+    orphans: Mutex<Vec<(Arc<Entry>, Vec<entry::Call>)>>,
     /// The runtime the sweeper runs on, for work started outside any
     /// runtime (the last handle dropped in plain code). Cleared when that
     /// runtime shuts down.
@@ -266,9 +269,36 @@ impl Shared {
         list
     }
 
+    /// Feeds a failure for every call of `entry` in flight, after they
+    /// were dropped unfinished with their runtime, and queues the calls that
+    /// follow (retries, rollbacks) for the next sweep: no runtime may be
+    /// running now.
+    pub(crate) fn abandoned(&self, entry: &Arc<Entry>) {
+        let mut calls = Vec::new();
+        for event in entry.abandoned_calls() {
+            let applied = entry.apply(event, false, self);
+            self.after_apply(entry, applied.changed_to);
+            calls.extend(applied.calls);
+        }
+        tracing::warn!(txn = %entry.id, "participant calls abandoned with their runtime");
+        if !calls.is_empty() {
+            lock(&self.orphans).push((Arc::clone(entry), calls));
+        }
+    }
+
+    /// Runs the calls queued by [`abandoned`](Self::abandoned).
+    fn adopt_orphans(self: &Arc<Self>) {
+        let orphans = std::mem::take(&mut *lock(&self.orphans));
+        for (entry, calls) in orphans {
+            tracing::info!(txn = %entry.id, "resuming participant calls abandoned with a runtime");
+            spawn_calls(self, &entry, calls, "resume");
+        }
+    }
+
     /// Rolls back expired (or, at shutdown, all) Active/Prepared
     /// transactions and forgets old finished ones.
     fn sweep(self: &Arc<Self>, shutting_down: bool) {
+        self.adopt_orphans();
         let now = Instant::now();
         let mut due = Vec::new();
         for shard in self.shards.iter() {
@@ -486,6 +516,7 @@ impl TransactionCoordinator {
             aborted: AtomicU64::new(0),
             hazards: AtomicU64::new(0),
             finished: Mutex::new(VecDeque::new()),
+            orphans: Mutex::new(Vec::new()),
             runtime: Mutex::new(None),
             sweeper_running: AtomicBool::new(false),
             shutdown: AtomicBool::new(false),
