@@ -390,7 +390,7 @@ fn every_begin_racing_shutdown_is_refused_or_rolled_back_and_shutdown_returns() 
         .enable_all()
         .build()
         .unwrap();
-    for round in 0..300 {
+    for round in 0..2000 {
         let c = TransactionCoordinator::with_config(
             config().max_transactions(1_000_000).build().unwrap(),
         );
