@@ -1189,3 +1189,52 @@ async fn connections_beyond_the_cap_wait_until_one_closes() {
         .expect("served once the other connection closed");
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
 }
+
+/// `GET /transactions/{id}/outcome`: the decision once taken, `pending`
+/// before, and `unknown` (never `aborted`, never `404`) for ids the server
+/// does not hold.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outcome_queries_answer_every_state_and_unknown_for_ids_not_held() {
+    let url = spawn_service(Service::new("users", Vote::Ready)).await;
+    let server = start(loopback()).await;
+    let outcome = |id: String| {
+        let server = &server;
+        async move {
+            let answer = server
+                .call(Method::GET, &format!("/transactions/{id}/outcome"), None)
+                .await;
+            assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+            assert_eq!(
+                answer.body["id"].as_str().unwrap().replace('-', ""),
+                id.replace('-', "")
+            );
+            answer.body["outcome"].as_str().unwrap().to_owned()
+        }
+    };
+    let active = server.begin().await;
+    assert_eq!(outcome(active.clone()).await, "pending");
+    let prepared = prepared_transaction(&server, "users", &url).await;
+    assert_eq!(outcome(prepared.clone()).await, "pending");
+    assert_eq!(
+        server.phase(&prepared, "commit").await.body["decision"],
+        "commit"
+    );
+    assert_eq!(outcome(prepared).await, "committed");
+    assert_eq!(
+        server.phase(&active, "rollback").await.body["decision"],
+        "abort"
+    );
+    assert_eq!(outcome(active).await, "aborted");
+    // An id this server never issued (or forgot, or issued before a
+    // restart): unknown.
+    assert_eq!(
+        outcome("0123456789abcdef0000000000000007".to_owned()).await,
+        "unknown"
+    );
+    let bad = server
+        .call(Method::GET, "/transactions/not-an-id/outcome", None)
+        .await;
+    assert_eq!(bad.code(), "invalid_id");
+    let doc = server.call(Method::GET, "/openapi.json", None).await.body;
+    assert!(doc["paths"]["/transactions/{id}/outcome"]["get"].is_object());
+}

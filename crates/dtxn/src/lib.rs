@@ -121,8 +121,8 @@ pub use driver::{CoordinatorStats, TransactionCoordinator, TransactionSummary};
 pub use error::CoordinatorError;
 pub use id::{ParseTransactionIdError, TransactionId};
 pub use outcome::{
-    AbortReason, Hazard, ParticipantReport, PrepareOutcome, Registration, TransactionOutcome,
-    TransactionReport,
+    AbortReason, Hazard, OutcomeStatus, ParticipantReport, PrepareOutcome, Registration,
+    TransactionOutcome, TransactionReport,
 };
 pub use participant::{
     Blocking, BlockingParticipant, Participant, ParticipantError, PreparedResult,

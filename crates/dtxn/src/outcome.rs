@@ -16,6 +16,53 @@ pub enum Registration {
     AlreadyRegistered,
 }
 
+/// The answer to "what was decided?" for a transaction id, from
+/// [`TransactionCoordinator::outcome`](crate::TransactionCoordinator::outcome):
+/// what a participant that prepared and then lost contact with its client
+/// asks the coordinator.
+///
+/// Without a decision log the coordinator never answers
+/// [`Aborted`](Self::Aborted) for an id it does not hold: it may have
+/// forgotten the transaction after its retention, or restarted since, and a
+/// participant that presumed abort from such an answer could break
+/// atomicity. Such ids are [`Unknown`](Self::Unknown).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum OutcomeStatus {
+    /// The decision is Commit (phase 2 may still be delivering it).
+    Committed,
+    /// The decision is Abort (phase 2 may still be delivering it).
+    Aborted,
+    /// Not decided yet: Active, Preparing or Prepared.
+    Pending,
+    /// This coordinator does not hold the transaction: never begun here,
+    /// forgotten after its retention, or begun before a restart.
+    Unknown,
+}
+
+impl OutcomeStatus {
+    /// The answer for a transaction held in `state`.
+    pub fn of(state: TransactionState) -> Self {
+        match state.decision() {
+            Some(Decision::Commit) => Self::Committed,
+            Some(Decision::Abort) => Self::Aborted,
+            None => Self::Pending,
+        }
+    }
+}
+
+impl fmt::Display for OutcomeStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Committed => "committed",
+            Self::Aborted => "aborted",
+            Self::Pending => "pending",
+            Self::Unknown => "unknown",
+        })
+    }
+}
+
 /// Why a transaction was decided Abort, with participant names.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize)]
 #[serde(rename_all = "snake_case")]

@@ -16,9 +16,9 @@ use tokio::time::Instant;
 use super::error::ApiError;
 use super::metrics::{self, Phase};
 use super::model::{
-    HealthResponse, HealthStatus, ListQuery, OutcomeResponse, PrepareResponse, ReadyResponse,
-    ReadyStatus, RegisterRequest, RegisterResponse, ReportResponse, TransactionList,
-    TransactionStatus, TxnState, UnfinishedTransaction,
+    HealthResponse, HealthStatus, ListQuery, OutcomeQueryResponse, OutcomeResponse,
+    PrepareResponse, ReadyResponse, ReadyStatus, RegisterRequest, RegisterResponse, ReportResponse,
+    TransactionList, TransactionStatus, TxnState, UnfinishedTransaction,
 };
 use super::AppState;
 use crate::wire::ErrorBody;
@@ -135,6 +135,29 @@ pub(super) async fn get_state(
         id,
         state: current.into(),
     }))
+}
+
+/// What was decided for a transaction: `committed`, `aborted`, `pending`
+/// (not decided yet) or `unknown` (not held here: never begun, forgotten
+/// after its retention, or begun before a restart). For participants that
+/// prepared and lost contact with their client. `unknown` is an answer, not
+/// an error, and never means aborted.
+#[utoipa::path(
+    get,
+    path = "/transactions/{id}/outcome",
+    tag = "transactions",
+    params(("id" = String, Path, description = "Transaction id, 32 hex digits")),
+    responses(
+        (status = 200, description = "What was decided", body = OutcomeQueryResponse),
+        (status = 400, description = "`invalid_id`", body = ErrorBody),
+        (status = 401, description = "Missing or wrong bearer token", body = ErrorBody),
+    )
+)]
+pub(super) async fn outcome(State(state): St, TxnId(id): TxnId) -> Json<OutcomeQueryResponse> {
+    Json(OutcomeQueryResponse {
+        id,
+        outcome: state.coordinator.outcome(id).into(),
+    })
 }
 
 /// A transaction's detailed report: participants, votes, phase 2, timings.

@@ -14,6 +14,7 @@
 //! | `GET /transactions?state=prepared&in_doubt=true` | `200` [`TransactionList`](model::TransactionList) of unfinished transactions |
 //! | `GET /transactions/{id}` | `200` [`TransactionStatus`](model::TransactionStatus) |
 //! | `GET /transactions/{id}/report` | `200` [`ReportResponse`](model::ReportResponse) |
+//! | `GET /transactions/{id}/outcome` | `200` [`OutcomeQueryResponse`](model::OutcomeQueryResponse): `committed`, `aborted`, `pending` or `unknown` (never `404`) |
 //! | `POST /transactions/{id}/participants` | `201` (or `200` if already registered) [`RegisterResponse`](model::RegisterResponse); body [`RegisterRequest`](model::RegisterRequest) |
 //! | `POST /transactions/{id}/prepare` | `200` [`PrepareResponse`](model::PrepareResponse): `prepared`, or `aborted` with the reason |
 //! | `POST /transactions/{id}/commit` | `200` [`OutcomeResponse`](model::OutcomeResponse) |
@@ -181,6 +182,7 @@ fn build(
         .route("/transactions", post(api::begin).get(api::list))
         .route("/transactions/{id}", get(api::get_state))
         .route("/transactions/{id}/report", get(api::report))
+        .route("/transactions/{id}/outcome", get(api::outcome))
         .route("/transactions/{id}/participants", post(api::register))
         .route("/transactions/{id}/prepare", post(api::prepare))
         .route("/transactions/{id}/commit", post(api::commit))

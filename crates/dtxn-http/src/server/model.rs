@@ -379,6 +379,45 @@ impl From<&Hazard> for HazardBody {
     }
 }
 
+/// What was decided, in the answer of `GET /transactions/{id}/outcome`
+/// ([`dtxn::OutcomeStatus`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum OutcomeName {
+    /// The decision is Commit (phase 2 may still be delivering it).
+    Committed,
+    /// The decision is Abort (phase 2 may still be delivering it).
+    Aborted,
+    /// Not decided yet: ask again later.
+    Pending,
+    /// This coordinator does not hold the transaction (never begun here,
+    /// forgotten after its retention, or begun before a restart). Never a
+    /// reason to presume abort.
+    Unknown,
+}
+
+impl From<dtxn::OutcomeStatus> for OutcomeName {
+    fn from(status: dtxn::OutcomeStatus) -> Self {
+        match status {
+            dtxn::OutcomeStatus::Committed => Self::Committed,
+            dtxn::OutcomeStatus::Aborted => Self::Aborted,
+            dtxn::OutcomeStatus::Pending => Self::Pending,
+            // `Unknown`, and any answer newer than this server: not known.
+            _ => Self::Unknown,
+        }
+    }
+}
+
+/// The answer of `GET /transactions/{id}/outcome`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct OutcomeQueryResponse {
+    /// The transaction id.
+    #[schema(value_type = String)]
+    pub id: TransactionId,
+    /// What was decided.
+    pub outcome: OutcomeName,
+}
+
 /// The answer of `POST /transactions/{id}/commit` and `…/rollback`
 /// ([`TransactionOutcome`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]

@@ -12,7 +12,9 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use crate::core::{CoreError, Event, Limits, Operation, Transaction, TransactionState};
-use crate::outcome::{PrepareOutcome, Registration, TransactionOutcome, TransactionReport};
+use crate::outcome::{
+    OutcomeStatus, PrepareOutcome, Registration, TransactionOutcome, TransactionReport,
+};
 use crate::{CoordinatorConfig, CoordinatorError, Participant, TransactionId};
 use entry::{lock, Entry};
 use exec::spawn_calls;
@@ -815,6 +817,43 @@ impl TransactionCoordinator {
         let entry = self.shared().get(txn)?;
         self.expire_if_due(&entry);
         Ok(entry.state())
+    }
+
+    /// What was decided for `txn`, for anyone holding its id — typically a
+    /// participant that prepared and then lost contact with its client:
+    /// [`Committed`](OutcomeStatus::Committed) or
+    /// [`Aborted`](OutcomeStatus::Aborted) once decided (phase 2 may still
+    /// be under way), [`Pending`](OutcomeStatus::Pending) before, and
+    /// [`Unknown`](OutcomeStatus::Unknown) for an id this coordinator does
+    /// not hold. It never answers `Aborted` for an unknown id: the
+    /// transaction may have been forgotten after its retention, or begun
+    /// before a restart (PROTOCOL.md rule 15). An Active or Prepared
+    /// transaction past its deadline is rolled back first, as in
+    /// [`get_transaction_state`](Self::get_transaction_state).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// use dtxn::{OutcomeStatus, TransactionCoordinator, TransactionId};
+    ///
+    /// let coordinator = TransactionCoordinator::new();
+    /// let txn = coordinator.begin_transaction().unwrap();
+    /// assert_eq!(coordinator.outcome(txn), OutcomeStatus::Pending);
+    /// coordinator.rollback_transaction(txn).await.unwrap();
+    /// assert_eq!(coordinator.outcome(txn), OutcomeStatus::Aborted);
+    ///
+    /// let elsewhere: TransactionId = "00000000000000010000000000000001".parse().unwrap();
+    /// assert_eq!(coordinator.outcome(elsewhere), OutcomeStatus::Unknown);
+    /// # }
+    /// ```
+    pub fn outcome(&self, txn: TransactionId) -> OutcomeStatus {
+        match self.shared().get(txn) {
+            Ok(entry) => {
+                self.expire_if_due(&entry);
+                OutcomeStatus::of(entry.state())
+            }
+            Err(_) => OutcomeStatus::Unknown,
+        }
     }
 
     /// A detailed report: each participant's name, vote, phase-2 result and
