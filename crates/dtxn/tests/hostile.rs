@@ -753,3 +753,39 @@ fn calls_dropped_with_their_runtime_are_resumed_on_the_next_one() {
         assert_eq!(c.stats().unfinished, 0);
     });
 }
+
+#[test]
+fn two_runners_of_one_transaction_dropped_with_their_runtime_resume_each_call_once() {
+    let c = coordinator();
+    // A's prepare and B's rollback are both under way, in two tasks, when
+    // the runtime goes.
+    let a = Mock::new("a")
+        .on_prepare(Step::after(ms(50), Step::Ok))
+        .arc();
+    let b = Mock::new("b")
+        .on_rollback(Step::after(ms(50), Step::Ok))
+        .arc();
+    let first = paused_runtime();
+    let (txn, parked) = first.block_on(async {
+        let txn = begin_with(&c, [a.clone(), b.clone()]);
+        let prepare = poll_once(Box::pin(c.prepare_transaction(txn)));
+        // B voted at once; A is still preparing when the client rolls back.
+        let rollback = poll_once(Box::pin(c.rollback_transaction(txn)));
+        (txn, (prepare, rollback))
+    });
+    drop(first);
+    drop(parked);
+    paused_runtime().block_on(async {
+        let done = tokio::time::timeout(Duration::from_secs(10), c.rollback_transaction(txn)).await;
+        let outcome = done.expect("the rollback was left in flight").unwrap();
+        assert!(outcome.hazards.is_empty(), "{:?}", outcome.hazards);
+        // A: its abandoned prepare is a failed one, so one rollback.
+        // B: the abandoned rollback, then one more; not a third.
+        assert_eq!((a.count(Kind::Rollback), b.count(Kind::Rollback)), (1, 2));
+        let report = c.transaction_report(txn).unwrap();
+        assert_eq!(
+            report.participants[1].phase2,
+            dtxn::Phase2Status::Acknowledged { attempts: 2 }
+        );
+    });
+}

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex, Weak};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use crate::core::{CoreError, Event, Limits, Operation, Transaction, TransactionState};
+use crate::core::{Action, CoreError, Event, Limits, Operation, Transaction, TransactionState};
 use crate::outcome::{
     OutcomeStatus, PrepareOutcome, Registration, TransactionOutcome, TransactionReport,
 };
@@ -275,9 +275,21 @@ impl Shared {
     /// were dropped unfinished with their runtime, and queues the calls that
     /// follow (retries, rollbacks) for the next sweep: no runtime may be
     /// running now.
+    ///
+    /// Calls already queued here are not in flight, though the machine
+    /// counts them so: when several runners of one transaction go down with
+    /// their runtime, the second must not fail the retries the first queued.
     pub(crate) fn abandoned(&self, entry: &Arc<Entry>) {
+        let queued: Vec<Action> = lock(&self.orphans)
+            .iter()
+            .filter(|(orphan, _)| Arc::ptr_eq(orphan, entry))
+            .flat_map(|(_, calls)| calls.iter().map(|call| call.action.clone()))
+            .collect();
         let mut calls = Vec::new();
         for event in entry.abandoned_calls() {
+            if queued.iter().any(|action| answers(&event, action)) {
+                continue;
+            }
             let applied = entry.apply(event, false, self);
             self.after_apply(entry, applied.changed_to);
             calls.extend(applied.calls);
@@ -339,6 +351,31 @@ impl Shared {
             }
         }
         self.forget(forget);
+    }
+}
+
+/// Whether `event` is the result of the call `action`.
+fn answers(event: &Event, action: &Action) -> bool {
+    match (event, action) {
+        (Event::PrepareDone { participant, .. }, Action::Prepare { participant: p }) => {
+            participant == p
+        }
+        (
+            Event::Phase2Done {
+                participant,
+                attempt,
+                ..
+            },
+            Action::Commit {
+                participant: p,
+                attempt: a,
+            }
+            | Action::Rollback {
+                participant: p,
+                attempt: a,
+            },
+        ) => participant == p && attempt == a,
+        _ => false,
     }
 }
 
