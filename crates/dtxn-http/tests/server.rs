@@ -688,6 +688,7 @@ async fn the_openapi_document_lists_every_route() {
         "GET /transactions",
         "GET /transactions/{id}",
         "GET /transactions/{id}/report",
+        "GET /transactions/{id}/outcome",
         "POST /transactions/{id}/participants",
         "POST /transactions/{id}/prepare",
         "POST /transactions/{id}/commit",
