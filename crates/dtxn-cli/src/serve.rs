@@ -34,6 +34,32 @@ pub struct ServeArgs {
           env = "DTXN_PARTICIPANTS", value_delimiter = ',')]
     pub participants: Vec<(String, String)>,
 
+    /// Present `Authorization: Bearer TOKEN` to the known participant NAME
+    /// on every call: NAME=TOKEN (repeatable; comma-separated in the
+    /// environment variable, so a token cannot contain a comma). Prefer
+    /// the variable: flags show in `ps`.
+    #[arg(
+        long = "participant-token",
+        value_name = "NAME=TOKEN",
+        env = "DTXN_PARTICIPANT_TOKENS",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub participant_tokens: Vec<String>,
+
+    /// Send a header to the known participant NAME on every call:
+    /// NAME=HEADER:VALUE (repeatable; comma-separated in the environment
+    /// variable, so a value cannot contain a comma). Values are treated as
+    /// secrets.
+    #[arg(
+        long = "participant-header",
+        value_name = "NAME=HEADER:VALUE",
+        env = "DTXN_PARTICIPANT_HEADERS",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub participant_headers: Vec<String>,
+
     /// Let clients register participants by URL on this host: a host name
     /// (matched exactly) or an IP address (repeatable; comma-separated in
     /// the environment). Without any allowed host or net, only known
@@ -220,6 +246,33 @@ fn parse_participant(s: &str) -> Result<(String, String), String> {
     }
 }
 
+/// `NAME=TOKEN`. Parsed here rather than by clap, whose errors quote the
+/// value: this error never quotes the token.
+fn parse_participant_token(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((name, token)) if !name.is_empty() && !token.is_empty() => {
+            Ok((name.to_owned(), token.to_owned()))
+        }
+        _ => Err("expected NAME=TOKEN".to_owned()),
+    }
+}
+
+/// `NAME=HEADER:VALUE`; the error never quotes the value.
+fn parse_participant_header(s: &str) -> Result<(String, String, String), String> {
+    let parsed = s.split_once('=').and_then(|(name, header)| {
+        let (header, value) = header.split_once(':')?;
+        let valid = !name.is_empty() && !header.trim().is_empty();
+        valid.then(|| {
+            (
+                name.to_owned(),
+                header.trim().to_owned(),
+                value.trim().to_owned(),
+            )
+        })
+    });
+    parsed.ok_or_else(|| "expected NAME=HEADER:VALUE".to_owned())
+}
+
 impl ServeArgs {
     /// The coordinator's and the server's configurations, validated
     /// (everything that can be checked before binding the listener).
@@ -264,6 +317,16 @@ impl ServeArgs {
         }
         for (name, url) in &self.participants {
             server = server.participant(name.clone(), url.clone());
+        }
+        for credential in &self.participant_tokens {
+            let (name, token) = parse_participant_token(credential)
+                .map_err(|e| format!("--participant-token: {e}"))?;
+            server = server.participant_token(name, token);
+        }
+        for credential in &self.participant_headers {
+            let (name, header, value) = parse_participant_header(credential)
+                .map_err(|e| format!("--participant-header: {e}"))?;
+            server = server.participant_header(name, header, value);
         }
         for host in &self.allow_participant_hosts {
             server = server.allow_participant_host(host.clone());
@@ -403,6 +466,10 @@ mod tests {
             "t0ken",
             "--participant",
             "users=http://10.0.0.1:7001/",
+            "--participant-token",
+            "users=pt0ken",
+            "--participant-header",
+            "users=X-Tenant: acme",
             "--allow-participant-host",
             "orders.internal",
             "--allow-participant-net",
@@ -469,6 +536,8 @@ mod tests {
         for field in [
             r#"bearer_token: Some("<set>")"#,
             r#"participants: [("users", "http://10.0.0.1:7001/")]"#,
+            r#"participant_tokens: ["users"]"#,
+            r#"participant_headers: [("users", "X-Tenant")]"#,
             r#"allowed_hosts: ["orders.internal"]"#,
             r#"allowed_nets: ["10.0.0.0/8"]"#,
             r#"participant_proxy: Some("http://proxy.internal:3128")"#,
@@ -484,6 +553,7 @@ mod tests {
             assert!(server.contains(field), "{field} not in {server}");
         }
         assert!(!server.contains("t0ken"));
+        assert!(!server.contains("acme"));
     }
 
     #[test]
@@ -515,6 +585,13 @@ mod tests {
             ),
             (&["--token", ""][..], "bearer_token"),
             (&["--participant", "x=ftp://h/"][..], "\"x\""),
+            (&["--participant-token", "unknown=x"][..], "\"unknown\""),
+            (&["--participant-token", "s3cret"][..], "NAME=TOKEN"),
+            (&["--participant-header", "users"][..], "NAME=HEADER:VALUE"),
+            (
+                &["--participant-header", "unknown=X-Tenant:acme"][..],
+                "\"unknown\"",
+            ),
             (
                 &["--participant", "me=http://localhost:8080/"][..],
                 "itself",
@@ -529,6 +606,7 @@ mod tests {
         ] {
             let error = parse(args).unwrap().configs().unwrap_err();
             assert!(error.contains(needle), "{args:?}: {error}");
+            assert!(!error.contains("s3cret"), "{args:?}: {error}");
         }
     }
 }

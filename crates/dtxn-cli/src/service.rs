@@ -22,6 +22,7 @@ use std::time::Duration;
 use axum::extract::State;
 use axum::routing::get;
 use axum::{Json, Router};
+use dtxn_http::RouterConfig;
 use serde::Serialize;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -67,6 +68,14 @@ pub struct ServiceArgs {
     /// demo does (products only).
     #[arg(long, default_value_t = 1000, value_parser = parse_positive)]
     pub stock_for: usize,
+
+    /// Require `Authorization: Bearer <TOKEN>` on the participant
+    /// endpoints (a request without it is answered 401); give the
+    /// coordinator the same token (`dtxn serve --participant-token
+    /// NAME=TOKEN`). GET /state stays open. Prefer the environment
+    /// variable: flags show in `ps`.
+    #[arg(long, env = "DTXN_SERVICE_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
 }
 
 impl ServiceKind {
@@ -97,8 +106,9 @@ where
     }
 }
 
-/// The participant endpoints of `service` plus `GET /state`.
-fn router<S>(service: Arc<Service<S>>) -> (Router, Arc<dyn Inspect>)
+/// The participant endpoints of `service` (behind `config`'s token, if
+/// any) plus `GET /state`.
+fn router<S>(service: Arc<Service<S>>, config: RouterConfig) -> (Router, Arc<dyn Inspect>)
 where
     S: Store + Clone,
     S::State: Serialize,
@@ -107,7 +117,8 @@ where
     let state = Router::new()
         .route("/state", get(show_state))
         .with_state(Arc::clone(&inspect));
-    (dtxn_http::participant_router(service).merge(state), inspect)
+    let participant = dtxn_http::participant_router_with(service, config);
+    (participant.merge(state), inspect)
 }
 
 async fn show_state(State(service): State<Arc<dyn Inspect>>) -> Json<serde_json::Value> {
@@ -128,15 +139,34 @@ pub async fn execute(args: ServiceArgs) -> ExitCode {
         args.fault_rate,
         args.faults.clone(),
     ));
-    let (app, inspect) = match args.service {
-        ServiceKind::Users => router(Arc::new(UserService::new(Default::default(), requests))),
-        ServiceKind::Products => router(Arc::new(ProductService::new(
-            Inventory::new(&stock_for(args.stock_for)),
-            requests,
-        ))),
-        ServiceKind::Orders => router(Arc::new(OrderService::new(Default::default(), requests))),
-    };
     let name = args.service.name();
+    let config = match &args.token {
+        None => RouterConfig::default(),
+        Some(token) => match RouterConfig::default().bearer_token(token.clone()) {
+            Ok(config) => config,
+            Err(e) => {
+                eprintln!("dtxn service: {name}: --token: {e}");
+                return ExitCode::from(2);
+            }
+        },
+    };
+    let (app, inspect) = match args.service {
+        ServiceKind::Users => router(
+            Arc::new(UserService::new(Default::default(), requests)),
+            config,
+        ),
+        ServiceKind::Products => router(
+            Arc::new(ProductService::new(
+                Inventory::new(&stock_for(args.stock_for)),
+                requests,
+            )),
+            config,
+        ),
+        ServiceKind::Orders => router(
+            Arc::new(OrderService::new(Default::default(), requests)),
+            config,
+        ),
+    };
     let listen = args
         .listen
         .unwrap_or_else(|| (Ipv4Addr::LOCALHOST, args.service.default_port()).into());

@@ -59,8 +59,14 @@ impl ServiceProcess {
     /// Starts `dtxn <args>` and reads the address from its first line,
     /// `… listening on http://ADDR[/]`.
     fn spawn(args: &[&str]) -> Self {
+        Self::spawn_with_env(args, &[])
+    }
+
+    /// [`spawn`](Self::spawn) with these environment variables set.
+    fn spawn_with_env(args: &[&str], env: &[(&str, &str)]) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_dtxn"))
             .args(args)
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -371,4 +377,102 @@ fn serve_refuses_bad_settings_before_listening() {
         assert!(!stdout.contains("listening"), "{args:?} {env:?}: {stdout}");
         assert!(stderr.contains(needle), "{args:?} {env:?}: {stderr}");
     }
+}
+
+/// A participant token or header naming no known participant stops
+/// `dtxn serve` with exit status 2 before it listens, without echoing the
+/// secret.
+#[test]
+fn serve_refuses_credentials_for_an_unknown_participant_before_listening() {
+    let known = ["--participant", "users=http://127.0.0.1:9/"];
+    for (args, env) in [
+        (&["--participant-token", "unknown=x"][..], &[][..]),
+        (
+            &[][..],
+            &[("DTXN_PARTICIPANT_TOKENS", "users=s3cret,unknown=s3cret")][..],
+        ),
+        (
+            &["--participant-header", "unknown=X-Tenant:s3cret"][..],
+            &[][..],
+        ),
+        (&["--participant-token", "s3cret"][..], &[][..]),
+    ] {
+        let mut all = vec!["--listen", "127.0.0.1:0"];
+        all.extend_from_slice(&known);
+        all.extend_from_slice(args);
+        let (code, stdout, stderr) = serve_exits(&all, env);
+        assert_eq!(code, Some(2), "{args:?} {env:?}: {stderr}");
+        assert!(!stdout.contains("listening"), "{args:?} {env:?}: {stdout}");
+        assert!(!stderr.contains("s3cret"), "{args:?} {env:?}: {stderr}");
+    }
+}
+
+/// `dtxn service --token` refuses calls without the token; `dtxn serve`
+/// given the token for that known participant (from the environment)
+/// commits through it, and one without it aborts on prepare with a 401.
+#[test]
+fn serve_presents_a_participant_token_that_dtxn_service_requires() {
+    let users = ServiceProcess::start("users", &["--token", "svc-t0ken"]);
+    let known = format!("users={}", users.url());
+    let with_token = ServiceProcess::spawn_with_env(
+        &["serve", "--listen", "127.0.0.1:0", "--participant", &known],
+        &[("DTXN_PARTICIPANT_TOKENS", "users=svc-t0ken")],
+    );
+    let without_token =
+        ServiceProcess::spawn(&["serve", "--listen", "127.0.0.1:0", "--participant", &known]);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .unwrap();
+        let post = |url: String, body: Value| {
+            let client = client.clone();
+            async move {
+                let response = client.post(url).json(&body).send().await.unwrap();
+                let status = response.status().as_u16();
+                let body: Value = response.json().await.unwrap();
+                (status, body)
+            }
+        };
+        // Straight to the service without the token: refused.
+        let (status, body) = post(
+            format!("{}prepare", users.url()),
+            serde_json::json!({"transaction_id": "00000000-0000-0007-0000-000000000001"}),
+        )
+        .await;
+        assert_eq!((status, body["code"].as_str()), (401, Some("unauthorized")));
+
+        for (coordinator, commits) in [(&with_token, true), (&without_token, false)] {
+            let base = coordinator.url();
+            let (status, begun) = post(format!("{base}transactions"), Value::Null).await;
+            assert_eq!(status, 201, "{begun}");
+            let txn = format!("{base}transactions/{}", begun["id"].as_str().unwrap());
+            let (status, body) = post(
+                format!("{txn}/participants"),
+                serde_json::json!({"name": "users"}),
+            )
+            .await;
+            assert_eq!(status, 201, "{body}");
+            let (status, prepared) = post(format!("{txn}/prepare"), Value::Null).await;
+            assert_eq!(status, 200, "{prepared}");
+            if commits {
+                assert_eq!(prepared["outcome"], "prepared", "{prepared}");
+                let (status, outcome) = post(format!("{txn}/commit"), Value::Null).await;
+                assert_eq!(status, 200, "{outcome}");
+                assert_eq!(outcome["decision"], "commit", "{outcome}");
+            } else {
+                assert_eq!(prepared["outcome"], "aborted", "{prepared}");
+                assert!(prepared.to_string().contains("401"), "{prepared}");
+                assert!(!prepared.to_string().contains("svc-t0ken"), "{prepared}");
+                let (status, outcome) = post(format!("{txn}/rollback"), Value::Null).await;
+                assert_eq!(status, 200, "{outcome}");
+                assert_eq!(outcome["decision"], "abort", "{outcome}");
+            }
+        }
+    });
+    assert_eq!(users.state()["store"]["users"], 1, "{}", users.state());
 }

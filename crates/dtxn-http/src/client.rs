@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use dtxn::{async_trait, Participant, ParticipantError, PreparedResult, TransactionId};
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue, AUTHORIZATION};
 use reqwest::{StatusCode, Url};
 
 use crate::wire::{ErrorBody, PhaseRequest, VoteResponse, MAX_REASON_CHARS};
@@ -25,6 +26,16 @@ pub enum HttpParticipantError {
     /// The HTTP client could not be built.
     #[error("cannot build the HTTP client: {0}")]
     Client(String),
+    /// An extra header ([`HttpParticipantBuilder::header`]) or the bearer
+    /// token ([`HttpParticipantBuilder::bearer_token`]) cannot be sent.
+    /// The value is never quoted: it may be a secret.
+    #[error("invalid header {name:?}: {reason}")]
+    InvalidHeader {
+        /// The header's name (`authorization` for the bearer token).
+        name: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
 }
 
 /// A [`Participant`] living in another process: each call is a `POST` to
@@ -45,6 +56,19 @@ pub enum HttpParticipantError {
 /// characters, so a URL that is not a participant cannot have its answers
 /// read through the coordinator.
 ///
+/// # Credentials
+///
+/// A service that requires authentication gets it on every call
+/// (prepare, commit and rollback): a bearer token
+/// ([`HttpParticipantBuilder::bearer_token`], sent as `Authorization:
+/// Bearer <token>`) and any extra headers
+/// ([`HttpParticipantBuilder::header`]). Header values are marked
+/// sensitive and never appear in `Debug` output, errors or logs; only
+/// their names do. Calls are plain HTTP (the default build has no TLS
+/// stack), so credentials travel in clear text: outside loopback or a
+/// trusted network, reach the service through a local proxy that
+/// originates TLS (`docs/NETWORK.md`, "Authentication and TLS").
+///
 /// ```no_run
 /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
 /// use std::{sync::Arc, time::Duration};
@@ -53,13 +77,15 @@ pub enum HttpParticipantError {
 ///
 /// let inventory = HttpParticipant::builder("inventory", "http://127.0.0.1:7002/")
 ///     .timeout(Duration::from_secs(2))
+///     .bearer_token(std::env::var("INVENTORY_TOKEN")?)
+///     .header("x-tenant", "acme")
 ///     .build()?;
 /// let coordinator = TransactionCoordinator::new();
 /// let txn = coordinator.begin_transaction()?;
 /// coordinator.register_participant(txn, Arc::new(inventory))?;
 /// # Ok(()) }
 /// ```
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct HttpParticipant {
     name: String,
     base: Url,
@@ -68,15 +94,64 @@ pub struct HttpParticipant {
     rollback: Url,
     client: reqwest::Client,
     timeout: Duration,
+    /// Sent with every call; every value is marked sensitive.
+    headers: HeaderMap,
 }
 
 /// Builds an [`HttpParticipant`].
-#[derive(Debug)]
 pub struct HttpParticipantBuilder {
     name: String,
     url: String,
     timeout: Duration,
     client: Option<reqwest::Client>,
+    /// Extra headers in the order given, validated by `build`.
+    headers: Vec<(String, String)>,
+    bearer_token: Option<String>,
+}
+
+impl std::fmt::Debug for HttpParticipant {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpParticipant")
+            .field("name", &self.name)
+            .field("base", &self.base.as_str())
+            .field("timeout", &self.timeout)
+            // Names only: the values may be secrets.
+            .field("headers", &HeaderNames(&self.headers))
+            .finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for HttpParticipantBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpParticipantBuilder")
+            .field("name", &self.name)
+            .field("url", &self.url)
+            .field("timeout", &self.timeout)
+            .field(
+                "headers",
+                &self
+                    .headers
+                    .iter()
+                    .map(|(name, _)| name)
+                    .collect::<Vec<_>>(),
+            )
+            .field(
+                "bearer_token",
+                &self.bearer_token.as_ref().map(|_| "<redacted>"),
+            )
+            .finish_non_exhaustive()
+    }
+}
+
+/// Shows a header map's names, never its values.
+struct HeaderNames<'a>(&'a HeaderMap);
+
+impl std::fmt::Debug for HeaderNames<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_map()
+            .entries(self.0.keys().map(|name| (name.as_str(), "<redacted>")))
+            .finish()
+    }
 }
 
 impl HttpParticipant {
@@ -104,6 +179,8 @@ impl HttpParticipant {
             url: base_url.as_ref().to_owned(),
             timeout: Self::DEFAULT_TIMEOUT,
             client: None,
+            headers: Vec::new(),
+            bearer_token: None,
         }
     }
 
@@ -143,11 +220,19 @@ impl HttpParticipant {
         self.timeout
     }
 
+    /// The names of the headers sent with every call besides the wire
+    /// contract's own (`authorization` when a bearer token is set). The
+    /// values are not exposed.
+    pub fn header_names(&self) -> impl Iterator<Item = &str> {
+        self.headers.keys().map(HeaderName::as_str)
+    }
+
     async fn post(&self, url: &Url, txn: TransactionId) -> Result<Answer, ParticipantError> {
         let response = self
             .client
             .post(url.clone())
             .timeout(self.timeout)
+            .headers(self.headers.clone())
             .json(&PhaseRequest {
                 transaction_id: txn,
             })
@@ -190,12 +275,81 @@ impl HttpParticipantBuilder {
         self
     }
 
+    /// Sends `Authorization: Bearer <token>` with every call. The token
+    /// must be non-empty visible ASCII (checked by
+    /// [`build`](Self::build)); it is never shown in `Debug` output or
+    /// errors. Read it from a secret store or an environment variable, not
+    /// a command-line flag (flags show in `ps`).
+    pub fn bearer_token(mut self, token: impl Into<String>) -> Self {
+        self.bearer_token = Some(token.into());
+        self
+    }
+
+    /// Sends the header `name: value` with every call (repeatable; the same
+    /// name twice sends both values). Names are case-insensitive; the
+    /// headers of the wire contract itself (`content-type`,
+    /// `content-length`, `host`, `transfer-encoding`, `connection`) and
+    /// `authorization` (use [`bearer_token`](Self::bearer_token)) are
+    /// refused by [`build`](Self::build). Values are treated as secrets:
+    /// never shown in `Debug` output or errors.
+    pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.headers.push((name.into(), value.into()));
+        self
+    }
+
+    /// The headers to send, validated.
+    fn header_map(&self) -> Result<HeaderMap, HttpParticipantError> {
+        const RESERVED: [&str; 6] = [
+            "authorization",
+            "connection",
+            "content-length",
+            "content-type",
+            "host",
+            "transfer-encoding",
+        ];
+        let mut map = HeaderMap::new();
+        for (name, value) in &self.headers {
+            let invalid = |reason| HttpParticipantError::InvalidHeader {
+                name: name.clone(),
+                reason,
+            };
+            let header = HeaderName::from_bytes(name.trim().as_bytes())
+                .map_err(|_| invalid("not a valid header name"))?;
+            if RESERVED.contains(&header.as_str()) {
+                return Err(invalid(
+                    "reserved: set by the wire contract (or bearer_token for authorization)",
+                ));
+            }
+            let mut value = HeaderValue::from_str(value)
+                .map_err(|_| invalid("the value must be visible ASCII, spaces or tabs"))?;
+            value.set_sensitive(true);
+            map.append(header, value);
+        }
+        if let Some(token) = &self.bearer_token {
+            let invalid = || HttpParticipantError::InvalidHeader {
+                name: AUTHORIZATION.as_str().to_owned(),
+                reason: "the bearer token must be non-empty visible ASCII",
+            };
+            if !crate::auth::is_valid_token(token) {
+                return Err(invalid());
+            }
+            let mut value =
+                HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| invalid())?;
+            value.set_sensitive(true);
+            map.insert(AUTHORIZATION, value);
+        }
+        Ok(map)
+    }
+
     /// The participant.
     ///
     /// # Errors
     ///
-    /// See [`HttpParticipant::new`].
+    /// See [`HttpParticipant::new`]; also
+    /// [`HttpParticipantError::InvalidHeader`] for a bad
+    /// [`header`](Self::header) or [`bearer_token`](Self::bearer_token).
     pub fn build(self) -> Result<HttpParticipant, HttpParticipantError> {
+        let headers = self.header_map()?;
         let invalid = |reason: &str| HttpParticipantError::InvalidUrl {
             url: self.url.clone(),
             reason: reason.to_owned(),
@@ -228,6 +382,7 @@ impl HttpParticipantBuilder {
             rollback,
             client,
             timeout: self.timeout,
+            headers,
         })
     }
 }

@@ -9,7 +9,11 @@
 //!   over HTTP, with pooled connections and per-call timeouts.
 //! * [`participant_router`] (feature `participant-service`): turns any
 //!   `Participant` into an axum router serving those endpoints, so a Rust
-//!   service is one line away from joining.
+//!   service is one line away from joining. [`participant_router_with`]
+//!   can require a bearer token, which [`HttpParticipant`] presents
+//!   ([`HttpParticipantBuilder::bearer_token`]); see `docs/NETWORK.md`,
+//!   "Authentication and TLS", for putting TLS in front (none is built in
+//!   yet).
 //! * [`server`] (feature `server`): the coordinator as an HTTP/JSON service
 //!   (`dtxn serve`), for clients in any language.
 //!
@@ -20,6 +24,9 @@
 
 pub mod wire;
 
+#[cfg(any(feature = "client", feature = "participant-service"))]
+mod auth;
+
 #[cfg(feature = "client")]
 mod client;
 #[cfg(feature = "client")]
@@ -28,7 +35,7 @@ pub use client::{HttpParticipant, HttpParticipantBuilder, HttpParticipantError};
 #[cfg(feature = "participant-service")]
 mod service;
 #[cfg(feature = "participant-service")]
-pub use service::participant_router;
+pub use service::{participant_router, participant_router_with, RouterConfig, RouterConfigError};
 
 #[cfg(feature = "server")]
 pub mod server;

@@ -3,8 +3,9 @@
 use std::sync::Arc;
 
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{DefaultBodyLimit, State};
-use axum::http::StatusCode;
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
@@ -49,13 +50,113 @@ const BODY_LIMIT: usize = 16 * 1024;
 /// # }
 /// ```
 pub fn participant_router(participant: Arc<dyn Participant>) -> Router {
-    Router::new()
+    participant_router_with(participant, RouterConfig::default())
+}
+
+/// [`participant_router`] with settings: with
+/// [`RouterConfig::bearer_token`], every request (any path) must carry
+/// `Authorization: Bearer <token>`; one without it, or with another
+/// token, is answered `401 unauthorized` with an [`ErrorBody`] and a
+/// `WWW-Authenticate: Bearer` header, and never reaches the participant.
+/// The token is compared in constant time.
+///
+/// The coordinator presents the token with
+/// [`HttpParticipantBuilder::bearer_token`](crate::HttpParticipantBuilder::bearer_token)
+/// (or `dtxn serve --participant-token NAME=TOKEN`). A `401` to
+/// `prepare` is a failed call: the transaction aborts.
+///
+/// ```no_run
+/// # use std::sync::Arc;
+/// # fn inventory() -> Arc<dyn dtxn::Participant> { unimplemented!() }
+/// use dtxn_http::{participant_router_with, RouterConfig};
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let token = std::env::var("INVENTORY_TOKEN")?;
+/// let app = axum::Router::new().nest(
+///     "/2pc",
+///     participant_router_with(inventory(), RouterConfig::default().bearer_token(token)?),
+/// );
+/// # let _ = app; Ok(()) }
+/// ```
+pub fn participant_router_with(participant: Arc<dyn Participant>, config: RouterConfig) -> Router {
+    let router = Router::new()
         .route("/prepare", post(prepare))
         .route("/commit", post(commit))
         .route("/rollback", post(rollback))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
-        .with_state(participant)
+        .with_state(participant);
+    match config.bearer_token {
+        Some(token) => router.layer(axum::middleware::from_fn_with_state(
+            Arc::<str>::from(token),
+            require_token,
+        )),
+        None => router,
+    }
+}
+
+/// Settings of [`participant_router_with`]. The default requires no
+/// authentication (as [`participant_router`]).
+#[derive(Clone, Default)]
+#[must_use = "a RouterConfig does nothing until given to participant_router_with"]
+pub struct RouterConfig {
+    bearer_token: Option<String>,
+}
+
+/// Why a [`RouterConfig`] setting was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RouterConfigError {
+    /// The bearer token is empty or not visible ASCII (it is not quoted:
+    /// it is a secret).
+    #[error("the bearer token must be non-empty visible ASCII")]
+    InvalidBearerToken,
+}
+
+impl RouterConfig {
+    /// Requires `Authorization: Bearer <token>` on every request. Default:
+    /// none. Never shown in `Debug` output.
+    ///
+    /// # Errors
+    ///
+    /// [`RouterConfigError::InvalidBearerToken`] unless `token` is
+    /// non-empty visible ASCII.
+    pub fn bearer_token(mut self, token: impl Into<String>) -> Result<Self, RouterConfigError> {
+        let token = token.into();
+        if !crate::auth::is_valid_token(&token) {
+            return Err(RouterConfigError::InvalidBearerToken);
+        }
+        self.bearer_token = Some(token);
+        Ok(self)
+    }
+}
+
+impl std::fmt::Debug for RouterConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RouterConfig")
+            // Never print the secret.
+            .field("bearer_token", &self.bearer_token.as_ref().map(|_| "<set>"))
+            .finish()
+    }
+}
+
+/// Refuses requests without `Authorization: Bearer <token>` with a `401`.
+async fn require_token(State(token): State<Arc<str>>, request: Request, next: Next) -> Response {
+    match crate::auth::check_bearer(request.headers(), &token) {
+        crate::auth::Check::Valid => next.run(request).await,
+        refused => {
+            tracing::debug!(
+                path = request.uri().path(),
+                "refused: {}",
+                refused.message()
+            );
+            let mut response = error(StatusCode::UNAUTHORIZED, "unauthorized", refused.message());
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            response
+        }
+    }
 }
 
 type Body = Result<Json<PhaseRequest>, JsonRejection>;

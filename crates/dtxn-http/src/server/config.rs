@@ -70,6 +70,10 @@ pub struct ServerConfig {
     pub(super) max_concurrent_requests: usize,
     pub(super) max_body_bytes: usize,
     pub(super) participants: Vec<(String, String)>,
+    /// Bearer tokens for known participants: (participant, token).
+    pub(super) participant_tokens: Vec<(String, String)>,
+    /// Extra headers for known participants: (participant, name, value).
+    pub(super) participant_headers: Vec<(String, String, String)>,
     pub(super) allowed_hosts: Vec<String>,
     pub(super) allowed_nets: Vec<String>,
     pub(super) participant_proxy: Option<String>,
@@ -135,6 +139,35 @@ impl ServerConfig {
     /// Known participants need no allow-list entry.
     pub fn participant(mut self, name: impl Into<String>, base_url: impl Into<String>) -> Self {
         self.participants.push((name.into(), base_url.into()));
+        self
+    }
+
+    /// Presents `Authorization: Bearer <token>` to the known participant
+    /// `name` on every call (prepare, commit, rollback), for services
+    /// behind [`participant_router_with`](crate::participant_router_with)
+    /// or any other check. `name` must be a [known
+    /// participant](Self::participant) and `token` non-empty visible
+    /// ASCII; both are checked by [`validate`](Self::validate). At most one
+    /// token per participant. The token never appears in `Debug` output or
+    /// logs. Participants registered by URL get no credentials.
+    pub fn participant_token(mut self, name: impl Into<String>, token: impl Into<String>) -> Self {
+        self.participant_tokens.push((name.into(), token.into()));
+        self
+    }
+
+    /// Sends the header `header: value` to the known participant `name` on
+    /// every call (repeatable), as
+    /// [`HttpParticipantBuilder::header`](crate::HttpParticipantBuilder::header)
+    /// does: values are treated as secrets, never shown. `name` must be a
+    /// [known participant](Self::participant).
+    pub fn participant_header(
+        mut self,
+        name: impl Into<String>,
+        header: impl Into<String>,
+        value: impl Into<String>,
+    ) -> Self {
+        self.participant_headers
+            .push((name.into(), header.into(), value.into()));
         self
     }
 
@@ -232,7 +265,12 @@ impl ServerConfig {
     /// [`ServerError::InvalidParticipant`](super::ServerError::InvalidParticipant)
     /// or
     /// [`ServerError::DuplicateParticipant`](super::ServerError::DuplicateParticipant)
-    /// for a bad [`participant`](Self::participant).
+    /// for a bad [`participant`](Self::participant) (or a bad token or
+    /// header of one);
+    /// [`ServerError::InvalidCredentials`](super::ServerError::InvalidCredentials)
+    /// for a [`participant_token`](Self::participant_token) or
+    /// [`participant_header`](Self::participant_header) naming no known
+    /// participant.
     pub fn validate(&self, listen: Option<SocketAddr>) -> Result<(), ServerError> {
         self.check_settings()?;
         super::participants::Participants::new(self, listen).map(drop)
@@ -261,7 +299,7 @@ impl ServerConfig {
             }
         }
         if let Some(token) = &self.bearer_token {
-            if token.is_empty() || !token.bytes().all(|b| b.is_ascii_graphic()) {
+            if !crate::auth::is_valid_token(token) {
                 return invalid("bearer_token", "must be non-empty visible ASCII");
             }
         }
@@ -276,6 +314,8 @@ impl Default for ServerConfig {
             max_concurrent_requests: Self::DEFAULT_MAX_CONCURRENT_REQUESTS,
             max_body_bytes: Self::DEFAULT_MAX_BODY_BYTES,
             participants: Vec::new(),
+            participant_tokens: Vec::new(),
+            participant_headers: Vec::new(),
             allowed_hosts: Vec::new(),
             allowed_nets: Vec::new(),
             participant_proxy: None,
@@ -297,6 +337,23 @@ impl std::fmt::Debug for ServerConfig {
             .field("max_concurrent_requests", &self.max_concurrent_requests)
             .field("max_body_bytes", &self.max_body_bytes)
             .field("participants", &self.participants)
+            // Whose credentials are set, never their values.
+            .field(
+                "participant_tokens",
+                &self
+                    .participant_tokens
+                    .iter()
+                    .map(|(name, _)| name)
+                    .collect::<Vec<_>>(),
+            )
+            .field(
+                "participant_headers",
+                &self
+                    .participant_headers
+                    .iter()
+                    .map(|(name, header, _)| (name, header))
+                    .collect::<Vec<_>>(),
+            )
             .field("allowed_hosts", &self.allowed_hosts)
             .field("allowed_nets", &self.allowed_nets)
             .field("participant_proxy", &self.participant_proxy)

@@ -30,6 +30,17 @@ pub enum ServerError {
         /// The name.
         name: String,
     },
+    /// A participant token or header
+    /// ([`ServerConfig::participant_token`](super::ServerConfig::participant_token),
+    /// [`ServerConfig::participant_header`](super::ServerConfig::participant_header))
+    /// names no known participant, or a second token names the same one.
+    #[error("credentials for participant {name:?}: {reason}")]
+    InvalidCredentials {
+        /// The name given.
+        name: String,
+        /// What is wrong.
+        reason: &'static str,
+    },
     /// A known participant's URL points at this server's own API.
     #[error("known participant {name:?} at {url} is this coordinator itself")]
     ParticipantIsThisServer {

@@ -113,6 +113,37 @@ fn is_own_api(url: &Url, own: Option<SocketAddr>) -> bool {
     }
 }
 
+/// Credentials name known participants only, and a participant has at
+/// most one token.
+fn check_credentials(config: &ServerConfig) -> Result<(), ServerError> {
+    let known = |name: &str| config.participants.iter().any(|(n, _)| n == name);
+    let names = config
+        .participant_tokens
+        .iter()
+        .map(|(name, _)| name)
+        .chain(config.participant_headers.iter().map(|(name, ..)| name));
+    for name in names {
+        if !known(name) {
+            return Err(ServerError::InvalidCredentials {
+                name: name.clone(),
+                reason: "no known participant has this name",
+            });
+        }
+    }
+    for (i, (name, _)) in config.participant_tokens.iter().enumerate() {
+        if config.participant_tokens[..i]
+            .iter()
+            .any(|(n, _)| n == name)
+        {
+            return Err(ServerError::InvalidCredentials {
+                name: name.clone(),
+                reason: "a participant takes one token",
+            });
+        }
+    }
+    Ok(())
+}
+
 /// Hands out one `Arc<HttpParticipant>` per (name, base URL), so that
 /// registering the same service twice in a transaction is recognised by the
 /// coordinator (it compares `Arc`s) and every call shares one connection
@@ -148,15 +179,28 @@ impl Participants {
             .build()
             .map_err(|e| ServerError::Client(HttpParticipantError::Client(e.to_string())))?;
         let mut known = HashMap::new();
+        check_credentials(config)?;
         for (name, url) in &config.participants {
-            let participant = HttpParticipant::builder(name.clone(), url)
+            let mut builder = HttpParticipant::builder(name.clone(), url)
                 .client(client.clone())
-                .timeout(config.participant_timeout)
-                .build()
-                .map_err(|source| ServerError::InvalidParticipant {
-                    name: name.clone(),
-                    source,
-                })?;
+                .timeout(config.participant_timeout);
+            for (_, token) in config.participant_tokens.iter().filter(|(n, _)| n == name) {
+                builder = builder.bearer_token(token.clone());
+            }
+            for (_, header, value) in config
+                .participant_headers
+                .iter()
+                .filter(|(n, ..)| n == name)
+            {
+                builder = builder.header(header.clone(), value.clone());
+            }
+            let participant =
+                builder
+                    .build()
+                    .map_err(|source| ServerError::InvalidParticipant {
+                        name: name.clone(),
+                        source,
+                    })?;
             if is_own_api(participant.base_url(), own) {
                 return Err(ServerError::ParticipantIsThisServer {
                     name: name.clone(),
