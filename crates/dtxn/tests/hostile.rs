@@ -391,8 +391,14 @@ fn every_begin_racing_shutdown_is_refused_or_rolled_back_and_shutdown_returns() 
         .build()
         .unwrap();
     for round in 0..2000 {
+        // Limits out of the way: every begun transaction stays in the
+        // table to be checked (no forgetting past a retention count).
         let c = TransactionCoordinator::with_config(
-            config().max_transactions(1_000_000).build().unwrap(),
+            config()
+                .max_transactions(usize::MAX)
+                .retention_count(usize::MAX)
+                .build()
+                .unwrap(),
         );
         let begun = runtime.block_on(async {
             let beginner = {
