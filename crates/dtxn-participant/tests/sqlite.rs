@@ -1,0 +1,57 @@
+//! The barrier against SQLite: a fresh database file per test.
+
+#[macro_use]
+mod common;
+
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
+use std::time::Duration;
+
+async fn fixture() -> (sqlx::SqlitePool, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let options = SqliteConnectOptions::new()
+        .filename(dir.path().join("participant.db"))
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        .busy_timeout(Duration::from_secs(30));
+    let pool = SqlitePoolOptions::new()
+        .max_connections(8)
+        .connect_with(options)
+        .await
+        .expect("open sqlite file");
+    sqlx::query(common::LEDGER_DDL)
+        .execute(&pool)
+        .await
+        .expect("create ledger");
+    (pool, dir)
+}
+
+barrier_suite!(sqlx::Sqlite, fixture);
+
+#[tokio::test]
+async fn in_memory_database_works_with_one_connection() {
+    // `sqlite::memory:` gives each connection its own database: one
+    // connection keeps the table and the rows together.
+    let pool = SqlitePoolOptions::new()
+        .max_connections(1)
+        .connect("sqlite::memory:")
+        .await
+        .expect("open");
+    BARRIER.create_table(&pool).await.expect("table");
+    let mut tx = pool.begin().await.expect("begin");
+    assert_eq!(
+        BARRIER
+            .enter(&mut tx, "t", "b", Op::Commit)
+            .await
+            .expect("enter"),
+        Decision::Execute
+    );
+    tx.commit().await.expect("commit");
+    let mut tx = pool.begin().await.expect("begin");
+    assert_eq!(
+        BARRIER
+            .enter(&mut tx, "t", "b", Op::Commit)
+            .await
+            .expect("enter"),
+        Decision::Duplicate
+    );
+}
