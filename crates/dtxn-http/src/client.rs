@@ -164,7 +164,9 @@ impl HttpParticipant {
     /// # Errors
     ///
     /// [`HttpParticipantError::InvalidUrl`] unless `base_url` is an absolute
-    /// `http` or `https` URL with a host and no query or fragment.
+    /// `http` URL with a host and no query or fragment. `https` is refused:
+    /// this crate's HTTP client has no TLS stack (reach such a service
+    /// through a local proxy that originates TLS; `docs/NETWORK.md`).
     pub fn new(
         name: impl Into<String>,
         base_url: impl AsRef<str>,
@@ -355,8 +357,16 @@ impl HttpParticipantBuilder {
             reason: reason.to_owned(),
         };
         let mut base = Url::parse(&self.url).map_err(|e| invalid(&e.to_string()))?;
-        if !matches!(base.scheme(), "http" | "https") {
-            return Err(invalid("the scheme must be http or https"));
+        match base.scheme() {
+            "http" => {}
+            // Refused here rather than failing every call later.
+            "https" => {
+                return Err(invalid(
+                    "https is not supported: the participant client has no TLS stack; \
+                     call the service through a local proxy that originates TLS",
+                ))
+            }
+            _ => return Err(invalid("the scheme must be http")),
         }
         if base.host().is_none() {
             return Err(invalid("it has no host"));
@@ -525,6 +535,7 @@ mod tests {
         for bad in [
             "localhost:7001",
             "ftp://host/",
+            "https://host/",
             "http://host/?a=1",
             "not a url",
             "",

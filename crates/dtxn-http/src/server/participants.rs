@@ -167,10 +167,10 @@ impl Participants {
         if let Some(proxy) = &config.participant_proxy {
             let invalid = || ServerError::InvalidSetting {
                 setting: "participant_proxy",
-                reason: "must be an http or https URL",
+                reason: "must be an http URL (the participant client has no TLS stack)",
             };
             let url = Url::parse(proxy).map_err(|_| invalid())?;
-            if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
+            if url.scheme() != "http" || url.host().is_none() {
                 return Err(invalid());
             }
             client = client.proxy(reqwest::Proxy::all(url).map_err(|_| invalid())?);
