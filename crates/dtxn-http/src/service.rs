@@ -65,16 +65,25 @@ pub fn participant_router(participant: Arc<dyn Participant>) -> Router {
 /// (or `dtxn serve --participant-token NAME=TOKEN`). A `401` to
 /// `prepare` is a failed call: the transaction aborts.
 ///
-/// ```no_run
+/// ```
 /// # use std::sync::Arc;
-/// # fn inventory() -> Arc<dyn dtxn::Participant> { unimplemented!() }
+/// # use dtxn::{async_trait, Participant, ParticipantError, PreparedResult, TransactionId};
+/// # struct Inventory;
+/// # #[async_trait]
+/// # impl Participant for Inventory {
+/// #     fn name(&self) -> &str { "inventory" }
+/// #     async fn prepare(&self, _: TransactionId) -> PreparedResult { PreparedResult::Ready }
+/// #     async fn commit(&self, _: TransactionId) -> Result<(), ParticipantError> { Ok(()) }
+/// #     async fn rollback(&self, _: TransactionId) -> Result<(), ParticipantError> { Ok(()) }
+/// # }
 /// use dtxn_http::{participant_router_with, RouterConfig};
 ///
 /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
-/// let token = std::env::var("INVENTORY_TOKEN")?;
+/// // In production, read it from the environment (`INVENTORY_TOKEN`).
+/// let token = "s3cret-token";
 /// let app = axum::Router::new().nest(
 ///     "/2pc",
-///     participant_router_with(inventory(), RouterConfig::default().bearer_token(token)?),
+///     participant_router_with(Arc::new(Inventory), RouterConfig::default().bearer_token(token)?),
 /// );
 /// # let _ = app; Ok(()) }
 /// ```
