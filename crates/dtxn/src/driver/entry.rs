@@ -62,9 +62,8 @@ struct Inner {
     registered: Registered,
     times: Vec<PeerTimes>,
     prepare_started: Micros,
-    decided: Micros,
-    /// When the decision was taken, exactly: phase 2's retry time budget
-    /// runs from it (`decided` saturates after 71 minutes).
+    /// When the decision was taken: phase 2's retry time budget runs
+    /// from it, and the report shows it.
     decided_at: Option<Instant>,
     finished: Micros,
 }
@@ -157,7 +156,6 @@ impl Entry {
                 registered: Registered::default(),
                 times: Vec::new(),
                 prepare_started: NEVER,
-                decided: NEVER,
                 decided_at: None,
                 finished: NEVER,
             }),
@@ -275,7 +273,6 @@ impl Entry {
             inner.times = vec![PeerTimes::NEVER; inner.participants.len()];
         }
         if before.decision().is_none() && after.decision().is_some() {
-            inner.decided = t;
             inner.decided_at = Some(now);
         }
         if after.is_terminal() && !before.is_terminal() {
@@ -428,7 +425,7 @@ impl Entry {
                 inner.participants.clone(),
                 inner.times.clone(),
                 inner.prepare_started,
-                inner.decided,
+                inner.decided_at.map_or(NEVER, |at| self.since_begun(at)),
                 inner.finished,
             )
         };
