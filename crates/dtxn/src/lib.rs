@@ -125,7 +125,8 @@ pub use outcome::{
     TransactionOutcome, TransactionReport,
 };
 pub use participant::{
-    Blocking, BlockingParticipant, Participant, ParticipantError, PreparedResult,
+    Blocking, BlockingParticipant, CallContext, Participant, ParticipantError, Payload, Phase,
+    PreparedResult,
 };
 
 /// The README's examples, compiled and run as doctests.

@@ -1,9 +1,199 @@
 //! The [`Participant`] trait that services implement, and its vote type.
 
 use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use crate::TransactionId;
+
+/// The boxed future of a [`Participant`] call, as
+/// [`async_trait`](crate::async_trait) makes them.
+type CallFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Which call a participant is receiving.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[non_exhaustive]
+pub enum Phase {
+    /// Phase 1: prepare and vote.
+    Prepare,
+    /// Phase 2 after a Commit decision.
+    Commit,
+    /// Phase 2 after an Abort decision.
+    Rollback,
+}
+
+impl Phase {
+    /// `"prepare"`, `"commit"` or `"rollback"`: the wire contract's names.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Prepare => "prepare",
+            Self::Commit => "commit",
+            Self::Rollback => "rollback",
+        }
+    }
+}
+
+impl fmt::Display for Phase {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Application data registered with a participant for one transaction
+/// ([`TransactionCoordinator::register_participant_with_payload`](crate::TransactionCoordinator::register_participant_with_payload))
+/// and handed back to it with every call, in its [`CallContext`]: *which*
+/// user to create, *what* to reserve.
+///
+/// The coordinator never reads it. It is shared, not copied: cloning a
+/// `Payload` (and handing it to each call and retry) clones a reference.
+/// Over HTTP it is JSON ([`dtxn_http`'s wire contract](https://docs.rs/dtxn-http));
+/// in process it is any bytes.
+///
+/// `Debug` shows its length only: payloads often carry personal data,
+/// which has no place in logs.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct Payload(Arc<[u8]>);
+
+impl Payload {
+    /// The payload's bytes.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+
+    /// The payload as text, if it is UTF-8 (JSON always is).
+    pub fn as_str(&self) -> Option<&str> {
+        std::str::from_utf8(&self.0).ok()
+    }
+
+    /// Its length in bytes.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether it has no bytes.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl fmt::Debug for Payload {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Payload({} bytes)", self.0.len())
+    }
+}
+
+impl From<Vec<u8>> for Payload {
+    fn from(bytes: Vec<u8>) -> Self {
+        Self(bytes.into())
+    }
+}
+
+impl From<&[u8]> for Payload {
+    fn from(bytes: &[u8]) -> Self {
+        Self(bytes.into())
+    }
+}
+
+impl From<String> for Payload {
+    fn from(text: String) -> Self {
+        Self(text.into_bytes().into())
+    }
+}
+
+impl From<&str> for Payload {
+    fn from(text: &str) -> Self {
+        Self(text.as_bytes().into())
+    }
+}
+
+impl From<Arc<[u8]>> for Payload {
+    fn from(bytes: Arc<[u8]>) -> Self {
+        Self(bytes)
+    }
+}
+
+/// What a participant is told with a call: the transaction, the
+/// [`Phase`], the attempt number and the [`Payload`] registered with it.
+/// Received by [`Participant::prepare_with`],
+/// [`commit_with`](Participant::commit_with) and
+/// [`rollback_with`](Participant::rollback_with).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallContext {
+    txn: TransactionId,
+    phase: Phase,
+    attempt: u32,
+    payload: Option<Payload>,
+    outcome_url: Option<Arc<str>>,
+}
+
+impl CallContext {
+    /// The first attempt of `phase` for `txn`, with no payload. The
+    /// coordinator makes these; so do servers passing calls on
+    /// ([`dtxn_http::participant_router`](https://docs.rs/dtxn-http)) and
+    /// tests.
+    pub fn new(txn: TransactionId, phase: Phase) -> Self {
+        Self {
+            txn,
+            phase,
+            attempt: 1,
+            payload: None,
+            outcome_url: None,
+        }
+    }
+
+    /// With the attempt number (`0` counts as `1`).
+    #[must_use]
+    pub fn with_attempt(mut self, attempt: u32) -> Self {
+        self.attempt = attempt.max(1);
+        self
+    }
+
+    /// With a payload.
+    #[must_use]
+    pub fn with_payload(mut self, payload: Option<Payload>) -> Self {
+        self.payload = payload;
+        self
+    }
+
+    /// With the URL at which the coordinator answers what it decided.
+    #[must_use]
+    pub fn with_outcome_url(mut self, url: Option<Arc<str>>) -> Self {
+        self.outcome_url = url;
+        self
+    }
+
+    /// The transaction.
+    pub fn transaction_id(&self) -> TransactionId {
+        self.txn
+    }
+
+    /// Which call this is.
+    pub fn phase(&self) -> Phase {
+        self.phase
+    }
+
+    /// `1` for the first attempt; phase-2 retries count up. `prepare` is
+    /// never retried by the coordinator.
+    pub fn attempt(&self) -> u32 {
+        self.attempt
+    }
+
+    /// The payload registered with this participant for this transaction,
+    /// if any.
+    pub fn payload(&self) -> Option<&Payload> {
+        self.payload.as_ref()
+    }
+
+    /// Where to ask the coordinator what it decided (`GET` answers
+    /// `{"outcome": "committed" | "aborted" | "pending" | "unknown"}`),
+    /// when the call came over HTTP from a coordinator that advertises it.
+    /// `None` in process: ask
+    /// [`TransactionCoordinator::outcome`](crate::TransactionCoordinator::outcome).
+    pub fn outcome_url(&self) -> Option<&str> {
+        self.outcome_url.as_deref()
+    }
+}
 
 /// A participant's answer to `prepare`: its vote in phase 1.
 ///
@@ -76,6 +266,50 @@ impl ParticipantError {
 /// * A `prepare` that returns [`PreparedResult::Aborted`] or
 ///   [`PreparedResult::ReadOnly`] never receives phase 2.
 ///
+/// # The call context
+///
+/// The coordinator calls [`prepare_with`](Self::prepare_with),
+/// [`commit_with`](Self::commit_with) and
+/// [`rollback_with`](Self::rollback_with), which receive a
+/// [`CallContext`]: the transaction, the phase, the attempt number and the
+/// [`Payload`] registered with the participant. By default they call
+/// [`try_prepare`](Self::try_prepare), [`commit`](Self::commit) and
+/// [`rollback`](Self::rollback) with the transaction id (at no extra
+/// cost: no further future is boxed), so a participant that needs no
+/// context implements just those. One that does overrides the `_with`
+/// methods (and may leave the plain ones calling them):
+///
+/// ```
+/// use dtxn::{async_trait, CallContext, Participant, ParticipantError, PreparedResult, TransactionId};
+///
+/// struct Users;
+///
+/// #[async_trait]
+/// impl Participant for Users {
+///     async fn prepare_with(&self, cx: &CallContext) -> Result<PreparedResult, ParticipantError> {
+///         let Some(name) = cx.payload().and_then(|p| p.as_str()) else {
+///             return Ok(PreparedResult::Aborted("no user name given".into()));
+///         };
+///         // reserve the name `name` for `cx.transaction_id()` here
+///         # let _ = name;
+///         Ok(PreparedResult::Ready)
+///     }
+///     async fn commit_with(&self, cx: &CallContext) -> Result<(), ParticipantError> {
+///         // `cx.attempt()` > 1: a retry; commit must be idempotent anyway
+///         Ok(())
+///     }
+///     async fn rollback_with(&self, _cx: &CallContext) -> Result<(), ParticipantError> {
+///         Ok(())
+///     }
+///     // Without a context (never called by the coordinator):
+///     async fn prepare(&self, _: TransactionId) -> PreparedResult {
+///         PreparedResult::Aborted("a payload is required".into())
+///     }
+///     async fn commit(&self, _: TransactionId) -> Result<(), ParticipantError> { Ok(()) }
+///     async fn rollback(&self, _: TransactionId) -> Result<(), ParticipantError> { Ok(()) }
+/// }
+/// ```
+///
 /// The trait is object safe and uses [`async_trait`](crate::async_trait),
 /// re-exported so implementors need no extra dependency. For participants
 /// whose code blocks (a synchronous database client), implement
@@ -134,6 +368,52 @@ pub trait Participant: Send + Sync {
     /// Phase 2 after an Abort decision. Must be idempotent, and must accept a
     /// transaction it never prepared.
     async fn rollback(&self, txn: TransactionId) -> Result<(), ParticipantError>;
+
+    /// Phase 1 with the [`CallContext`]: what the coordinator calls. The
+    /// default is [`try_prepare`](Self::try_prepare) with the transaction
+    /// id. Override it with an `async fn` in an `#[async_trait]` impl, like
+    /// the other methods.
+    fn prepare_with<'life0, 'life1, 'async_trait>(
+        &'life0 self,
+        cx: &'life1 CallContext,
+    ) -> CallFuture<'async_trait, Result<PreparedResult, ParticipantError>>
+    where
+        'life0: 'async_trait,
+        'life1: 'async_trait,
+        Self: 'async_trait,
+    {
+        // Not an `async fn`: the inner call's box is returned as it is,
+        // rather than boxed again.
+        self.try_prepare(cx.transaction_id())
+    }
+
+    /// Phase 2 after a Commit decision, with the [`CallContext`]: what the
+    /// coordinator calls. The default is [`commit`](Self::commit).
+    fn commit_with<'life0, 'life1, 'async_trait>(
+        &'life0 self,
+        cx: &'life1 CallContext,
+    ) -> CallFuture<'async_trait, Result<(), ParticipantError>>
+    where
+        'life0: 'async_trait,
+        'life1: 'async_trait,
+        Self: 'async_trait,
+    {
+        self.commit(cx.transaction_id())
+    }
+
+    /// Phase 2 after an Abort decision, with the [`CallContext`]: what the
+    /// coordinator calls. The default is [`rollback`](Self::rollback).
+    fn rollback_with<'life0, 'life1, 'async_trait>(
+        &'life0 self,
+        cx: &'life1 CallContext,
+    ) -> CallFuture<'async_trait, Result<(), ParticipantError>>
+    where
+        'life0: 'async_trait,
+        'life1: 'async_trait,
+        Self: 'async_trait,
+    {
+        self.rollback(cx.transaction_id())
+    }
 }
 
 /// A participant whose code blocks the thread, such as one using a

@@ -15,13 +15,14 @@ use crate::core::{
 use crate::outcome::{
     AbortReason, Hazard, ParticipantReport, TransactionOutcome, TransactionReport,
 };
-use crate::{Participant, RetryPolicy, TransactionId};
+use crate::{Participant, Payload, RetryPolicy, TransactionId};
 
 /// A participant call ready to be performed by the executor.
 pub(crate) struct Call {
     pub participant: Arc<dyn Participant>,
     pub action: Action,
     pub delay: Duration,
+    pub payload: Option<Payload>,
 }
 
 /// What applying an event did. `calls` must be executed even when
@@ -56,6 +57,11 @@ impl PeerTimes {
 struct Inner {
     machine: Transaction,
     participants: Vec<Arc<dyn Participant>>,
+    /// The payloads registered with participants, by participant index in
+    /// ascending order. Most transactions have none: an empty `Vec` holds
+    /// no allocation, so they pay one word-triple and nothing per
+    /// participant.
+    payloads: Vec<(u32, Payload)>,
     /// Which participants may already be registered: a 256-bit Bloom
     /// filter over their addresses, so most registrations skip the linear
     /// duplicate scan (which made registering N participants O(N²)).
@@ -66,6 +72,20 @@ struct Inner {
     /// from it, and the report shows it.
     decided_at: Option<Instant>,
     finished: Micros,
+}
+
+impl Inner {
+    /// The payload of participant `index`, if one was registered.
+    fn payload(&self, index: usize) -> Option<Payload> {
+        if self.payloads.is_empty() {
+            return None;
+        }
+        let index = u32::try_from(index).ok()?;
+        self.payloads
+            .binary_search_by_key(&index, |(i, _)| *i)
+            .ok()
+            .map(|at| self.payloads[at].1.clone())
+    }
 }
 
 impl Drop for Inner {
@@ -153,6 +173,7 @@ impl Entry {
             inner: Mutex::new(Inner {
                 machine,
                 participants: Vec::new(),
+                payloads: Vec::new(),
                 registered: Registered::default(),
                 times: Vec::new(),
                 prepare_started: NEVER,
@@ -174,8 +195,12 @@ impl Entry {
     /// Registers `participant` unless this very `Arc` is already registered.
     /// Returns `Ok(true)` when added. A refused or duplicate `participant`
     /// is dropped after the entry's lock is released.
-    pub fn register(&self, participant: Arc<dyn Participant>) -> Result<bool, CoreError> {
-        let (result, rejected) = self.try_register(participant);
+    pub fn register(
+        &self,
+        participant: Arc<dyn Participant>,
+        payload: Option<Payload>,
+    ) -> Result<bool, CoreError> {
+        let (result, rejected) = self.try_register(participant, payload);
         // Outside the entry's lock: it may be the last reference.
         if let Some(p) = rejected {
             drop_user(p);
@@ -186,6 +211,7 @@ impl Entry {
     fn try_register(
         &self,
         participant: Arc<dyn Participant>,
+        payload: Option<Payload>,
     ) -> (Result<bool, CoreError>, Option<Arc<dyn Participant>>) {
         let mut inner = lock(&self.inner);
         let state = inner.machine.state();
@@ -208,6 +234,11 @@ impl Entry {
         }
         if let Err(e) = inner.machine.handle(Event::Register, &mut Vec::new()) {
             return (Err(e), Some(participant));
+        }
+        if let Some(payload) = payload {
+            // The limit on participants keeps indices far below u32::MAX.
+            let index = u32::try_from(inner.participants.len()).unwrap_or(u32::MAX);
+            inner.payloads.push((index, payload));
         }
         inner.participants.push(participant);
         inner.registered.insert(ptr);
@@ -270,6 +301,7 @@ impl Entry {
             // Registration is over: give back the growth slack, and make
             // the per-participant timings (none are needed before).
             inner.participants.shrink_to_fit();
+            inner.payloads.shrink_to_fit();
             inner.times = vec![PeerTimes::NEVER; inner.participants.len()];
         }
         if before.decision().is_none() && after.decision().is_some() {
@@ -299,6 +331,7 @@ impl Entry {
                 participant: Arc::clone(&inner.participants[i]),
                 action,
                 delay,
+                payload: inner.payload(i),
             });
         }
         if after.is_terminal() && !before.is_terminal() {

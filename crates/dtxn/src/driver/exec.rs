@@ -14,7 +14,7 @@ use tracing::Instrument;
 use super::entry::{safe_name, Call, Entry};
 use super::Shared;
 use crate::core::{Action, CallFailure, Event, TransactionState};
-use crate::TransactionId;
+use crate::{CallContext, Phase, TransactionId};
 
 /// Spawns a task that performs `calls` and keeps feeding their results (and
 /// the calls those results require, such as retries) into the machine until
@@ -170,7 +170,7 @@ impl<F> Drop for Runner<F> {
 
 /// Performs one participant call and turns its result into an event.
 async fn perform(
-    call: Call,
+    mut call: Call,
     txn: TransactionId,
     prepare_timeout: Duration,
     phase2_timeout: Duration,
@@ -178,7 +178,7 @@ async fn perform(
     if !call.delay.is_zero() {
         tokio::time::sleep(call.delay).await;
     }
-    let event = call_participant(&call, txn, prepare_timeout, phase2_timeout).await;
+    let event = call_participant(&mut call, txn, prepare_timeout, phase2_timeout).await;
     // The participant may be the last reference (its entry forgotten while
     // the call ran): its `Drop` is user code.
     super::entry::drop_user(call.participant);
@@ -186,34 +186,32 @@ async fn perform(
 }
 
 async fn call_participant(
-    call: &Call,
+    call: &mut Call,
     txn: TransactionId,
     prepare_timeout: Duration,
     phase2_timeout: Duration,
 ) -> Event {
+    let (phase, attempt) = match call.action {
+        Action::Prepare { .. } => (Phase::Prepare, 1),
+        Action::Commit { attempt, .. } => (Phase::Commit, attempt),
+        Action::Rollback { attempt, .. } => (Phase::Rollback, attempt),
+    };
+    let cx = CallContext::new(txn, phase)
+        .with_attempt(attempt)
+        .with_payload(call.payload.take());
     let p = &call.participant;
     let event = match call.action {
         Action::Prepare { participant } => Event::PrepareDone {
             participant,
-            result: guarded(prepare_timeout, async { p.try_prepare(txn).await })
+            result: guarded(prepare_timeout, p.prepare_with(&cx))
                 .await
                 .and_then(|r| r.map_err(CallFailure::Error)),
         },
-        Action::Commit {
-            participant,
-            attempt,
-        }
-        | Action::Rollback {
-            participant,
-            attempt,
-        } => {
-            let commit = matches!(call.action, Action::Commit { .. });
-            let phase2 = async {
-                if commit {
-                    p.commit(txn).await
-                } else {
-                    p.rollback(txn).await
-                }
+        Action::Commit { participant, .. } | Action::Rollback { participant, .. } => {
+            let phase2 = if phase == Phase::Commit {
+                p.commit_with(&cx)
+            } else {
+                p.rollback_with(&cx)
             };
             Event::Phase2Done {
                 participant,

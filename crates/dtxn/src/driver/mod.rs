@@ -704,10 +704,67 @@ impl TransactionCoordinator {
         txn: TransactionId,
         participant: Arc<dyn Participant>,
     ) -> Result<Registration, CoordinatorError> {
+        self.register(txn, participant, None)
+    }
+
+    /// Registers `participant` in `txn` with a [`Payload`](crate::Payload):
+    /// application data the participant receives with every call, in its
+    /// [`CallContext`](crate::CallContext) (see
+    /// [`Participant::prepare_with`]). The payload is shared with each
+    /// call, never copied. Otherwise as
+    /// [`register_participant`](Self::register_participant); registering
+    /// the same `Arc` again keeps the first payload.
+    ///
+    /// ```
+    /// # use std::sync::Arc;
+    /// # use dtxn::{async_trait, CallContext, Participant, ParticipantError, PreparedResult, TransactionId};
+    /// # struct Inventory;
+    /// # #[async_trait]
+    /// # impl Participant for Inventory {
+    /// #     async fn prepare_with(&self, cx: &CallContext) -> Result<PreparedResult, ParticipantError> {
+    /// #         assert_eq!(cx.payload().and_then(|p| p.as_str()), Some(r#"{"sku":"book","qty":1}"#));
+    /// #         Ok(PreparedResult::Ready)
+    /// #     }
+    /// #     async fn prepare(&self, _: TransactionId) -> PreparedResult { unreachable!() }
+    /// #     async fn commit(&self, _: TransactionId) -> Result<(), ParticipantError> { Ok(()) }
+    /// #     async fn rollback(&self, _: TransactionId) -> Result<(), ParticipantError> { Ok(()) }
+    /// # }
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), dtxn::CoordinatorError> {
+    /// let coordinator = dtxn::TransactionCoordinator::new();
+    /// let txn = coordinator.begin_transaction()?;
+    /// coordinator.register_participant_with_payload(
+    ///     txn,
+    ///     Arc::new(Inventory),
+    ///     r#"{"sku":"book","qty":1}"#,
+    /// )?;
+    /// coordinator.prepare_transaction(txn).await?;
+    /// coordinator.commit_transaction(txn).await?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`register_participant`](Self::register_participant).
+    pub fn register_participant_with_payload(
+        &self,
+        txn: TransactionId,
+        participant: Arc<dyn Participant>,
+        payload: impl Into<crate::Payload>,
+    ) -> Result<Registration, CoordinatorError> {
+        self.register(txn, participant, Some(payload.into()))
+    }
+
+    fn register(
+        &self,
+        txn: TransactionId,
+        participant: Arc<dyn Participant>,
+        payload: Option<crate::Payload>,
+    ) -> Result<Registration, CoordinatorError> {
         let shared = self.shared();
         let entry = shared.get(txn)?;
         self.expire_if_due(&entry);
-        match entry.register(participant) {
+        match entry.register(participant, payload) {
             Ok(true) => Ok(Registration::Registered),
             Ok(false) => Ok(Registration::AlreadyRegistered),
             Err(e) => Err(map_core_error(&entry, e, Operation::Register)),
