@@ -414,6 +414,8 @@ impl Client {
             let request = RegisterRequest {
                 name: format!("p{i}"),
                 url: Some(url.clone()),
+                payload: None,
+                headers: None,
             };
             self.post::<RegisterResponse>(
                 Step::Register,

@@ -166,6 +166,18 @@ pub struct ServeArgs {
           default_value_t = ServerConfig::DEFAULT_MAX_BODY_BYTES)]
     pub max_body_bytes: usize,
 
+    /// Largest JSON payload a participant registration may carry, in bytes
+    /// (at most --max-body-bytes); a bigger one is answered 413.
+    #[arg(long, env = "DTXN_MAX_PAYLOAD_BYTES",
+          default_value_t = ServerConfig::DEFAULT_MAX_PAYLOAD_BYTES)]
+    pub max_payload_bytes: usize,
+
+    /// This coordinator's URL as participant services reach it; each call
+    /// then tells them where to ask for the outcome. Default: http://LISTEN
+    /// when --listen names a specific address, else none.
+    #[arg(long, env = "DTXN_PUBLIC_URL", value_name = "URL")]
+    pub public_url: Option<String>,
+
     /// Most open client connections; more wait in the listen backlog.
     #[arg(long, env = "DTXN_MAX_CONNECTIONS",
           default_value_t = ServerConfig::DEFAULT_MAX_CONNECTIONS)]
@@ -303,6 +315,7 @@ impl ServeArgs {
         let mut server = ServerConfig::default()
             .max_concurrent_requests(self.max_concurrent_requests)
             .max_body_bytes(self.max_body_bytes)
+            .max_payload_bytes(self.max_payload_bytes)
             .max_connections(self.max_connections)
             .header_read_timeout(self.header_read_timeout.0)
             .body_read_timeout(self.body_read_timeout.0)
@@ -331,6 +344,9 @@ impl ServeArgs {
         for host in &self.allow_participant_hosts {
             server = server.allow_participant_host(host.clone());
         }
+        if let Some(url) = self.public_url() {
+            server = server.public_url(url);
+        }
         for net in &self.allow_participant_nets {
             server = server.allow_participant_net(net.clone());
         }
@@ -338,6 +354,18 @@ impl ServeArgs {
             .validate(Some(self.listen))
             .map_err(|e| e.to_string())?;
         Ok((coordinator, server))
+    }
+}
+
+impl ServeArgs {
+    /// `--public-url`, or `http://LISTEN` when that names a specific
+    /// address and port (an unspecified address or port 0 says nothing
+    /// about how participants reach this server).
+    fn public_url(&self) -> Option<String> {
+        self.public_url.clone().or_else(|| {
+            (!self.listen.ip().is_unspecified() && self.listen.port() != 0)
+                .then(|| format!("http://{}", self.listen))
+        })
     }
 }
 
@@ -506,6 +534,10 @@ mod tests {
             "12",
             "--max-body-bytes",
             "4096",
+            "--max-payload-bytes",
+            "1000",
+            "--public-url",
+            "http://coordinator.internal:8080",
             "--max-connections",
             "13",
             "--header-read-timeout",
@@ -544,6 +576,8 @@ mod tests {
             "participant_timeout: 3s",
             "max_concurrent_requests: 12",
             "max_body_bytes: 4096",
+            "max_payload_bytes: 1000",
+            r#"public_url: Some("http://coordinator.internal:8080")"#,
             "max_connections: 13",
             "header_read_timeout: 4s",
             "body_read_timeout: 5s",
@@ -558,7 +592,9 @@ mod tests {
 
     #[test]
     fn the_defaults_are_the_libraries_defaults() {
-        let (coordinator, server) = parse(&[]).unwrap().configs().unwrap();
+        let args = parse(&[]).unwrap();
+        let listen = args.listen;
+        let (coordinator, server) = args.configs().unwrap();
         let default = CoordinatorConfig::default();
         assert_eq!(coordinator.retry(), default.retry());
         assert_eq!(coordinator.retention_period(), default.retention_period());
@@ -568,9 +604,29 @@ mod tests {
             coordinator.transaction_deadline(),
             default.transaction_deadline()
         );
+        // But for the public URL, which the listen address gives.
         assert_eq!(
             format!("{server:?}"),
-            format!("{:?}", ServerConfig::default())
+            format!(
+                "{:?}",
+                ServerConfig::default().public_url(format!("http://{listen}"))
+            )
+        );
+    }
+
+    #[test]
+    fn the_public_url_is_the_listen_address_unless_that_says_nothing() {
+        let public = |args: &[&str]| parse(args).unwrap().public_url();
+        assert_eq!(
+            public(&["--listen", "10.1.2.3:9000"]).as_deref(),
+            Some("http://10.1.2.3:9000")
+        );
+        assert_eq!(public(&["--listen", "0.0.0.0:9000"]), None);
+        assert_eq!(public(&["--listen", "127.0.0.1:0"]), None);
+        assert_eq!(
+            public(&["--listen", "0.0.0.0:9000", "--public-url", "http://c.internal:9000"])
+                .as_deref(),
+            Some("http://c.internal:9000")
         );
     }
 

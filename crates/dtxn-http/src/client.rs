@@ -2,11 +2,15 @@
 
 use std::time::Duration;
 
-use dtxn::{async_trait, Participant, ParticipantError, PreparedResult, TransactionId};
+use dtxn::{
+    async_trait, CallContext, Participant, ParticipantError, Phase, PreparedResult, TransactionId,
+};
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, AUTHORIZATION};
 use reqwest::{StatusCode, Url};
 
-use crate::wire::{ErrorBody, PhaseRequest, VoteResponse, MAX_REASON_CHARS};
+use serde_json::value::RawValue;
+
+use crate::wire::{ErrorBody, OutgoingRequest, VoteResponse, MAX_REASON_CHARS, WIRE_VERSION};
 
 /// The most of an answer's body that is read (a vote or an error is small).
 const MAX_BODY: usize = 64 * 1024;
@@ -41,6 +45,15 @@ pub enum HttpParticipantError {
 /// A [`Participant`] living in another process: each call is a `POST` to
 /// the service's `prepare`, `commit` or `rollback` endpoint, following the
 /// [wire contract](crate::wire).
+///
+/// Each call carries what the coordinator's [`CallContext`] holds: the
+/// attempt number and the [`Payload`](dtxn::Payload) registered with the
+/// participant
+/// ([`register_participant_with_payload`](dtxn::TransactionCoordinator::register_participant_with_payload)),
+/// which must be JSON (a payload that is not fails the call: a prepare
+/// then aborts the transaction); and, with
+/// [`HttpParticipantBuilder::coordinator_url`], the URL at which the
+/// service can ask what was decided.
 ///
 /// Connections are pooled and reused (keep-alive) by the underlying
 /// [`reqwest::Client`]; participants built from one
@@ -96,6 +109,9 @@ pub struct HttpParticipant {
     timeout: Duration,
     /// Sent with every call; every value is marked sensitive.
     headers: HeaderMap,
+    /// The coordinator's base URL without a trailing `/`, for
+    /// `outcome_url`.
+    coordinator: Option<String>,
 }
 
 /// Builds an [`HttpParticipant`].
@@ -107,6 +123,7 @@ pub struct HttpParticipantBuilder {
     /// Extra headers in the order given, validated by `build`.
     headers: Vec<(String, String)>,
     bearer_token: Option<String>,
+    coordinator: Option<String>,
 }
 
 impl std::fmt::Debug for HttpParticipant {
@@ -183,6 +200,7 @@ impl HttpParticipant {
             client: None,
             headers: Vec::new(),
             bearer_token: None,
+            coordinator: None,
         }
     }
 
@@ -229,15 +247,63 @@ impl HttpParticipant {
         self.headers.keys().map(HeaderName::as_str)
     }
 
-    async fn post(&self, url: &Url, txn: TransactionId) -> Result<Answer, ParticipantError> {
+    /// The same participant with `headers` sent on every call besides
+    /// its own (the coordinator server uses this for headers given at
+    /// registration). Names and values are checked as by
+    /// [`HttpParticipantBuilder::header`].
+    ///
+    /// # Errors
+    ///
+    /// [`HttpParticipantError::InvalidHeader`] for a bad or reserved
+    /// header.
+    pub fn with_headers<'a>(
+        &self,
+        headers: impl IntoIterator<Item = (&'a str, &'a str)>,
+    ) -> Result<Self, HttpParticipantError> {
+        let mut with = self.clone();
+        for (name, value) in headers {
+            let (name, value) = checked_header(name, value)?;
+            with.headers.append(name, value);
+        }
+        Ok(with)
+    }
+
+    /// The URL this participant is told to ask for `txn`'s outcome.
+    fn outcome_url(&self, txn: TransactionId) -> Option<String> {
+        self.coordinator
+            .as_ref()
+            .map(|base| format!("{base}/transactions/{txn}/outcome"))
+    }
+
+    async fn post(&self, url: &Url, cx: &CallContext) -> Result<Answer, ParticipantError> {
+        let payload = match cx.payload() {
+            None => None,
+            Some(payload) => Some(
+                serde_json::from_slice::<&RawValue>(payload.as_bytes()).map_err(|e| {
+                    ParticipantError::permanent(format!(
+                        "POST {url}: not sent: the payload is not JSON ({:?} error at line {}, column {})",
+                        e.classify(),
+                        e.line(),
+                        e.column()
+                    ))
+                })?,
+            ),
+        };
+        let txn = cx.transaction_id();
+        let outcome_url = self.outcome_url(txn);
+        let body = OutgoingRequest {
+            version: WIRE_VERSION,
+            transaction_id: txn,
+            attempt: cx.attempt(),
+            payload,
+            outcome_url: outcome_url.as_deref(),
+        };
         let response = self
             .client
             .post(url.clone())
             .timeout(self.timeout)
             .headers(self.headers.clone())
-            .json(&PhaseRequest {
-                transaction_id: txn,
-            })
+            .json(&body)
             .send()
             .await
             .map_err(|e| transport_error(url, e))?;
@@ -248,8 +314,8 @@ impl HttpParticipant {
         Ok(Answer { status, body })
     }
 
-    async fn phase2(&self, url: &Url, txn: TransactionId) -> Result<(), ParticipantError> {
-        let answer = self.post(url, txn).await?;
+    async fn phase2(&self, url: &Url, cx: &CallContext) -> Result<(), ParticipantError> {
+        let answer = self.post(url, cx).await?;
         if answer.status.is_success() {
             return Ok(());
         }
@@ -260,6 +326,37 @@ impl HttpParticipant {
             Err(ParticipantError::permanent(message))
         }
     }
+}
+
+/// A header to send, checked: a valid name that the wire contract does
+/// not set itself, and a value marked sensitive.
+fn checked_header(
+    name: &str,
+    value: &str,
+) -> Result<(HeaderName, HeaderValue), HttpParticipantError> {
+    const RESERVED: [&str; 6] = [
+        "authorization",
+        "connection",
+        "content-length",
+        "content-type",
+        "host",
+        "transfer-encoding",
+    ];
+    let invalid = |reason| HttpParticipantError::InvalidHeader {
+        name: name.to_owned(),
+        reason,
+    };
+    let header = HeaderName::from_bytes(name.trim().as_bytes())
+        .map_err(|_| invalid("not a valid header name"))?;
+    if RESERVED.contains(&header.as_str()) {
+        return Err(invalid(
+            "reserved: set by the wire contract (or bearer_token for authorization)",
+        ));
+    }
+    let mut value = HeaderValue::from_str(value)
+        .map_err(|_| invalid("the value must be visible ASCII, spaces or tabs"))?;
+    value.set_sensitive(true);
+    Ok((header, value))
 }
 
 impl HttpParticipantBuilder {
@@ -301,31 +398,10 @@ impl HttpParticipantBuilder {
 
     /// The headers to send, validated.
     fn header_map(&self) -> Result<HeaderMap, HttpParticipantError> {
-        const RESERVED: [&str; 6] = [
-            "authorization",
-            "connection",
-            "content-length",
-            "content-type",
-            "host",
-            "transfer-encoding",
-        ];
         let mut map = HeaderMap::new();
         for (name, value) in &self.headers {
-            let invalid = |reason| HttpParticipantError::InvalidHeader {
-                name: name.clone(),
-                reason,
-            };
-            let header = HeaderName::from_bytes(name.trim().as_bytes())
-                .map_err(|_| invalid("not a valid header name"))?;
-            if RESERVED.contains(&header.as_str()) {
-                return Err(invalid(
-                    "reserved: set by the wire contract (or bearer_token for authorization)",
-                ));
-            }
-            let mut value = HeaderValue::from_str(value)
-                .map_err(|_| invalid("the value must be visible ASCII, spaces or tabs"))?;
-            value.set_sensitive(true);
-            map.append(header, value);
+            let (name, value) = checked_header(name, value)?;
+            map.append(name, value);
         }
         if let Some(token) = &self.bearer_token {
             let invalid = || HttpParticipantError::InvalidHeader {
@@ -343,6 +419,17 @@ impl HttpParticipantBuilder {
         Ok(map)
     }
 
+    /// Tells the service where to ask what was decided: every call
+    /// carries `outcome_url` = `{url}/transactions/{id}/outcome`, the
+    /// coordinator server's outcome query. `url` is the coordinator's base
+    /// URL as the service can reach it (`http://coordinator.internal:8080`).
+    /// Default: none, and no `outcome_url` is sent. `dtxn serve` sets it
+    /// from `--public-url`.
+    pub fn coordinator_url(mut self, url: impl Into<String>) -> Self {
+        self.coordinator = Some(url.into());
+        self
+    }
+
     /// The participant.
     ///
     /// # Errors
@@ -352,6 +439,23 @@ impl HttpParticipantBuilder {
     /// [`header`](Self::header) or [`bearer_token`](Self::bearer_token).
     pub fn build(self) -> Result<HttpParticipant, HttpParticipantError> {
         let headers = self.header_map()?;
+        let coordinator = match &self.coordinator {
+            None => None,
+            Some(url) => {
+                let invalid = |reason: &str| HttpParticipantError::InvalidUrl {
+                    url: url.clone(),
+                    reason: format!("coordinator URL: {reason}"),
+                };
+                let parsed = Url::parse(url).map_err(|e| invalid(&e.to_string()))?;
+                if !matches!(parsed.scheme(), "http" | "https") || parsed.host().is_none() {
+                    return Err(invalid("must be an absolute http or https URL"));
+                }
+                if parsed.query().is_some() || parsed.fragment().is_some() {
+                    return Err(invalid("must not have a query or fragment"));
+                }
+                Some(parsed.as_str().trim_end_matches('/').to_owned())
+            }
+        };
         let invalid = |reason: &str| HttpParticipantError::InvalidUrl {
             url: self.url.clone(),
             reason: reason.to_owned(),
@@ -393,6 +497,7 @@ impl HttpParticipantBuilder {
             client,
             timeout: self.timeout,
             headers,
+            coordinator,
         })
     }
 }
@@ -404,7 +509,8 @@ impl Participant for HttpParticipant {
     }
 
     /// Votes with [`try_prepare`](Self::try_prepare); a failed call becomes
-    /// an `Aborted` vote here. The coordinator calls `try_prepare`.
+    /// an `Aborted` vote here. The coordinator calls
+    /// [`prepare_with`](Self::prepare_with).
     async fn prepare(&self, txn: TransactionId) -> PreparedResult {
         match self.try_prepare(txn).await {
             Ok(vote) => vote,
@@ -413,7 +519,22 @@ impl Participant for HttpParticipant {
     }
 
     async fn try_prepare(&self, txn: TransactionId) -> Result<PreparedResult, ParticipantError> {
-        let answer = self.post(&self.prepare, txn).await?;
+        self.prepare_with(&CallContext::new(txn, Phase::Prepare))
+            .await
+    }
+
+    async fn commit(&self, txn: TransactionId) -> Result<(), ParticipantError> {
+        self.commit_with(&CallContext::new(txn, Phase::Commit))
+            .await
+    }
+
+    async fn rollback(&self, txn: TransactionId) -> Result<(), ParticipantError> {
+        self.rollback_with(&CallContext::new(txn, Phase::Rollback))
+            .await
+    }
+
+    async fn prepare_with(&self, cx: &CallContext) -> Result<PreparedResult, ParticipantError> {
+        let answer = self.post(&self.prepare, cx).await?;
         match answer.status {
             StatusCode::OK => serde_json::from_slice::<VoteResponse>(&answer.body)
                 .map(|mut vote| {
@@ -436,12 +557,12 @@ impl Participant for HttpParticipant {
         }
     }
 
-    async fn commit(&self, txn: TransactionId) -> Result<(), ParticipantError> {
-        self.phase2(&self.commit, txn).await
+    async fn commit_with(&self, cx: &CallContext) -> Result<(), ParticipantError> {
+        self.phase2(&self.commit, cx).await
     }
 
-    async fn rollback(&self, txn: TransactionId) -> Result<(), ParticipantError> {
-        self.phase2(&self.rollback, txn).await
+    async fn rollback_with(&self, cx: &CallContext) -> Result<(), ParticipantError> {
+        self.phase2(&self.rollback, cx).await
     }
 }
 

@@ -9,17 +9,27 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
-use dtxn::{Participant, ParticipantError, PreparedResult, TransactionId};
+use dtxn::{CallContext, Participant, ParticipantError, Payload, Phase, PreparedResult};
 
-use crate::wire::{ErrorBody, PhaseRequest, VoteResponse};
-
-/// Request bodies are a transaction id; anything bigger is refused.
-const BODY_LIMIT: usize = 16 * 1024;
+use crate::wire::{ErrorBody, PhaseRequest, VoteResponse, WIRE_VERSION};
 
 /// An axum [`Router`] serving `participant` under the [wire
 /// contract](crate::wire): `POST /prepare`, `POST /commit` and
 /// `POST /rollback`. Nest it wherever the service wants it and register
 /// that URL with the coordinator.
+///
+/// The participant receives each call through
+/// [`Participant::prepare_with`], [`commit_with`](Participant::commit_with)
+/// and [`rollback_with`](Participant::rollback_with), whose
+/// [`CallContext`] holds the request's attempt number, payload (the JSON
+/// text, unchanged) and outcome URL; participants that implement only the
+/// plain methods get those, as in process. A request of another wire
+/// [`version`](crate::wire::WIRE_VERSION) is refused with `400
+/// unsupported_version` before the participant sees it.
+///
+/// To make the service idempotent (duplicates, empty rollbacks,
+/// suspended prepares) in one line, serve the `dtxn-participant` crate's
+/// barrier-guarded participant: `participant_router(Arc::new(Guarded::new(pool, branch)))`.
 ///
 /// Each call runs in a task of its own, so a coordinator that hangs up (its
 /// timeout passed) does not cancel the participant half-way through an
@@ -93,7 +103,7 @@ pub fn participant_router_with(participant: Arc<dyn Participant>, config: Router
         .route("/commit", post(commit))
         .route("/rollback", post(rollback))
         .fallback(not_found)
-        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(DefaultBodyLimit::max(config.max_body_bytes))
         .with_state(participant);
     match config.bearer_token {
         Some(token) => router.layer(axum::middleware::from_fn_with_state(
@@ -105,11 +115,22 @@ pub fn participant_router_with(participant: Arc<dyn Participant>, config: Router
 }
 
 /// Settings of [`participant_router_with`]. The default requires no
-/// authentication (as [`participant_router`]).
-#[derive(Clone, Default)]
+/// authentication (as [`participant_router`]) and accepts request bodies
+/// up to [`DEFAULT_MAX_BODY_BYTES`](Self::DEFAULT_MAX_BODY_BYTES).
+#[derive(Clone)]
 #[must_use = "a RouterConfig does nothing until given to participant_router_with"]
 pub struct RouterConfig {
     bearer_token: Option<String>,
+    max_body_bytes: usize,
+}
+
+impl Default for RouterConfig {
+    fn default() -> Self {
+        Self {
+            bearer_token: None,
+            max_body_bytes: Self::DEFAULT_MAX_BODY_BYTES,
+        }
+    }
 }
 
 /// Why a [`RouterConfig`] setting was refused.
@@ -120,9 +141,36 @@ pub enum RouterConfigError {
     /// it is a secret).
     #[error("the bearer token must be non-empty visible ASCII")]
     InvalidBearerToken,
+    /// The body limit is below [`RouterConfig::MIN_BODY_BYTES`].
+    #[error("max_body_bytes must be at least {min} bytes", min = RouterConfig::MIN_BODY_BYTES)]
+    BodyLimitTooSmall,
 }
 
 impl RouterConfig {
+    /// Default of [`max_body_bytes`](Self::max_body_bytes): 1 MiB, well
+    /// above the coordinator server's default payload limit.
+    pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
+    /// The smallest [`max_body_bytes`](Self::max_body_bytes) accepted: room
+    /// for a request without a payload.
+    pub const MIN_BODY_BYTES: usize = 1024;
+
+    /// The largest request body accepted, in bytes; a bigger one is
+    /// answered `413` with an [`ErrorBody`] (for `prepare`, a failed call:
+    /// the transaction aborts). Size it to the largest payload the
+    /// service expects plus 1 KiB.
+    ///
+    /// # Errors
+    ///
+    /// [`RouterConfigError::BodyLimitTooSmall`] below
+    /// [`MIN_BODY_BYTES`](Self::MIN_BODY_BYTES).
+    pub fn max_body_bytes(mut self, n: usize) -> Result<Self, RouterConfigError> {
+        if n < Self::MIN_BODY_BYTES {
+            return Err(RouterConfigError::BodyLimitTooSmall);
+        }
+        self.max_body_bytes = n;
+        Ok(self)
+    }
+
     /// Requires `Authorization: Bearer <token>` on every request. Default:
     /// none. Never shown in `Debug` output.
     ///
@@ -145,6 +193,7 @@ impl std::fmt::Debug for RouterConfig {
         f.debug_struct("RouterConfig")
             // Never print the secret.
             .field("bearer_token", &self.bearer_token.as_ref().map(|_| "<set>"))
+            .field("max_body_bytes", &self.max_body_bytes)
             .finish()
     }
 }
@@ -170,12 +219,39 @@ async fn require_token(State(token): State<Arc<str>>, request: Request, next: Ne
 
 type Body = Result<Json<PhaseRequest>, JsonRejection>;
 
-async fn prepare(State(p): State<Arc<dyn Participant>>, body: Body) -> Response {
-    let txn = match body {
-        Ok(Json(request)) => request.transaction_id,
-        Err(rejection) => return rejected(rejection),
+/// The call context of a request, or the answer refusing it.
+fn context(body: Body, phase: Phase) -> Result<CallContext, Box<Response>> {
+    let request = match body {
+        Ok(Json(request)) => request,
+        Err(rejection) => return Err(Box::new(rejected(rejection))),
     };
-    match run(&p, txn, |p, txn| async move { p.try_prepare(txn).await }).await {
+    if request.version != WIRE_VERSION {
+        return Err(Box::new(error(
+            StatusCode::BAD_REQUEST,
+            "unsupported_version",
+            format!(
+                "wire contract version {} is not supported; this service speaks version {WIRE_VERSION}",
+                request.version
+            ),
+        )));
+    }
+    // The JSON text as it came, without a copy of the string.
+    let payload = request
+        .payload
+        .map(|raw| Payload::from(String::from(Box::<str>::from(raw))));
+    Ok(CallContext::new(request.transaction_id, phase)
+        .with_attempt(request.attempt)
+        .with_payload(payload)
+        .with_outcome_url(request.outcome_url.map(Arc::from)))
+}
+
+async fn prepare(State(p): State<Arc<dyn Participant>>, body: Body) -> Response {
+    let cx = match context(body, Phase::Prepare) {
+        Ok(cx) => cx,
+        Err(response) => return *response,
+    };
+    let txn = cx.transaction_id();
+    match run(&p, cx, |p, cx| async move { p.prepare_with(&cx).await }).await {
         Ok(Ok(vote)) => {
             if let PreparedResult::Aborted(reason) = &vote {
                 tracing::debug!(%txn, participant = p.name(), reason, "voted to abort");
@@ -188,23 +264,23 @@ async fn prepare(State(p): State<Arc<dyn Participant>>, body: Body) -> Response 
 }
 
 async fn commit(State(p): State<Arc<dyn Participant>>, body: Body) -> Response {
-    phase2(p, body, true).await
+    phase2(p, body, Phase::Commit).await
 }
 
 async fn rollback(State(p): State<Arc<dyn Participant>>, body: Body) -> Response {
-    phase2(p, body, false).await
+    phase2(p, body, Phase::Rollback).await
 }
 
-async fn phase2(p: Arc<dyn Participant>, body: Body, commit: bool) -> Response {
-    let txn = match body {
-        Ok(Json(request)) => request.transaction_id,
-        Err(rejection) => return rejected(rejection),
+async fn phase2(p: Arc<dyn Participant>, body: Body, phase: Phase) -> Response {
+    let cx = match context(body, phase) {
+        Ok(cx) => cx,
+        Err(response) => return *response,
     };
-    let result = run(&p, txn, move |p, txn| async move {
-        if commit {
-            p.commit(txn).await
+    let result = run(&p, cx, move |p, cx| async move {
+        if phase == Phase::Commit {
+            p.commit_with(&cx).await
         } else {
-            p.rollback(txn).await
+            p.rollback_with(&cx).await
         }
     })
     .await;
@@ -216,17 +292,14 @@ async fn phase2(p: Arc<dyn Participant>, body: Body, commit: bool) -> Response {
 }
 
 /// Runs one participant call in its own task; a panic becomes a `500`.
-async fn run<T, F, Fut>(
-    p: &Arc<dyn Participant>,
-    txn: TransactionId,
-    call: F,
-) -> Result<T, Response>
+async fn run<T, F, Fut>(p: &Arc<dyn Participant>, cx: CallContext, call: F) -> Result<T, Response>
 where
-    F: FnOnce(Arc<dyn Participant>, TransactionId) -> Fut,
+    F: FnOnce(Arc<dyn Participant>, CallContext) -> Fut,
     Fut: std::future::Future<Output = T> + Send + 'static,
     T: Send + 'static,
 {
-    match tokio::spawn(call(Arc::clone(p), txn)).await {
+    let txn = cx.transaction_id();
+    match tokio::spawn(call(Arc::clone(p), cx)).await {
         Ok(value) => Ok(value),
         Err(e) => {
             let message = if e.is_panic() {

@@ -119,12 +119,32 @@ async fn malformed_requests_get_a_4xx_json_error() {
         ("/commit", r#"{"transaction_id":"xyz"}"#, 422),
         ("/commit", r#"{"txn":1}"#, 422),
         ("/nowhere", "{}", 404),
+        // A version this service does not speak.
+        (
+            "/commit",
+            r#"{"version":2,"transaction_id":"00000000-0000-0007-0000-000000000003"}"#,
+            400,
+        ),
+        (
+            "/commit",
+            r#"{"version":0,"transaction_id":"00000000-0000-0007-0000-000000000003"}"#,
+            400,
+        ),
+        (
+            "/commit",
+            r#"{"transaction_id":"00000000-0000-0007-0000-000000000003","attempt":-1}"#,
+            422,
+        ),
     ] {
         let (status, text) = post(addr, path, body).await;
         assert_eq!(status, expected, "{path} {body}: {text}");
         error_code(&text);
     }
-    let oversized = format!(r#"{{"transaction_id":"{}"}}"#, "0".repeat(64 * 1024));
+    let oversized = format!(
+        r#"{{"transaction_id":"{}","payload":"{}"}}"#,
+        id(3),
+        "0".repeat(dtxn_http::RouterConfig::DEFAULT_MAX_BODY_BYTES)
+    );
     assert_eq!(post(addr, "/commit", &oversized).await.0, 413);
     let no_content_type = reqwest::Client::new()
         .post(format!("http://{addr}/commit"))
@@ -135,4 +155,100 @@ async fn malformed_requests_get_a_4xx_json_error() {
     assert_eq!(no_content_type.status().as_u16(), 415);
     error_code(&no_content_type.text().await.unwrap());
     assert_eq!(participant.commits.load(Ordering::SeqCst), 0);
+}
+
+/// Records the call contexts it is given.
+#[derive(Default)]
+struct Recorder {
+    seen: std::sync::Mutex<Vec<dtxn::CallContext>>,
+}
+
+#[async_trait]
+impl Participant for Recorder {
+    async fn prepare_with(
+        &self,
+        cx: &dtxn::CallContext,
+    ) -> Result<PreparedResult, ParticipantError> {
+        self.seen.lock().unwrap().push(cx.clone());
+        Ok(PreparedResult::Ready)
+    }
+    async fn commit_with(&self, cx: &dtxn::CallContext) -> Result<(), ParticipantError> {
+        self.seen.lock().unwrap().push(cx.clone());
+        Ok(())
+    }
+    async fn rollback_with(&self, cx: &dtxn::CallContext) -> Result<(), ParticipantError> {
+        self.seen.lock().unwrap().push(cx.clone());
+        Ok(())
+    }
+    async fn prepare(&self, _: TransactionId) -> PreparedResult {
+        unreachable!("the router calls prepare_with")
+    }
+    async fn commit(&self, _: TransactionId) -> Result<(), ParticipantError> {
+        unreachable!("the router calls commit_with")
+    }
+    async fn rollback(&self, _: TransactionId) -> Result<(), ParticipantError> {
+        unreachable!("the router calls rollback_with")
+    }
+}
+
+async fn start_with(config: dtxn_http::RouterConfig) -> (SocketAddr, Arc<Recorder>) {
+    let participant = Arc::new(Recorder::default());
+    let app = dtxn_http::participant_router_with(participant.clone(), config);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (addr, participant)
+}
+
+#[tokio::test]
+async fn the_call_context_carries_the_payload_text_the_attempt_and_the_outcome_url() {
+    let (addr, participant) = start_with(dtxn_http::RouterConfig::default()).await;
+    let payload = r#"{ "name": "Zoë 🦀", "tags": ["a\"b", null], "n": 1.5e3 }"#;
+    let outcome = format!("http://127.0.0.1:1/transactions/{}/outcome", id(3));
+    let body = format!(
+        r#"{{"version":1,"transaction_id":"{}","attempt":4,"payload":{payload},"outcome_url":"{outcome}","added_later":[1]}}"#,
+        id(3)
+    );
+    assert_eq!(post(addr, "/commit", &body).await.0, 204);
+    // A request from before versions and payloads: the defaults.
+    let bare = format!(r#"{{"transaction_id":"{}"}}"#, id(3));
+    assert_eq!(post(addr, "/prepare", &bare).await.0, 200);
+    let seen = participant.seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 2);
+    assert_eq!(seen[0].phase(), dtxn::Phase::Commit);
+    assert_eq!(seen[0].attempt(), 4);
+    // The JSON text exactly as sent: whitespace, escapes and all.
+    assert_eq!(seen[0].payload().unwrap().as_str(), Some(payload));
+    assert_eq!(seen[0].outcome_url(), Some(outcome.as_str()));
+    assert_eq!(
+        (seen[1].phase(), seen[1].attempt()),
+        (dtxn::Phase::Prepare, 1)
+    );
+    assert!(seen[1].payload().is_none() && seen[1].outcome_url().is_none());
+}
+
+#[tokio::test]
+async fn the_body_limit_is_configurable_and_refuses_with_413_json() {
+    assert_eq!(
+        dtxn_http::RouterConfig::default()
+            .max_body_bytes(10)
+            .unwrap_err(),
+        dtxn_http::RouterConfigError::BodyLimitTooSmall
+    );
+    let config = dtxn_http::RouterConfig::default()
+        .max_body_bytes(2048)
+        .unwrap();
+    let (addr, participant) = start_with(config).await;
+    let with_payload = |n: usize| {
+        format!(
+            r#"{{"transaction_id":"{}","payload":"{}"}}"#,
+            id(3),
+            "x".repeat(n)
+        )
+    };
+    assert_eq!(post(addr, "/prepare", &with_payload(1500)).await.0, 200);
+    let (status, text) = post(addr, "/prepare", &with_payload(2048)).await;
+    assert_eq!(status, 413, "{text}");
+    error_code(&text);
+    assert_eq!(participant.seen.lock().unwrap().len(), 1);
 }

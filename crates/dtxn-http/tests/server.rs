@@ -697,6 +697,7 @@ async fn the_openapi_document_lists_every_route() {
         "GET /ready",
         "GET /metrics",
         "GET /openapi.json",
+        "GET /openapi/participant.json",
     ]
     .into_iter()
     .map(str::to_owned)
@@ -716,6 +717,62 @@ async fn the_openapi_document_lists_every_route() {
         );
     }
     assert!(doc["components"]["securitySchemes"]["bearer"].is_object());
+}
+
+#[tokio::test]
+async fn the_participant_side_is_an_openapi_document_too_and_the_repository_copy_is_current() {
+    let server = start(ServerConfig::default()).await;
+    let answer = server
+        .call(Method::GET, "/openapi/participant.json", None)
+        .await;
+    assert_eq!(answer.status, StatusCode::OK);
+    let doc = answer.body;
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
+    for path in ["/prepare", "/commit", "/rollback"] {
+        let operation = &doc["paths"][path]["post"];
+        assert_eq!(
+            operation["requestBody"]["content"]["application/json"]["schema"]["$ref"],
+            "#/components/schemas/PhaseRequest",
+            "{path}"
+        );
+        assert!(operation["responses"]["400"].is_object(), "{path}");
+    }
+    assert_eq!(
+        doc["paths"]["/prepare"]["post"]["responses"]["200"]["content"]["application/json"]
+            ["schema"]["$ref"],
+        "#/components/schemas/VoteResponse"
+    );
+    let request = &doc["components"]["schemas"]["PhaseRequest"]["properties"];
+    for field in [
+        "version",
+        "transaction_id",
+        "attempt",
+        "payload",
+        "outcome_url",
+    ] {
+        assert!(request[field].is_object(), "PhaseRequest has no {field}");
+    }
+    for schema in ["VoteResponse", "Vote", "ErrorBody"] {
+        assert!(doc["components"]["schemas"][schema].is_object(), "{schema}");
+    }
+    // The copy in the repository, for services that never run a
+    // coordinator: regenerate it with
+    // `DTXN_WRITE_PARTICIPANT_OPENAPI=1 cargo test -p dtxn-http --test server`.
+    let current = dtxn_http::server::participant_openapi();
+    assert_eq!(serde_json::from_str::<Value>(&current).unwrap(), doc);
+    let copy = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../docs/participant-openapi.json"
+    );
+    if std::env::var_os("DTXN_WRITE_PARTICIPANT_OPENAPI").is_some() {
+        std::fs::write(copy, format!("{current}\n")).unwrap();
+    }
+    let kept = std::fs::read_to_string(copy).unwrap_or_default();
+    assert_eq!(
+        kept.trim_end(),
+        current,
+        "docs/participant-openapi.json is out of date; regenerate it (see above)"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -22,6 +22,14 @@
 //! business write commit or vanish together, a crash between them leaves
 //! neither, and the retry executes.
 //!
+//! Most services need only [`Guarded`]: implement [`Branch`] (the business
+//! side of prepare, commit and rollback, each given the database
+//! transaction and dtxn's [`CallContext`](dtxn::CallContext)) and
+//! `Guarded::new(pool, branch)` is a [`dtxn::Participant`] that enters the
+//! barrier, runs the branch only when it should, and answers the
+//! coordinator as the table below says. The rest of this page is the
+//! barrier underneath, for services that want to drive it themselves.
+//!
 //! # Example
 //!
 //! ```
@@ -112,8 +120,10 @@
 #![forbid(unsafe_code)]
 
 mod backend;
+mod guarded;
 
 pub use backend::Backend;
+pub use guarded::{Branch, Guarded, SUSPENDED_REASON};
 
 use std::fmt;
 use std::marker::PhantomData;

@@ -196,9 +196,9 @@ pub(super) async fn report(State(state): St, TxnId(id): TxnId) -> AppResult<Json
         (status = 404, description = "`not_found`", body = ErrorBody),
         (status = 408, description = "`body_timeout`: the body did not arrive in time", body = ErrorBody),
         (status = 409, description = "`invalid_state`: the transaction is no longer `active`", body = ErrorBody),
-        (status = 413, description = "`body_too_large`", body = ErrorBody),
+        (status = 413, description = "`body_too_large`, `payload_too_large` (over `max_payload_bytes`)", body = ErrorBody),
         (status = 415, description = "`unsupported_media_type`: not application/json", body = ErrorBody),
-        (status = 422, description = "`unknown_participant`, `invalid_participant_url` (including this coordinator's own address), `invalid_participant_name`, `too_many_participants`, `invalid_body`", body = ErrorBody),
+        (status = 422, description = "`unknown_participant`, `invalid_participant_url` (including this coordinator's own address), `invalid_participant_name`, `invalid_header`, `too_many_participants`, `invalid_body`", body = ErrorBody),
     )
 )]
 pub(super) async fn register(
@@ -206,10 +206,32 @@ pub(super) async fn register(
     TxnId(id): TxnId,
     JsonBody(request): JsonBody<RegisterRequest>,
 ) -> AppResult<Response> {
-    let participant = state
-        .participants
-        .resolve(&request.name, request.url.as_deref())?;
-    let registration = state.coordinator.register_participant(id, participant)?;
+    let participant = state.participants.resolve(
+        &request.name,
+        request.url.as_deref(),
+        request.headers.as_ref(),
+    )?;
+    let registration = match request.payload {
+        None => state.coordinator.register_participant(id, participant)?,
+        Some(payload) => {
+            let size = payload.get().len();
+            if size > state.max_payload_bytes {
+                return Err(ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "payload_too_large",
+                    format!(
+                        "the payload is {size} bytes of JSON; this server accepts at most {}",
+                        state.max_payload_bytes
+                    ),
+                ));
+            }
+            // The JSON text as it came, moved rather than copied into a string.
+            let text = String::from(Box::<str>::from(payload));
+            state
+                .coordinator
+                .register_participant_with_payload(id, participant, text)?
+        }
+    };
     tracing::debug!(txn = %id, participant = request.name, ?registration, "registered");
     let status = match registration {
         Registration::Registered => StatusCode::CREATED,
@@ -393,6 +415,25 @@ pub(super) async fn openapi(State(state): St) -> Response {
     (
         [(header::CONTENT_TYPE, "application/json")],
         state.openapi.clone(),
+    )
+        .into_response()
+}
+
+/// The participant side of the wire contract as an OpenAPI 3 document:
+/// what a participant service serves, to generate one in any language.
+#[utoipa::path(
+    get,
+    path = "/openapi/participant.json",
+    tag = "operations",
+    responses(
+        (status = 200, description = "The participant service's OpenAPI document", body = Object),
+        (status = 401, description = "Missing or wrong bearer token", body = ErrorBody),
+    )
+)]
+pub(super) async fn participant_openapi(State(state): St) -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        state.participant_openapi.clone(),
     )
         .into_response()
 }

@@ -69,6 +69,8 @@ pub struct ServerConfig {
     pub(super) bearer_token: Option<String>,
     pub(super) max_concurrent_requests: usize,
     pub(super) max_body_bytes: usize,
+    pub(super) max_payload_bytes: usize,
+    pub(super) public_url: Option<String>,
     pub(super) participants: Vec<(String, String)>,
     /// Bearer tokens for known participants: (participant, token).
     pub(super) participant_tokens: Vec<(String, String)>,
@@ -90,6 +92,11 @@ impl ServerConfig {
     pub const DEFAULT_MAX_CONCURRENT_REQUESTS: usize = 1024;
     /// Default of [`max_body_bytes`](Self::max_body_bytes): 16 KiB.
     pub const DEFAULT_MAX_BODY_BYTES: usize = 16 * 1024;
+    /// Default of [`max_payload_bytes`](Self::max_payload_bytes): 8 KiB.
+    pub const DEFAULT_MAX_PAYLOAD_BYTES: usize = 8 * 1024;
+    /// The most headers a registration may give
+    /// (`POST /transactions/{id}/participants` with `"headers"`).
+    pub const MAX_REGISTRATION_HEADERS: usize = 16;
     /// Default of [`shutdown_grace`](Self::shutdown_grace).
     pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
     /// Default of [`max_connections`](Self::max_connections).
@@ -130,6 +137,29 @@ impl ServerConfig {
     /// [`DEFAULT_MAX_BODY_BYTES`](Self::DEFAULT_MAX_BODY_BYTES).
     pub fn max_body_bytes(mut self, n: usize) -> Self {
         self.max_body_bytes = n;
+        self
+    }
+
+    /// The largest `payload` a registration may carry, in bytes of JSON
+    /// text (≥ 1, at most [`max_body_bytes`](Self::max_body_bytes)); a
+    /// bigger one is refused with `413 payload_too_large`. The coordinator
+    /// keeps each payload until the transaction is forgotten and sends it
+    /// with every call, so this bounds both memory and traffic. Default
+    /// [`DEFAULT_MAX_PAYLOAD_BYTES`](Self::DEFAULT_MAX_PAYLOAD_BYTES).
+    pub fn max_payload_bytes(mut self, n: usize) -> Self {
+        self.max_payload_bytes = n;
+        self
+    }
+
+    /// This coordinator's base URL as participant services reach it
+    /// (`http://coordinator.internal:8080`). With it, every participant
+    /// call carries `outcome_url` = `{url}/transactions/{id}/outcome`
+    /// ([wire contract](crate::wire)), so a service that prepared and lost
+    /// contact knows whom to ask. Default: none, and no `outcome_url` is
+    /// sent. Checked by [`validate`](Self::validate): an absolute `http`
+    /// or `https` URL with no query.
+    pub fn public_url(mut self, url: impl Into<String>) -> Self {
+        self.public_url = Some(url.into());
         self
     }
 
@@ -285,6 +315,26 @@ impl ServerConfig {
         if self.max_body_bytes == 0 {
             return invalid("max_body_bytes", "must be at least 1");
         }
+        if self.max_payload_bytes == 0 || self.max_payload_bytes > self.max_body_bytes {
+            return invalid(
+                "max_payload_bytes",
+                "must be at least 1 and at most max_body_bytes",
+            );
+        }
+        if let Some(url) = &self.public_url {
+            let ok = reqwest::Url::parse(url).is_ok_and(|u| {
+                matches!(u.scheme(), "http" | "https")
+                    && u.host().is_some()
+                    && u.query().is_none()
+                    && u.fragment().is_none()
+            });
+            if !ok {
+                return invalid(
+                    "public_url",
+                    "must be an absolute http or https URL without query or fragment",
+                );
+            }
+        }
         if self.max_connections == 0 || self.max_connections > Self::MAX_CONNECTIONS_LIMIT {
             return invalid("max_connections", "must be 1 to 1048576");
         }
@@ -313,6 +363,8 @@ impl Default for ServerConfig {
             bearer_token: None,
             max_concurrent_requests: Self::DEFAULT_MAX_CONCURRENT_REQUESTS,
             max_body_bytes: Self::DEFAULT_MAX_BODY_BYTES,
+            max_payload_bytes: Self::DEFAULT_MAX_PAYLOAD_BYTES,
+            public_url: None,
             participants: Vec::new(),
             participant_tokens: Vec::new(),
             participant_headers: Vec::new(),
@@ -336,6 +388,8 @@ impl std::fmt::Debug for ServerConfig {
             .field("bearer_token", &self.bearer_token.as_ref().map(|_| "<set>"))
             .field("max_concurrent_requests", &self.max_concurrent_requests)
             .field("max_body_bytes", &self.max_body_bytes)
+            .field("max_payload_bytes", &self.max_payload_bytes)
+            .field("public_url", &self.public_url)
             .field("participants", &self.participants)
             // Whose credentials are set, never their values.
             .field(

@@ -108,6 +108,16 @@ use tower::ServiceBuilder;
 pub use config::ServerConfig;
 pub use error::ServerError;
 
+/// The participant side of the [wire contract](crate::wire) as an OpenAPI 3
+/// document in JSON: what a participant service must serve (`POST
+/// /prepare`, `/commit`, `/rollback` under its base URL). The server also
+/// serves it at `GET /openapi/participant.json`; the repository keeps a
+/// copy in `docs/participant-openapi.json`.
+pub fn participant_openapi() -> String {
+    // Serializing a document built from static parts cannot fail.
+    String::from_utf8(openapi::participant_json().unwrap_or_default()).unwrap_or_default()
+}
+
 use metrics::Metrics;
 use participants::Participants;
 
@@ -125,10 +135,13 @@ pub(crate) struct AppState {
     bearer_token: Option<String>,
     /// The OpenAPI document, serialized once.
     openapi: Bytes,
+    /// The participant side's OpenAPI document, serialized once.
+    participant_openapi: Bytes,
     /// The slots of the concurrency limit, to tell `/ready` when none is
     /// free.
     api_slots: Arc<Semaphore>,
     max_body_bytes: usize,
+    max_payload_bytes: usize,
     body_read_timeout: Duration,
 }
 
@@ -166,8 +179,12 @@ fn build(
         draining: AtomicBool::new(false),
         bearer_token: config.bearer_token.clone(),
         openapi: Bytes::from(openapi::document().map_err(ServerError::OpenApi)?),
+        participant_openapi: Bytes::from(
+            openapi::participant_json().map_err(ServerError::OpenApi)?,
+        ),
         api_slots: Arc::clone(&api_slots),
         max_body_bytes: config.max_body_bytes,
+        max_payload_bytes: config.max_payload_bytes,
         body_read_timeout: config.body_read_timeout,
     });
     let load_shedding = ServiceBuilder::new()
@@ -194,6 +211,7 @@ fn build(
         .route("/ready", get(api::ready))
         .route("/metrics", get(api::metrics))
         .route("/openapi.json", get(api::openapi))
+        .route("/openapi/participant.json", get(api::participant_openapi))
         .method_not_allowed_fallback(api::method_not_allowed);
     // Layers run outermost (last added) first.
     let app = api

@@ -137,7 +137,7 @@ pub struct ListQuery {
 }
 
 /// The body of `POST /transactions/{id}/participants`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RegisterRequest {
     /// A known participant's name or, with `url`, any name for the service.
@@ -147,6 +147,28 @@ pub struct RegisterRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(example = "http://127.0.0.1:7001/2pc/")]
     pub url: Option<String>,
+    /// Any JSON value, sent unchanged to this participant with every call
+    /// (`prepare`, `commit`, `rollback`) as `payload`. At most
+    /// `max_payload_bytes` of JSON text (default 8 KiB).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>, example = json!({"email": "zoë@example.com", "plan": "free"}))]
+    pub payload: Option<Box<serde_json::value::RawValue>>,
+    /// Extra headers sent to this participant with every call of this
+    /// transaction, as `{"name": "value"}` (at most 16; not `authorization`,
+    /// `host`, `content-type`, `content-length`, `connection` or
+    /// `transfer-encoding`). Never logged or shown.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(example = json!({"x-tenant": "acme"}))]
+    pub headers: Option<std::collections::BTreeMap<String, String>>,
+}
+
+impl PartialEq for RegisterRequest {
+    fn eq(&self, other: &Self) -> bool {
+        self.name == other.name
+            && self.url == other.url
+            && self.payload.as_ref().map(|p| p.get()) == other.payload.as_ref().map(|p| p.get())
+            && self.headers == other.headers
+    }
 }
 
 /// Whether a participant was new to the transaction ([`Registration`]).

@@ -1,7 +1,7 @@
 //! The server's participants: the known ones, and a bounded cache of ad hoc
 //! ones admitted by the allow-list, all sharing one HTTP client.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -155,10 +155,15 @@ pub(crate) struct Participants {
     allow: AllowList,
     /// This server's listen address, when known.
     own: Option<SocketAddr>,
-    /// Ad hoc participants by (name, normalised base URL).
-    ad_hoc: Mutex<HashMap<(String, String), Arc<HttpParticipant>>>,
+    /// Ad hoc participants, and participants with registration headers,
+    /// by (name, normalised base URL, headers).
+    ad_hoc: Mutex<HashMap<CacheKey, Arc<HttpParticipant>>>,
     capacity: usize,
+    /// This coordinator's public base URL, for `outcome_url`.
+    public_url: Option<String>,
 }
+
+type CacheKey = (String, String, Vec<(String, String)>);
 
 impl Participants {
     pub fn new(config: &ServerConfig, own: Option<SocketAddr>) -> Result<Self, ServerError> {
@@ -184,6 +189,9 @@ impl Participants {
             let mut builder = HttpParticipant::builder(name.clone(), url)
                 .client(client.clone())
                 .timeout(config.participant_timeout);
+            if let Some(public) = &config.public_url {
+                builder = builder.coordinator_url(public.clone());
+            }
             for (_, token) in config.participant_tokens.iter().filter(|(n, _)| n == name) {
                 builder = builder.bearer_token(token.clone());
             }
@@ -219,12 +227,61 @@ impl Participants {
             own,
             ad_hoc: Mutex::new(HashMap::new()),
             capacity: ServerConfig::AD_HOC_CACHE_CAPACITY,
+            public_url: config.public_url.clone(),
         })
     }
 
     /// The participant a registration request names: a known one by `name`,
-    /// or (when the allow-list admits its host) the one at `url`.
-    pub fn resolve(&self, name: &str, url: Option<&str>) -> Result<Arc<HttpParticipant>, ApiError> {
+    /// or (when the allow-list admits its host) the one at `url`; with
+    /// `headers`, that participant sending them too. The same request
+    /// always resolves to the same `Arc` (while cached), so registering it
+    /// twice in a transaction is recognised.
+    pub fn resolve(
+        &self,
+        name: &str,
+        url: Option<&str>,
+        headers: Option<&BTreeMap<String, String>>,
+    ) -> Result<Arc<HttpParticipant>, ApiError> {
+        let base = self.resolve_base(name, url)?;
+        let Some(headers) = headers.filter(|h| !h.is_empty()) else {
+            return Ok(base);
+        };
+        if headers.len() > ServerConfig::MAX_REGISTRATION_HEADERS {
+            return Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_header",
+                format!(
+                    "at most {} headers per registration",
+                    ServerConfig::MAX_REGISTRATION_HEADERS
+                ),
+            ));
+        }
+        let with = base
+            .with_headers(headers.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            // Names the header and the reason, never the value.
+            .map_err(|e| {
+                ApiError::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "invalid_header",
+                    e.to_string(),
+                )
+            })?;
+        let key = (
+            name.to_owned(),
+            base.base_url().as_str().to_owned(),
+            headers
+                .iter()
+                .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.clone()))
+                .collect(),
+        );
+        Ok(self.cached(key, with))
+    }
+
+    fn resolve_base(
+        &self,
+        name: &str,
+        url: Option<&str>,
+    ) -> Result<Arc<HttpParticipant>, ApiError> {
         let Some(url) = url else {
             return self.known.get(name).cloned().ok_or_else(|| {
                 ApiError::new(
@@ -241,26 +298,28 @@ impl Participants {
                 format!("a participant name must be 1 to {MAX_NAME_LEN} bytes of printable text"),
             ));
         }
-        let fresh = HttpParticipant::builder(name, url)
+        let mut fresh = HttpParticipant::builder(name, url)
             .client(self.client.clone())
-            .timeout(self.timeout)
-            .build()
-            .map_err(|e| {
-                if matches!(e, HttpParticipantError::InvalidUrl { .. }) {
-                    ApiError::new(
-                        StatusCode::UNPROCESSABLE_ENTITY,
-                        "invalid_participant_url",
-                        e.to_string(),
-                    )
-                } else {
-                    // Not expected: the shared client is given, not built.
-                    ApiError::new(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        "client_unavailable",
-                        e.to_string(),
-                    )
-                }
-            })?;
+            .timeout(self.timeout);
+        if let Some(public) = &self.public_url {
+            fresh = fresh.coordinator_url(public.clone());
+        }
+        let fresh = fresh.build().map_err(|e| {
+            if matches!(e, HttpParticipantError::InvalidUrl { .. }) {
+                ApiError::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "invalid_participant_url",
+                    e.to_string(),
+                )
+            } else {
+                // Not expected: the shared client is given, not built.
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "client_unavailable",
+                    e.to_string(),
+                )
+            }
+        })?;
         if let Some(known) = self.known.get(name) {
             if known.base_url() == fresh.base_url() {
                 return Ok(Arc::clone(known));
@@ -288,11 +347,15 @@ impl Participants {
                 "this server does not call participants on that host",
             ));
         }
-        Ok(self.cached(name, fresh))
+        let key = (
+            name.to_owned(),
+            fresh.base_url().as_str().to_owned(),
+            Vec::new(),
+        );
+        Ok(self.cached(key, fresh))
     }
 
-    fn cached(&self, name: &str, fresh: HttpParticipant) -> Arc<HttpParticipant> {
-        let key = (name.to_owned(), fresh.base_url().as_str().to_owned());
+    fn cached(&self, key: CacheKey, fresh: HttpParticipant) -> Arc<HttpParticipant> {
         let mut cache = self.ad_hoc.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(participant) = cache.get(&key) {
             return Arc::clone(participant);
@@ -307,7 +370,7 @@ impl Participants {
             cache.insert(key, Arc::clone(&participant));
         } else {
             tracing::warn!(
-                participant = name,
+                participant = dtxn::Participant::name(&*participant),
                 capacity = self.capacity,
                 "ad hoc participant cache full of participants in use; not caching this one"
             );
@@ -335,13 +398,15 @@ mod tests {
     #[test]
     fn the_same_service_resolves_to_the_same_arc() {
         let p = registry(loopback().participant("users", "http://127.0.0.1:9/u"));
-        let a = p.resolve("x", Some("http://127.0.0.1:9/x")).unwrap();
-        let b = p.resolve("x", Some("http://127.0.0.1:9/x/")).unwrap();
+        let a = p.resolve("x", Some("http://127.0.0.1:9/x"), None).unwrap();
+        let b = p.resolve("x", Some("http://127.0.0.1:9/x/"), None).unwrap();
         assert!(Arc::ptr_eq(&a, &b));
-        let c = p.resolve("y", Some("http://127.0.0.1:9/x")).unwrap();
+        let c = p.resolve("y", Some("http://127.0.0.1:9/x"), None).unwrap();
         assert!(!Arc::ptr_eq(&a, &c));
-        let known = p.resolve("users", None).unwrap();
-        let by_url = p.resolve("users", Some("http://127.0.0.1:9/u/")).unwrap();
+        let known = p.resolve("users", None, None).unwrap();
+        let by_url = p
+            .resolve("users", Some("http://127.0.0.1:9/u/"), None)
+            .unwrap();
         assert!(Arc::ptr_eq(&known, &by_url));
     }
 
@@ -349,10 +414,10 @@ mod tests {
     fn a_full_cache_forgets_only_unused_participants() {
         let mut p = registry(loopback());
         p.capacity = 2;
-        let held = p.resolve("a", Some("http://127.0.0.1:9/a")).unwrap();
-        drop(p.resolve("b", Some("http://127.0.0.1:9/b")).unwrap());
-        let _c = p.resolve("c", Some("http://127.0.0.1:9/c")).unwrap();
-        let again = p.resolve("a", Some("http://127.0.0.1:9/a")).unwrap();
+        let held = p.resolve("a", Some("http://127.0.0.1:9/a"), None).unwrap();
+        drop(p.resolve("b", Some("http://127.0.0.1:9/b"), None).unwrap());
+        let _c = p.resolve("c", Some("http://127.0.0.1:9/c"), None).unwrap();
+        let again = p.resolve("a", Some("http://127.0.0.1:9/a"), None).unwrap();
         assert!(Arc::ptr_eq(&held, &again));
         assert_eq!(p.ad_hoc.lock().unwrap().len(), 2);
     }
@@ -360,22 +425,27 @@ mod tests {
     #[test]
     fn bad_requests_are_refused_with_specific_codes() {
         let p = registry(ServerConfig::default().participant("users", "http://127.0.0.1:9/u"));
-        assert_eq!(code(p.resolve("nobody", None)), Some("unknown_participant"));
         assert_eq!(
-            code(p.resolve("x", Some("ftp://host/"))),
+            code(p.resolve("nobody", None, None)),
+            Some("unknown_participant")
+        );
+        assert_eq!(
+            code(p.resolve("x", Some("ftp://host/"), None)),
             Some("invalid_participant_url")
         );
         assert_eq!(
-            code(p.resolve("", Some("http://h/"))),
+            code(p.resolve("", Some("http://h/"), None)),
             Some("invalid_participant_name")
         );
         // Registration by URL is off by default; a known service by its
         // own URL is still fine.
         assert_eq!(
-            code(p.resolve("x", Some("http://h/"))),
+            code(p.resolve("x", Some("http://h/"), None)),
             Some("ad_hoc_participants_disabled")
         );
-        assert!(p.resolve("users", Some("http://127.0.0.1:9/u")).is_ok());
+        assert!(p
+            .resolve("users", Some("http://127.0.0.1:9/u"), None)
+            .is_ok());
     }
 
     #[test]
@@ -395,7 +465,10 @@ mod tests {
             "http://[::ffff:10.9.9.9]/",
             "http://[::1]:7000/",
         ] {
-            assert!(p.resolve("x", Some(allowed)).is_ok(), "{allowed} refused");
+            assert!(
+                p.resolve("x", Some(allowed), None).is_ok(),
+                "{allowed} refused"
+            );
         }
         for refused in [
             "http://billing.internal/",
@@ -409,7 +482,7 @@ mod tests {
             "http://ten.example/",
         ] {
             assert_eq!(
-                code(p.resolve("x", Some(refused))),
+                code(p.resolve("x", Some(refused), None)),
                 Some("participant_host_not_allowed"),
                 "{refused}"
             );
@@ -436,18 +509,18 @@ mod tests {
             "http://2130706433:8080/",
         ] {
             assert_eq!(
-                code(p.resolve("x", Some(own_api))),
+                code(p.resolve("x", Some(own_api), None)),
                 Some("invalid_participant_url"),
                 "{own_api}"
             );
         }
-        assert!(p.resolve("x", Some("http://127.0.0.1:8081/")).is_ok());
-        assert!(p.resolve("x", Some("http://localhost/")).is_ok());
+        assert!(p.resolve("x", Some("http://127.0.0.1:8081/"), None).is_ok());
+        assert!(p.resolve("x", Some("http://localhost/"), None).is_ok());
 
         let own: SocketAddr = "10.0.0.5:9000".parse().unwrap();
         let p = Participants::new(&config, Some(own)).unwrap();
-        assert!(p.resolve("x", Some("http://10.0.0.5:9000/")).is_err());
-        assert!(p.resolve("x", Some("http://10.0.0.6:9000/")).is_ok());
+        assert!(p.resolve("x", Some("http://10.0.0.5:9000/"), None).is_err());
+        assert!(p.resolve("x", Some("http://10.0.0.6:9000/"), None).is_ok());
 
         let known = ServerConfig::default().participant("me", "http://localhost:8080/");
         assert!(matches!(
