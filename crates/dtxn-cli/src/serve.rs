@@ -624,8 +624,13 @@ mod tests {
         assert_eq!(public(&["--listen", "0.0.0.0:9000"]), None);
         assert_eq!(public(&["--listen", "127.0.0.1:0"]), None);
         assert_eq!(
-            public(&["--listen", "0.0.0.0:9000", "--public-url", "http://c.internal:9000"])
-                .as_deref(),
+            public(&[
+                "--listen",
+                "0.0.0.0:9000",
+                "--public-url",
+                "http://c.internal:9000"
+            ])
+            .as_deref(),
             Some("http://c.internal:9000")
         );
     }

@@ -33,6 +33,8 @@ fn default_command_runs_a_consistent_demo() {
     assert_eq!(code, Some(0));
     assert_eq!(summary["seed"], 7);
     assert_eq!(summary["mode"], "in-process");
+    assert_eq!(summary["state"], "memory");
+    assert_eq!(summary.get("state_dir"), None, "{summary}");
     assert_eq!(count(&summary, "transactions"), 300);
     assert_eq!(
         count(&summary, "committed") + count(&summary, "aborted"),
@@ -57,6 +59,47 @@ fn default_command_runs_a_consistent_demo() {
         assert!(latency[key].is_number(), "latency_ms.{key} in {summary}");
     }
     assert!(summary["throughput_tps"].as_f64().is_some_and(|t| t > 0.0));
+}
+
+#[test]
+fn demo_over_http_keeps_the_services_state_in_sqlite() {
+    let (summary, code) = run_json(&[
+        "demo",
+        "--http",
+        "--transactions",
+        "300",
+        "--fault-rate",
+        "0.2",
+        "--seed",
+        "9",
+        "--json",
+    ]);
+    assert_eq!(summary["consistent"], Value::Bool(true), "{summary}");
+    assert_eq!(code, Some(0));
+    assert_eq!(summary["mode"], "http");
+    assert_eq!(summary["state"], "sqlite", "{summary}");
+    assert_eq!(summary["failed"], 0, "{summary}");
+    let committed = count(&summary, "committed");
+    assert!(committed > 0, "{summary}");
+    assert_eq!(committed + count(&summary, "aborted"), 300);
+    assert_eq!(summary["stores"]["users"], committed);
+    assert_eq!(summary["stores"]["orders"], committed);
+    assert_eq!(summary["stores"]["units_given"], committed);
+    assert_eq!(summary["violations"], Value::Array(Vec::new()));
+    let injected: u64 = summary["faults_injected"]
+        .as_object()
+        .expect("faults_injected is an object")
+        .values()
+        .filter_map(Value::as_u64)
+        .sum();
+    assert!(injected > 0, "a 20% fault rate injects faults: {summary}");
+    let dir = summary["state_dir"]
+        .as_str()
+        .unwrap_or_else(|| panic!("state_dir names the databases' directory: {summary}"));
+    assert!(
+        !std::path::Path::new(dir).exists(),
+        "the state directory {dir} is removed after the run"
+    );
 }
 
 #[test]

@@ -19,13 +19,19 @@
 //! loopback and the coordinator calls them through
 //! [`dtxn_http::HttpParticipant`]s (see [`transport`]): same workload,
 //! same faults (a panic becomes a `500`, a hang a timed-out call), same
-//! report and check. `dtxn service` runs one of them on its own (see
-//! [`crate::service`]).
+//! report and check. There the services are the SQLite ones of [`sqlite`]:
+//! each keeps its state in its own SQLite file (in a temporary directory
+//! removed at the end) behind the `dtxn-participant` barrier, and learns
+//! each sign-up (and the fault to inject) from the JSON payload the client
+//! registers it with; the consistency check reads the state back from the
+//! files. `dtxn service` runs one of the in-memory services on its own
+//! (see [`crate::service`]).
 
 mod check;
 mod progress;
 mod report;
 pub(crate) mod services;
+mod sqlite;
 mod transport;
 pub(crate) mod workload;
 
@@ -43,10 +49,11 @@ use tokio::task::JoinSet;
 
 use check::Stores;
 use progress::Progress;
-use report::{RunInfo, Summary};
+use report::{RunInfo, StateKind, Summary};
 use services::{
     Inventory, OrderService, ProductService, RequestBook, Requests, UserService, INJECTED,
 };
+use sqlite::{SqliteServices, StateError};
 use transport::{Transport, TransportError};
 use workload::{SignUp, Workload};
 
@@ -62,8 +69,10 @@ const HTTP_PREPARE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// The log filter of the demo: with `--http`, the participant services
 /// log every handler panic as an error, and the demo injects panics on
-/// purpose (they show in the report as failed calls).
-pub const LOG_FILTER: &str = "warn,dtxn_http::service=off";
+/// purpose (they show in the report as failed calls); sqlx warns of
+/// statements and connections that waited long for the database under
+/// load, which the report shows as latency.
+pub const LOG_FILTER: &str = "warn,dtxn_http::service=off,sqlx=error";
 
 /// The coordinator's timeout of one commit or rollback attempt.
 const PHASE2_TIMEOUT: Duration = Duration::from_secs(1);
@@ -124,6 +133,9 @@ pub enum DemoError {
     /// The services could not be reached over the chosen transport.
     #[error("cannot start the services: {0}")]
     Transport(#[from] TransportError),
+    /// The services' SQLite state could not be set up, read or removed.
+    #[error("{0}")]
+    State(#[from] StateError),
 }
 
 pub(crate) fn parse_positive(text: &str) -> Result<usize, String> {
@@ -229,19 +241,12 @@ pub async fn run(args: &DemoArgs, seed: u64) -> Result<Summary, DemoError> {
     let coordinator = TransactionCoordinator::with_config(config);
 
     let workload = Workload::generate(args.transactions, args.fault_rate, seed);
-    let book = Arc::new(RequestBook::default());
-    let requests: Arc<dyn Requests> = book.clone();
-    let users = Arc::new(UserService::new(Default::default(), Arc::clone(&requests)));
-    let products = Arc::new(ProductService::new(
-        Inventory::new(&workload.stock),
-        Arc::clone(&requests),
-    ));
-    let orders = Arc::new(OrderService::new(Default::default(), requests));
-    let services: Vec<Arc<dyn Participant>> = vec![
-        Arc::clone(&users) as Arc<dyn Participant>,
-        Arc::clone(&products) as Arc<dyn Participant>,
-        Arc::clone(&orders) as Arc<dyn Participant>,
-    ];
+    let state = match transport {
+        Transport::InProcess => State::memory(&workload.stock),
+        Transport::Http => State::Sqlite(SqliteServices::open(&workload.stock).await?),
+    };
+    let client = state.client();
+    let services = state.participants().await?;
     let connected = transport.connect(services, HTTP_CALL_TIMEOUT).await?;
     let participants: Arc<[Arc<dyn Participant>]> = connected.participants().into();
 
@@ -257,10 +262,10 @@ pub async fn run(args: &DemoArgs, seed: u64) -> Result<Summary, DemoError> {
         };
         let coordinator = coordinator.clone();
         let participants = Arc::clone(&participants);
-        let book = Arc::clone(&book);
+        let client = client.clone();
         let progress = progress.clone();
         tasks.spawn(async move {
-            let record = sign_up(&coordinator, &participants[..], &book, signup).await;
+            let record = sign_up(&coordinator, &participants[..], &client, signup).await;
             progress.inc();
             drop(permit);
             (index, record)
@@ -286,15 +291,8 @@ pub async fn run(args: &DemoArgs, seed: u64) -> Result<Summary, DemoError> {
             })
         })
         .collect();
-    let mut anomalies = users.anomalies();
-    anomalies.extend(products.anomalies());
-    anomalies.extend(orders.anomalies());
-    let stores = Stores {
-        users: users.snapshot(),
-        inventory: products.snapshot(),
-        orders: orders.snapshot(),
-        anomalies,
-    };
+    let faults_injected = state.injected();
+    let (stores, state, state_dir) = state.finish().await?;
     let check = check::check(&records, &stores, coordinator.stats().unfinished);
     Ok(Summary::new(
         &records,
@@ -304,21 +302,145 @@ pub async fn run(args: &DemoArgs, seed: u64) -> Result<Summary, DemoError> {
             concurrency: args.concurrency,
             fault_rate: args.fault_rate,
             elapsed,
-            faults_injected: book.injected(),
+            faults_injected,
             transport,
+            state,
+            state_dir,
         },
     ))
 }
 
+/// Where the services keep their state.
+enum State {
+    /// In memory, in process; each sign-up is filed in the book.
+    Memory {
+        book: Arc<RequestBook>,
+        users: Arc<UserService>,
+        products: Arc<ProductService>,
+        orders: Arc<OrderService>,
+    },
+    /// In SQLite; each sign-up travels as the participants' payloads.
+    Sqlite(SqliteServices),
+}
+
+impl State {
+    /// The in-memory services, with `stock` in the inventory.
+    fn memory(stock: &[u64]) -> Self {
+        let book = Arc::new(RequestBook::default());
+        let requests: Arc<dyn Requests> = book.clone();
+        let users = Arc::new(UserService::new(Default::default(), Arc::clone(&requests)));
+        let products = Arc::new(ProductService::new(
+            Inventory::new(stock),
+            Arc::clone(&requests),
+        ));
+        let orders = Arc::new(OrderService::new(Default::default(), requests));
+        Self::Memory {
+            book,
+            users,
+            products,
+            orders,
+        }
+    }
+
+    /// How the client tells the services what each sign-up asks for.
+    fn client(&self) -> Client {
+        match self {
+            Self::Memory { book, .. } => Client::Book(Arc::clone(book)),
+            Self::Sqlite(_) => Client::Payloads,
+        }
+    }
+
+    /// The services, in [`workload::ServiceKind::ALL`] order.
+    async fn participants(&self) -> Result<Vec<Arc<dyn Participant>>, DemoError> {
+        match self {
+            Self::Memory {
+                users,
+                products,
+                orders,
+                ..
+            } => Ok(vec![
+                Arc::clone(users) as Arc<dyn Participant>,
+                Arc::clone(products) as Arc<dyn Participant>,
+                Arc::clone(orders) as Arc<dyn Participant>,
+            ]),
+            Self::Sqlite(services) => Ok(services.participants().await?),
+        }
+    }
+
+    /// Faults injected so far, by kind.
+    fn injected(&self) -> std::collections::BTreeMap<&'static str, usize> {
+        match self {
+            Self::Memory { book, .. } => book.injected(),
+            Self::Sqlite(services) => services.injected(),
+        }
+    }
+
+    /// The stores after the run (read back from the databases for SQLite,
+    /// whose directory is then removed), what kind of state it was, and
+    /// the removed directory.
+    async fn finish(self) -> Result<(Stores, StateKind, Option<String>), DemoError> {
+        match self {
+            Self::Memory {
+                users,
+                products,
+                orders,
+                ..
+            } => {
+                let mut anomalies = users.anomalies();
+                anomalies.extend(products.anomalies());
+                anomalies.extend(orders.anomalies());
+                let stores = Stores {
+                    users: users.snapshot(),
+                    inventory: products.snapshot(),
+                    orders: orders.snapshot(),
+                    anomalies,
+                };
+                Ok((stores, StateKind::Memory, None))
+            }
+            Self::Sqlite(services) => {
+                let stores = services.read_back().await?;
+                let dir = services.close().await?;
+                Ok((
+                    stores,
+                    StateKind::Sqlite,
+                    Some(dir.to_string_lossy().into_owned()),
+                ))
+            }
+        }
+    }
+}
+
+/// How a client tells the services what a sign-up asks for.
+#[derive(Clone)]
+enum Client {
+    /// Files it in the shared book the in-memory services read.
+    Book(Arc<RequestBook>),
+    /// Registers each participant with its JSON payload.
+    Payloads,
+}
+
 /// One sign-up, as a client of the coordinator would run it: begin, file
-/// the request, register the three services, prepare, then commit or (to
-/// wait until every reservation is released) roll back.
+/// the request (or register the three services with their payloads),
+/// register the three services, prepare, then commit or (to wait until
+/// every reservation is released) roll back.
 async fn sign_up(
     coordinator: &TransactionCoordinator,
     participants: &[Arc<dyn Participant>],
-    book: &RequestBook,
+    client: &Client,
     signup: SignUp,
 ) -> TxnRecord {
+    let payloads = match client {
+        Client::Book(_) => None,
+        Client::Payloads => match sqlite::payloads(&signup) {
+            Ok(payloads) => Some(payloads),
+            Err(e) => {
+                return TxnRecord {
+                    latency: Duration::ZERO,
+                    result: TxnResult::Failed(format!("cannot encode the payloads: {e}")),
+                }
+            }
+        },
+    };
     let txn = loop {
         match coordinator.begin_transaction() {
             Ok(txn) => break txn,
@@ -334,10 +456,25 @@ async fn sign_up(
         }
     };
     let started = Instant::now();
-    book.insert(txn, signup);
+    if let Client::Book(book) = client {
+        book.insert(txn, signup);
+    }
     let drive = async {
-        for participant in participants {
-            coordinator.register_participant(txn, Arc::clone(participant))?;
+        match payloads {
+            None => {
+                for participant in participants {
+                    coordinator.register_participant(txn, Arc::clone(participant))?;
+                }
+            }
+            Some(payloads) => {
+                for (participant, payload) in participants.iter().zip(payloads) {
+                    coordinator.register_participant_with_payload(
+                        txn,
+                        Arc::clone(participant),
+                        payload,
+                    )?;
+                }
+            }
         }
         match coordinator.prepare_transaction(txn).await? {
             PrepareOutcome::Prepared => coordinator.commit_transaction(txn).await,
@@ -356,7 +493,9 @@ async fn sign_up(
         )),
     };
     let latency = started.elapsed();
-    book.remove(txn);
+    if let Client::Book(book) = client {
+        book.remove(txn);
+    }
     TxnRecord { latency, result }
 }
 

@@ -63,6 +63,22 @@ pub struct Summary {
     pub fault_rate: f64,
     /// How the coordinator reached the services: `in-process` or `http`.
     pub mode: Transport,
+    /// Where the services kept their state: `memory` or `sqlite`.
+    pub state: StateKind,
+    /// With SQLite state: the temporary directory that held the databases
+    /// (removed when the run ended).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub state_dir: Option<String>,
+}
+
+/// Where the services kept their state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StateKind {
+    /// In memory, in process.
+    Memory,
+    /// In one SQLite file per service, behind the participant barrier.
+    Sqlite,
 }
 
 /// Everything needed to build a [`Summary`] besides the records.
@@ -80,6 +96,10 @@ pub struct RunInfo {
     pub faults_injected: BTreeMap<&'static str, usize>,
     /// How the coordinator reached the services.
     pub transport: Transport,
+    /// Where the services kept their state.
+    pub state: StateKind,
+    /// The removed directory of the SQLite state, if any.
+    pub state_dir: Option<String>,
 }
 
 impl Summary {
@@ -139,6 +159,8 @@ impl Summary {
             concurrency: info.concurrency,
             fault_rate: info.fault_rate,
             mode: info.transport,
+            state: info.state,
+            state_dir: info.state_dir,
         }
     }
 }
@@ -203,6 +225,16 @@ impl fmt::Display for Summary {
             self.fault_rate * 100.0,
             self.seed
         )?;
+        match (&self.state, &self.state_dir) {
+            (StateKind::Sqlite, Some(dir)) => writeln!(
+                f,
+                "  state in SQLite behind the participant barrier, one file per service in {dir} (removed)"
+            )?,
+            (StateKind::Sqlite, None) => {
+                writeln!(f, "  state in SQLite behind the participant barrier")?
+            }
+            (StateKind::Memory, _) => writeln!(f, "  state in memory")?,
+        }
         writeln!(f)?;
         writeln!(
             f,
@@ -376,6 +408,8 @@ mod tests {
                 elapsed: Duration::from_nanos(2_500_000_001),
                 faults_injected: BTreeMap::new(),
                 transport: Transport::InProcess,
+                state: StateKind::Memory,
+                state_dir: None,
             },
         )
     }

@@ -41,7 +41,7 @@ const MAX_LISTED_RESERVATIONS: usize = 100;
 pub const INJECTED: &str = "injected fault";
 
 /// How long an injected hang lasts: far beyond any sane prepare timeout.
-const HANG: Duration = Duration::from_secs(3600);
+pub(crate) const HANG: Duration = Duration::from_secs(3600);
 
 /// Locks `mutex`, ignoring poisoning: no code panics while holding these
 /// locks (injected panics happen after they are released), and every store
@@ -71,14 +71,16 @@ pub trait Requests: Send + Sync + std::fmt::Debug + 'static {
 
 /// Counts injected faults by kind.
 #[derive(Debug, Default)]
-struct FaultTally([AtomicUsize; FaultKind::ALL.len()]);
+pub(crate) struct FaultTally([AtomicUsize; FaultKind::ALL.len()]);
 
 impl FaultTally {
-    fn record(&self, kind: FaultKind) {
+    /// Counts one injected fault of `kind`.
+    pub(crate) fn record(&self, kind: FaultKind) {
         self.0[kind.index()].fetch_add(1, Ordering::Relaxed);
     }
 
-    fn counts(&self) -> BTreeMap<&'static str, usize> {
+    /// How many faults of each kind were injected so far.
+    pub(crate) fn counts(&self) -> BTreeMap<&'static str, usize> {
         FaultKind::ALL
             .iter()
             .map(|k| (k.label(), self.0[k.index()].load(Ordering::Relaxed)))
@@ -394,7 +396,7 @@ impl<S: Store + Clone> Participant for Service<S> {
 }
 
 /// Usernames the user service refuses.
-const BLOCKED_USERNAMES: [&str; 3] = ["root", "admin", "system"];
+pub(crate) const BLOCKED_USERNAMES: [&str; 3] = ["root", "admin", "system"];
 
 /// The user service's store: accounts and pending sign-ups.
 #[derive(Debug, Clone, Default)]

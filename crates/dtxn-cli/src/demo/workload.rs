@@ -54,7 +54,20 @@ impl fmt::Display for ServiceKind {
 }
 
 /// A failure a service injects into one transaction.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, clap::ValueEnum)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    clap::ValueEnum,
+    serde::Serialize,
+    serde::Deserialize,
+)]
+#[serde(rename_all = "kebab-case")]
 pub enum FaultKind {
     /// `prepare` votes to abort as if its storage were unavailable.
     PrepareError,
