@@ -595,3 +595,46 @@ async fn a_failed_prepare_call_aborts_and_the_failed_participant_still_gets_roll
     assert_eq!(unreachable.0.calls(), [Kind::Prepare, Kind::Rollback]);
     assert_eq!(other.calls(), [Kind::Prepare, Kind::Rollback]);
 }
+
+/// A client call that finds the deadline passed applies the expiry itself
+/// (before the sweeper does): the rollbacks that follow, and their
+/// answers, must be applied like any others. (A regression: the answers of
+/// a transaction that left Active this way once found no per-participant
+/// timings and stopped its runner, leaving it Aborting for ever.)
+#[tokio::test(start_paused = true)]
+async fn a_deadline_found_expired_by_a_client_call_still_finishes_the_rollback() {
+    let c = dtxn::TransactionCoordinator::with_config(
+        common::config()
+            .transaction_deadline(ms(200))
+            .sweep_interval(Duration::from_secs(3600))
+            .build()
+            .unwrap(),
+    );
+    let slow = Mock::new("slow")
+        .on_rollback(Step::after(ms(10), Step::Ok))
+        .arc();
+    let quick = Mock::new("quick").arc();
+    let txn = begin_with(&c, [slow.clone(), quick.clone()]);
+    // Past the deadline; the sweeper, an hour away, has not run.
+    tokio::time::sleep(ms(300)).await;
+    let outcome = tokio::time::timeout(Duration::from_secs(60), c.rollback_transaction(txn))
+        .await
+        .expect("the rollback finishes")
+        .unwrap();
+    assert_eq!(outcome.decision, Decision::Abort);
+    assert!(outcome.hazards.is_empty());
+    assert_eq!(
+        c.get_transaction_state(txn).unwrap(),
+        TransactionState::Aborted
+    );
+    assert_eq!(slow.count(Kind::Rollback), 1);
+    assert_eq!(quick.count(Kind::Rollback), 1);
+    let report = c.transaction_report(txn).unwrap();
+    assert!(
+        report
+            .participants
+            .iter()
+            .all(|p| p.phase2_latency.is_some()),
+        "{report:?}"
+    );
+}

@@ -250,61 +250,83 @@ impl Entry {
     ///
     /// A terminal state is counted in `shared`'s totals *before* it is
     /// published, so whoever sees it finished also sees it counted.
-    pub fn apply(&self, mut event: Event, check_deadline: bool, shared: &Shared) -> Applied {
+    pub fn apply(&self, event: Event, check_deadline: bool, shared: &Shared) -> Applied {
+        self.apply_all(std::iter::once(event), check_deadline, shared)
+    }
+
+    /// Feeds `events` to the machine in order, under one lock and one clock
+    /// reading: the answers of calls that finished together (a phase whose
+    /// participants all answer at once) cost one application, not one
+    /// each. `result` is the first refusal, if any (each is also logged).
+    pub fn apply_all(
+        &self,
+        events: impl IntoIterator<Item = Event>,
+        check_deadline: bool,
+        shared: &Shared,
+    ) -> Applied {
         let retry = &shared.config.retry;
         let mut actions = Vec::new();
         let mut inner = lock(&self.inner);
         let before = inner.machine.state();
         let now = Instant::now();
+        let t = self.since_begun(now);
         if check_deadline && now >= self.deadline {
             // Refusals change nothing; only Active/Prepared react.
             let _ = inner.machine.handle(Event::DeadlineExpired, &mut actions);
+            Self::left_active(&mut inner, t);
         }
-        if let Event::Phase2Done {
-            result: Err(_),
-            retry_budget_spent,
-            ..
-        } = &mut event
-        {
-            // The clock is the driver's: tell the core whether the retry
-            // policy's time budget, counted from the decision, is spent.
-            *retry_budget_spent = inner
-                .decided_at
-                .is_some_and(|at| now.saturating_duration_since(at) >= retry.max_elapsed());
-        }
-        let completed = match &event {
-            Event::PrepareDone { participant, .. } => Some((*participant, true)),
-            Event::Phase2Done { participant, .. } => Some((*participant, false)),
-            _ => None,
-        };
-        let result = inner.machine.handle(event, &mut actions);
-        let after = inner.machine.state();
-        let t = self.since_begun(now);
-        let mut gave_up = None;
-        if let Some((i, prepare)) = completed {
-            if result.is_ok() {
-                let phase2 = &inner.machine.peers()[i].phase2;
-                let done = !matches!(phase2, crate::core::Phase2Status::InFlight { .. });
-                if let crate::core::Phase2Status::GaveUp { attempts, .. } = phase2 {
-                    gave_up = Some((Arc::clone(&inner.participants[i]), *attempts));
+        let mut result = Ok(());
+        let mut gave_up = Vec::new();
+        for mut event in events {
+            if let Event::Phase2Done {
+                result: Err(_),
+                retry_budget_spent,
+                ..
+            } = &mut event
+            {
+                // The clock is the driver's: tell the core whether the
+                // retry policy's time budget, counted from the decision, is
+                // spent.
+                *retry_budget_spent = inner
+                    .decided_at
+                    .is_some_and(|at| now.saturating_duration_since(at) >= retry.max_elapsed());
+            }
+            let completed = match &event {
+                Event::PrepareDone { participant, .. } => Some((*participant, true)),
+                Event::Phase2Done { participant, .. } => Some((*participant, false)),
+                _ => None,
+            };
+            let was = inner.machine.state();
+            let handled = inner.machine.handle(event, &mut actions);
+            let after = inner.machine.state();
+            Self::left_active(&mut inner, t);
+            if let Some((i, prepare)) = completed {
+                if handled.is_ok() {
+                    let phase2 = &inner.machine.peers()[i].phase2;
+                    let done = !matches!(phase2, crate::core::Phase2Status::InFlight { .. });
+                    if let crate::core::Phase2Status::GaveUp { attempts, .. } = phase2 {
+                        gave_up.push((Arc::clone(&inner.participants[i]), *attempts));
+                    }
+                    let times = &mut inner.times[i];
+                    if prepare {
+                        times.prepared = t;
+                    } else if done {
+                        times.phase2_done = t;
+                    }
                 }
-                let times = &mut inner.times[i];
-                if prepare {
-                    times.prepared = t;
-                } else if done {
-                    times.phase2_done = t;
+            }
+            if was.decision().is_none() && after.decision().is_some() {
+                inner.decided_at = Some(now);
+            }
+            if let Err(e) = handled {
+                if result.is_ok() {
+                    result = Err(e);
                 }
             }
         }
-        if before == TransactionState::Active && after != TransactionState::Active {
-            inner.prepare_started = t;
-            // Registration is over: give back the growth slack, and make
-            // the per-participant timings (none are needed before).
-            inner.participants.shrink_to_fit();
-            inner.payloads.shrink_to_fit();
-            inner.times = vec![PeerTimes::NEVER; inner.participants.len()];
-        }
-        if before.decision().is_none() && after.decision().is_some() {
+        let after = inner.machine.state();
+        if before.decision().is_none() && after.decision().is_some() && inner.decided_at.is_none() {
+            // Decided by the expired deadline, before any event.
             inner.decided_at = Some(now);
         }
         if after.is_terminal() && !before.is_terminal() {
@@ -344,7 +366,7 @@ impl Entry {
             after
         });
         drop(inner);
-        if let Some((p, attempts)) = gave_up {
+        for (p, attempts) in gave_up {
             tracing::warn!(
                 txn = %self.id,
                 participant = %safe_name(&*p),
@@ -358,6 +380,19 @@ impl Entry {
             changed_to,
             result,
         }
+    }
+
+    /// Once the machine has left Active (by whatever event, the deadline
+    /// included): registration is over, so give back the growth slack and
+    /// make the per-participant timings (none are needed before). Runs once.
+    fn left_active(inner: &mut Inner, t: Micros) {
+        if inner.prepare_started != NEVER || inner.machine.state() == TransactionState::Active {
+            return;
+        }
+        inner.prepare_started = t;
+        inner.participants.shrink_to_fit();
+        inner.payloads.shrink_to_fit();
+        inner.times = vec![PeerTimes::NEVER; inner.participants.len()];
     }
 
     /// Waits until the state satisfies `pred`. Cancel safe.

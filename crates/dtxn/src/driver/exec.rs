@@ -4,10 +4,10 @@
 use std::any::Any;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::stream::{FuturesUnordered, StreamExt};
 use futures_util::FutureExt;
 use tracing::Instrument;
 
@@ -43,7 +43,7 @@ pub(crate) fn spawn_calls(
 pub(crate) struct Runner<F> {
     /// First field, so dropped first: a call's reference to its participant
     /// is never the last while the entry is still held here.
-    pending: FuturesUnordered<F>,
+    pending: Pending<F>,
     shared: Arc<Shared>,
     entry: Arc<Entry>,
     /// `perform`, as a pointer so that `F` (its unnameable future type) is
@@ -60,7 +60,7 @@ pub(crate) fn runner(
     let mut runner = Runner {
         shared: Arc::clone(shared),
         entry: Arc::clone(entry),
-        pending: FuturesUnordered::new(),
+        pending: Pending::default(),
         perform,
     };
     runner.push(calls);
@@ -82,36 +82,52 @@ impl<F: Future<Output = Event> + Send + 'static> Runner<F> {
 
     /// Feeds call results into the machine until `done(state)` holds or no
     /// call is left. Cancel safe: a dropped drive loses no call (they stay
-    /// in `pending`) and no result (each is applied as soon as it is taken).
+    /// in `pending`) and no result (results are applied in the same poll
+    /// that takes them).
     pub async fn drive_until(&mut self, done: impl Fn(TransactionState) -> bool) {
         while !done(self.entry.state()) {
-            let Some(event) = self.pending.next().await else {
+            let taken = std::future::poll_fn(|cx| self.poll_answers(cx)).await;
+            if !taken {
                 return;
-            };
-            self.feed(event);
+            }
+            self.feed();
         }
     }
 
     /// Feeds the results of calls that answer at once, without waiting,
-    /// until `done(state)` holds, no call is left, or a call would wait.
+    /// until `done(state)` holds, no call is left, or every call left would
+    /// wait.
     ///
     /// The calls are polled with a no-op waker: whoever polls `pending`
-    /// next (the task [`detach`](Self::detach) spawns) registers its own,
-    /// and `FuturesUnordered` re-polls every call woken in between.
+    /// next (the task [`detach`](Self::detach) spawns) polls every call
+    /// left again, with its own waker.
     pub fn drive_ready(&mut self, done: impl Fn(TransactionState) -> bool) {
         let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
         while !done(self.entry.state()) {
-            match self.pending.poll_next_unpin(&mut cx) {
-                std::task::Poll::Ready(Some(event)) => self.feed(event),
-                std::task::Poll::Ready(None) | std::task::Poll::Pending => return,
+            match self.poll_answers(&mut cx) {
+                std::task::Poll::Ready(true) => self.feed(),
+                std::task::Poll::Ready(false) | std::task::Poll::Pending => return,
             }
         }
     }
 
-    /// Applies one call's result and queues the calls it requires.
-    fn feed(&mut self, event: Event) {
+    /// Polls the calls still running: `Ready(true)` if answers wait to be
+    /// applied, `Ready(false)` when no call is left, `Pending` otherwise.
+    fn poll_answers(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<bool> {
+        if self.pending.poll_all(cx) {
+            std::task::Poll::Ready(true)
+        } else if self.pending.is_empty() {
+            std::task::Poll::Ready(false)
+        } else {
+            std::task::Poll::Pending
+        }
+    }
+
+    /// Applies the answers taken, all at once (one lock, one clock
+    /// reading), and queues the calls they require.
+    fn feed(&mut self) {
         let (shared, entry) = (&*self.shared, &self.entry);
-        let applied = entry.apply(event, false, shared);
+        let applied = entry.apply_all(self.pending.answers(), false, shared);
         if let Err(e) = &applied.result {
             // Stale answers cannot occur here (each call is outstanding
             // exactly once) but are harmless; anything else is a core bug.
@@ -165,6 +181,85 @@ impl<F> Drop for Runner<F> {
         // The call futures hold participant futures: user code.
         super::entry::drop_user(std::mem::take(&mut self.pending));
         self.shared.abandoned(&self.entry);
+    }
+}
+
+/// The participant calls of a runner, each boxed once, and their answers
+/// until they are applied.
+///
+/// Every poll polls every call still running, in order, all under the one
+/// waker of whoever polls: a wake-up from any call re-polls them all. That
+/// is O(calls running) per wake-up, against a `FuturesUnordered`'s
+/// per-call queue node, reference count and wake-up bookkeeping, which
+/// cost more than they save at these sizes (at most `max_participants`
+/// calls, most answering on their first poll). Answers stay in their
+/// slot until applied, so a runner allocates one `Vec` and nothing per
+/// answer.
+pub(crate) struct Pending<F> {
+    slots: Vec<Slot<F>>,
+    running: usize,
+    answered: usize,
+}
+
+enum Slot<F> {
+    Running(Pin<Box<F>>),
+    Answered(Event),
+    Done,
+}
+
+impl<F> Default for Pending<F> {
+    fn default() -> Self {
+        Self {
+            slots: Vec::new(),
+            running: 0,
+            answered: 0,
+        }
+    }
+}
+
+impl<F> Pending<F> {
+    /// No call is running (answers may wait to be applied).
+    fn is_empty(&self) -> bool {
+        self.running == 0
+    }
+
+    /// Takes the answers, in call order.
+    fn answers(&mut self) -> impl Iterator<Item = Event> + '_ {
+        self.answered = 0;
+        self.slots.iter_mut().filter_map(|slot| match slot {
+            Slot::Answered(_) => match std::mem::replace(slot, Slot::Done) {
+                Slot::Answered(event) => Some(event),
+                _ => None,
+            },
+            _ => None,
+        })
+    }
+}
+
+impl<F: Future<Output = Event>> Pending<F> {
+    fn push(&mut self, call: F) {
+        if self.running == 0 && self.answered == 0 {
+            // Reuse the room of finished calls.
+            self.slots.clear();
+        }
+        self.slots.push(Slot::Running(Box::pin(call)));
+        self.running += 1;
+    }
+
+    /// Polls every call still running once; returns whether any answer
+    /// waits to be applied.
+    fn poll_all(&mut self, cx: &mut std::task::Context<'_>) -> bool {
+        for slot in &mut self.slots {
+            let Slot::Running(call) = slot else { continue };
+            if let std::task::Poll::Ready(event) = call.as_mut().poll(cx) {
+                // `perform` dropped the participant's `Arc` (user code)
+                // before answering: dropping the finished future runs none.
+                *slot = Slot::Answered(event);
+                self.running -= 1;
+                self.answered += 1;
+            }
+        }
+        self.answered > 0
     }
 }
 
@@ -244,12 +339,26 @@ async fn call_participant(
 }
 
 /// Runs a participant future under `timeout`, catching panics.
+///
+/// The timer is armed only if the call does not answer on its first poll:
+/// most calls answer at once, and for them reading the clock and
+/// registering a timer would be pure cost. The timeout then runs from that
+/// first poll, which is when the call started.
 async fn guarded<T>(timeout: Duration, call: impl Future<Output = T>) -> Result<T, CallFailure> {
-    match tokio::time::timeout(timeout, AssertUnwindSafe(call).catch_unwind()).await {
-        Err(_elapsed) => Err(CallFailure::TimedOut),
-        Ok(Err(payload)) => Err(CallFailure::Panicked(panic_message(&*payload))),
-        Ok(Ok(value)) => Ok(value),
-    }
+    let mut call = std::pin::pin!(AssertUnwindSafe(call).catch_unwind());
+    let first = std::future::poll_fn(|cx| match call.as_mut().poll(cx) {
+        std::task::Poll::Ready(answer) => std::task::Poll::Ready(Some(answer)),
+        std::task::Poll::Pending => std::task::Poll::Ready(None),
+    })
+    .await;
+    let answer = match first {
+        Some(answer) => answer,
+        None => match tokio::time::timeout(timeout, call).await {
+            Err(_elapsed) => return Err(CallFailure::TimedOut),
+            Ok(answer) => answer,
+        },
+    };
+    answer.map_err(|payload| CallFailure::Panicked(panic_message(&*payload)))
 }
 
 fn panic_message(payload: &(dyn Any + Send)) -> String {
