@@ -244,24 +244,19 @@ impl Branch<Sqlite> for UsersBranch {
         tx: &mut Transaction<'static, Sqlite>,
         cx: &CallContext,
     ) -> Result<(), ParticipantError> {
-        let moved = move_row(
+        apply_reservation(
             tx,
             cx.transaction_id(),
-            "INSERT INTO accounts (txn, username)
+            ServiceKind::Users,
+            &self.anomalies,
+            (
+                "INSERT INTO accounts (txn, username)
              SELECT txn, username FROM pending_users WHERE txn = ?",
-            "DELETE FROM pending_users WHERE txn = ?",
+                "DELETE FROM pending_users WHERE txn = ?",
+            ),
+            "commit without a reserved username",
         )
         .await
-        .map_err(db_error(ServiceKind::Users))?;
-        if moved {
-            Ok(())
-        } else {
-            Err(self.anomalies.report(
-                ServiceKind::Users,
-                cx.transaction_id(),
-                "commit without a reserved username",
-            ))
-        }
     }
 
     async fn rollback(
@@ -285,6 +280,27 @@ impl Branch<Sqlite> for UsersBranch {
             ));
         }
         Ok(())
+    }
+}
+
+/// Commits the reservation of `txn`: moves its row with `statements`
+/// (insert into the ledger, delete the reservation). A commit without a
+/// reservation is a protocol violation, reported as `missing`.
+async fn apply_reservation(
+    tx: &mut Transaction<'static, Sqlite>,
+    txn: TransactionId,
+    service: ServiceKind,
+    anomalies: &Anomalies,
+    (insert, delete): (&str, &str),
+    missing: &str,
+) -> Result<(), ParticipantError> {
+    if move_row(tx, txn, insert, delete)
+        .await
+        .map_err(db_error(service))?
+    {
+        Ok(())
+    } else {
+        Err(anomalies.report(service, txn, missing))
     }
 }
 
@@ -401,24 +417,19 @@ impl Branch<Sqlite> for ProductsBranch {
         tx: &mut Transaction<'static, Sqlite>,
         cx: &CallContext,
     ) -> Result<(), ParticipantError> {
-        let moved = move_row(
+        apply_reservation(
             tx,
             cx.transaction_id(),
-            "INSERT INTO given_units (txn, product)
+            ServiceKind::Products,
+            &self.anomalies,
+            (
+                "INSERT INTO given_units (txn, product)
              SELECT txn, product FROM reserved_units WHERE txn = ?",
-            "DELETE FROM reserved_units WHERE txn = ?",
+                "DELETE FROM reserved_units WHERE txn = ?",
+            ),
+            "commit without a reserved unit",
         )
         .await
-        .map_err(db_error(ServiceKind::Products))?;
-        if moved {
-            Ok(())
-        } else {
-            Err(self.anomalies.report(
-                ServiceKind::Products,
-                cx.transaction_id(),
-                "commit without a reserved unit",
-            ))
-        }
     }
 
     async fn rollback(
@@ -513,24 +524,19 @@ impl Branch<Sqlite> for OrdersBranch {
         tx: &mut Transaction<'static, Sqlite>,
         cx: &CallContext,
     ) -> Result<(), ParticipantError> {
-        let moved = move_row(
+        apply_reservation(
             tx,
             cx.transaction_id(),
-            "INSERT INTO orders (txn, username, product)
+            ServiceKind::Orders,
+            &self.anomalies,
+            (
+                "INSERT INTO orders (txn, username, product)
              SELECT txn, username, product FROM pending_orders WHERE txn = ?",
-            "DELETE FROM pending_orders WHERE txn = ?",
+                "DELETE FROM pending_orders WHERE txn = ?",
+            ),
+            "commit without a pending order",
         )
         .await
-        .map_err(db_error(ServiceKind::Orders))?;
-        if moved {
-            Ok(())
-        } else {
-            Err(self.anomalies.report(
-                ServiceKind::Orders,
-                cx.transaction_id(),
-                "commit without a pending order",
-            ))
-        }
     }
 
     async fn rollback(
