@@ -4,25 +4,12 @@
 #[macro_use]
 mod guarded_suite;
 
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
+mod fixtures;
+
+use sqlx::sqlite::SqlitePoolOptions;
 
 async fn fixture() -> (sqlx::SqlitePool, tempfile::TempDir) {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let options = SqliteConnectOptions::new()
-        .filename(dir.path().join("participant.db"))
-        .create_if_missing(true)
-        .journal_mode(SqliteJournalMode::Wal)
-        .busy_timeout(std::time::Duration::from_secs(30));
-    let pool = SqlitePoolOptions::new()
-        .max_connections(8)
-        .connect_with(options)
-        .await
-        .expect("open sqlite file");
-    sqlx::query(guarded_suite::LEDGER_DDL)
-        .execute(&pool)
-        .await
-        .expect("create ledger");
-    (pool, dir)
+    fixtures::sqlite(guarded_suite::LEDGER_DDL).await
 }
 
 guarded_suite!(sqlx::Sqlite, fixture);
