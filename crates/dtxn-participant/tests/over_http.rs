@@ -369,19 +369,7 @@ async fn a_service_killed_mid_commit_before_its_database_commit_catches_up_after
     assert_eq!(outcome["outcome"], "committed");
 
     // Restarted on the same file and port, without the fault.
-    let restarted = ServiceProcess::start(
-        addr,
-        |pool| Arc::new(Guarded::new(pool, Account::new(false))) as Arc<dyn Participant>,
-        db_path.clone(),
-    );
-    let answer = tokio::time::timeout(PATIENCE * 3, commit)
-        .await
-        .expect("phase 2 finishes after the restart")
-        .unwrap();
-    assert_eq!(answer["decision"], "commit", "{answer}");
-    assert_eq!(answer["hazards"], Value::Array(vec![]), "{answer}");
-    drop(restarted);
-    let pool = open(&db_path).await;
+    let pool = restart_and_finish(addr, &db_path, commit).await;
     // Credited exactly once; the hold is gone.
     assert_eq!(balance(&pool).await, (42, 1, 0));
 }
@@ -423,10 +411,23 @@ async fn a_service_killed_after_its_database_commit_answers_the_retry_as_a_dupli
         assert_eq!(balance(&pool).await, (42, 1, 0));
         pool.close().await;
     }
+    let pool = restart_and_finish(addr, &db_path, commit).await;
+    // The retried commit was a duplicate: still credited once.
+    assert_eq!(balance(&pool).await, (42, 1, 0));
+}
+
+/// Restarts the service on `addr` and `db_path` without faults, waits for
+/// the `commit` request in flight to finish cleanly (decision commit, no
+/// hazard), stops the service and opens its file to look.
+async fn restart_and_finish(
+    addr: SocketAddr,
+    db_path: &std::path::Path,
+    commit: tokio::task::JoinHandle<Value>,
+) -> SqlitePool {
     let restarted = ServiceProcess::start(
         addr,
         |pool| Arc::new(Guarded::new(pool, Account::new(false))) as Arc<dyn Participant>,
-        db_path.clone(),
+        db_path.to_owned(),
     );
     let answer = tokio::time::timeout(PATIENCE * 3, commit)
         .await
@@ -435,9 +436,7 @@ async fn a_service_killed_after_its_database_commit_answers_the_retry_as_a_dupli
     assert_eq!(answer["decision"], "commit", "{answer}");
     assert_eq!(answer["hazards"], Value::Array(vec![]), "{answer}");
     drop(restarted);
-    let pool = open(&db_path).await;
-    // The retried commit was a duplicate: still credited once.
-    assert_eq!(balance(&pool).await, (42, 1, 0));
+    open(db_path).await
 }
 
 /// Shares one `Account` between the test and the service.

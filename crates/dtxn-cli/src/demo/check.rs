@@ -257,7 +257,7 @@ pub fn check(records: &[TxnRecord], stores: &Stores, unfinished: usize) -> Check
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use std::time::Duration;
 
     use dtxn::{Decision, TransactionOutcome};
@@ -266,11 +266,12 @@ mod tests {
     use crate::demo::services::{Order, Store};
     use crate::demo::workload::SignUp;
 
-    fn txn(n: u128) -> TransactionId {
+    pub(in crate::demo) fn txn(n: u128) -> TransactionId {
         TransactionId::from_u128(n)
     }
 
-    fn record(n: u128, decision: Decision) -> TxnRecord {
+    /// A finished transaction `n` with `decision`, as the client records it.
+    pub(in crate::demo) fn record(n: u128, decision: Decision) -> TxnRecord {
         TxnRecord {
             latency: Duration::from_millis(1),
             result: TxnResult::Finished(TransactionOutcome {

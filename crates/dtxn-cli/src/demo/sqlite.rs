@@ -918,30 +918,12 @@ impl SqliteServices {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
-    use dtxn::{Decision, Phase, TransactionOutcome};
+    use dtxn::{Decision, Phase};
 
     use super::*;
     use crate::demo::check::check;
+    use crate::demo::check::tests::{record, txn};
     use crate::demo::workload::Fault;
-    use crate::demo::{TxnRecord, TxnResult};
-
-    fn txn(n: u128) -> TransactionId {
-        TransactionId::from_u128(n)
-    }
-
-    fn record(n: u128, decision: Decision) -> TxnRecord {
-        TxnRecord {
-            latency: Duration::from_millis(1),
-            result: TxnResult::Finished(TransactionOutcome {
-                txn: txn(n),
-                decision,
-                abort_reason: None,
-                hazards: Vec::new(),
-            }),
-        }
-    }
 
     fn signup(username: &str, product: usize) -> SignUp {
         SignUp {
