@@ -13,10 +13,11 @@
 //!
 //! All randomness comes from the seed: the scenario from a
 //! [`fastrand::Rng`] seeded with it, and the coordinator's retry jitter
-//! (which uses fastrand's thread-local generator) by seeding that generator
-//! with the seed before the run — the current-thread runtime runs every
-//! task on the calling thread. (Without that seeding about half the seeds
-//! replay differently: jitter changes retry times.) With the paused clock,
+//! (drawn by each transaction's core from a generator of its own) from the
+//! seed given to the coordinator
+//! ([`jitter_seed`](dtxn::CoordinatorConfigBuilder::jitter_seed)). (Without
+//! it about half the seeds would replay differently: jitter changes retry
+//! times.) With the paused clock,
 //! the same seed gives the same interleaving, the same trace and the same
 //! violations, so a failing seed replays exactly. The coordinator's deadline
 //! sweep walks each of its 64 table shards in `HashMap` order, which is
@@ -189,7 +190,7 @@ fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
 }
 
-fn scenario(rng: &mut fastrand::Rng, params: &SimParams) -> Scenario {
+fn scenario(seed: u64, rng: &mut fastrand::Rng, params: &SimParams) -> Scenario {
     let prepare_timeout = ms(rng.u64(20..=100));
     let initial = ms(rng.u64(1..=20));
     let retry = RetryPolicy::new(rng.u32(1..=4), initial, initial * rng.u32(1..=4))
@@ -208,7 +209,8 @@ fn scenario(rng: &mut fastrand::Rng, params: &SimParams) -> Scenario {
                 },
         )
         .sweep_interval(ms(rng.u64(5..=50)))
-        .retention_period(Duration::from_secs(3600));
+        .retention_period(Duration::from_secs(3600))
+        .jitter_seed(seed);
     let config = (params.configure)(builder)
         .build()
         .expect("simulation config is valid");
@@ -256,9 +258,6 @@ pub fn simulate(seed: u64, params: &SimParams) -> SimReport {
         .start_paused(true)
         .build()
         .expect("a current-thread runtime");
-    // The coordinator's retry jitter draws from the thread-local generator;
-    // every task of this runtime runs on this thread.
-    fastrand::seed(seed);
     runtime.block_on(run(seed, params))
 }
 
@@ -272,7 +271,7 @@ struct Begun {
 
 async fn run(seed: u64, params: &SimParams) -> SimReport {
     let mut rng = fastrand::Rng::with_seed(seed);
-    let scenario = scenario(&mut rng, params);
+    let scenario = scenario(seed, &mut rng, params);
     let config = scenario.config.clone();
     let trace = Trace::new();
     trace.log(format_args!("seed {seed}: {config:?}"));

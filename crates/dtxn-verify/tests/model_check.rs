@@ -4,9 +4,10 @@
 //! [`dtxn::core::Transaction`], through every interleaving of client calls,
 //! timers and participant answers (within the bounds below), and checks the
 //! rules of `PROTOCOL.md` in every reachable state. Nothing of the protocol
-//! is re-implemented here: the model only plays the *environment* (the
-//! client, the timers, the participants and the async driver that carries
-//! the core's [`Action`]s to them and feeds the results back as [`Event`]s).
+//! is re-implemented here, nor anything of the driver: time is an input of
+//! the core (its deadline is a timer of its own), so the model only plays
+//! the *environment* — the client, the clock, and the participants that
+//! receive the core's [`Action`]s and answer with [`Event`]s.
 //!
 //! # State
 //!
@@ -33,14 +34,15 @@
 //! # Actions (the nondeterminism)
 //!
 //! * The client calls `prepare`, `commit` or `rollback`, in any order and
-//!   repeatedly. As in the driver, a client call made after the deadline is
-//!   preceded by `DeadlineExpired`. A repeat that changes nothing yields no
-//!   new state (it is a self-loop), which is itself checked: repeats must
-//!   call nobody and change nothing.
-//! * The deadline passes (`DeadlineExpired`), once; afterwards the sweeper
-//!   re-delivers it whenever the transaction is `Active` or `Prepared`.
-//! * The coordinator shuts down (`Shutdown`): no client calls and no
-//!   deadline afterwards; see [`Environment`] for its re-delivery.
+//!   repeatedly. A repeat that changes nothing yields no new state (it is a
+//!   self-loop), which is itself checked: repeats must call nobody and
+//!   change nothing.
+//! * The clock reaches the transaction's deadline, once: the core's timer
+//!   fires (`handle_timeout`). Client calls after it are fed at that time,
+//!   and the core must apply its expired deadline itself.
+//! * The coordinator shuts down (`Shutdown`), once: no client calls and no
+//!   timer afterwards (the driver's sweeper stops), so a shutdown that
+//!   comes during phase 1 must be remembered by the core.
 //! * Any outstanding `prepare` is answered `Ready`, `ReadOnly`,
 //!   `Aborted(reason)`, or fails (`TimedOut`, `Panicked`, a transient
 //!   `Error`).
@@ -146,6 +148,9 @@ const DEATHS: u8 = 1;
 /// The call counters in the log saturate here (only 0, 1 and "more than
 /// once" matter, and a buggy core may repeat calls forever).
 const COUNT_CAP: u8 = 3;
+/// The transaction's deadline, since it began: the clock jumps there when
+/// the deadline passes (no other time matters to the core's decisions).
+const DEADLINE: Duration = Duration::from_secs(60);
 
 /// Which participant call.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -253,9 +258,9 @@ enum Step {
     ClientCommit,
     /// The client calls `rollback_transaction`.
     ClientRollback,
-    /// The deadline passes (or the sweeper finds it passed).
+    /// The clock reaches the deadline and the core's timer fires.
     DeadlineExpired,
-    /// The coordinator shuts down (or re-delivers the shutdown).
+    /// The coordinator shuts down.
     Shutdown,
     /// An outstanding `prepare` ends.
     Vote {
@@ -398,16 +403,12 @@ impl State {
         self.observe(before);
     }
 
-    /// Feeds a client call or timer, checking it against the API table.
-    fn client(&mut self, event: Event) {
+    /// Feeds a client call, a shutdown or (`None`) the core's timer at the
+    /// deadline, checking it against the API table.
+    fn client(&mut self, event: Option<Event>) {
         let before = self.state();
         let mut actions = Vec::new();
-        let mut as_specified = true;
-        if self.deadline_passed && event != Event::DeadlineExpired {
-            // The driver applies an expired deadline before a client call.
-            as_specified &= handle_checked(&mut self.txn, Event::DeadlineExpired, &mut actions);
-        }
-        as_specified &= handle_checked(&mut self.txn, event, &mut actions);
+        let as_specified = handle_checked(&mut self.txn, event, &mut actions);
         self.broken.client_api |= !as_specified;
         self.issue(&actions);
         self.observe(before);
@@ -423,6 +424,9 @@ enum Expected {
     Decides(Decision),
     /// Accepted, changes nothing and calls nobody (a repeat).
     Repeat,
+    /// Accepted and remembered, but no state change and nobody called
+    /// until phase 1 ends (a deadline or shutdown while `Preparing`).
+    Deferred,
     /// Refused with `InvalidState`, changing nothing.
     Refused,
 }
@@ -438,18 +442,31 @@ fn expected(event: &Event, state: TransactionState) -> Expected {
         (Event::DeadlineExpired | Event::Shutdown, Active | Prepared) => {
             Expected::Decides(Decision::Abort)
         }
+        (Event::DeadlineExpired | Event::Shutdown, Preparing) => Expected::Deferred,
         _ => Expected::Repeat,
     }
 }
 
-/// Handles a client event or timer; whether the core did what the API
-/// table requires.
-fn handle_checked(txn: &mut Transaction, event: Event, actions: &mut Vec<Action>) -> bool {
+/// Handles a client event or (`None`) the timer at the deadline; whether
+/// the core did what the API table requires.
+fn handle_checked(txn: &mut Transaction, event: Option<Event>, actions: &mut Vec<Action>) -> bool {
     let before = txn.clone();
     let issued_before = actions.len();
-    let expected = expected(&event, before.state());
-    let result = txn.handle(event, actions);
-    let unchanged = actions.len() == issued_before && *txn == before;
+    let timer = event.is_none();
+    let (expected, result) = match event {
+        Some(event) => (expected(&event, before.state()), txn.handle(event, actions)),
+        None => (
+            expected(&Event::DeadlineExpired, before.state()),
+            txn.handle_timeout(DEADLINE, actions),
+        ),
+    };
+    // The timer moves the core's clock; nothing else may change.
+    let unchanged = actions.len() == issued_before
+        && if timer {
+            txn.state() == before.state() && txn.peers() == before.peers()
+        } else {
+            *txn == before
+        };
     match expected {
         Expected::StartsPhaseOne => {
             result.is_ok()
@@ -460,26 +477,21 @@ fn handle_checked(txn: &mut Transaction, event: Event, actions: &mut Vec<Action>
         }
         Expected::Decides(decision) => result.is_ok() && txn.state().decision() == Some(decision),
         Expected::Repeat => result.is_ok() && unchanged,
+        Expected::Deferred => {
+            result.is_ok() && actions.len() == issued_before && txn.state() == before.state()
+        }
         Expected::Refused => matches!(result, Err(CoreError::InvalidState { .. })) && unchanged,
     }
 }
 
-/// How the async driver around the core behaves (the model's environment).
+/// How the driver around the core behaves (the model's environment).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Environment {
-    /// What the core requires of its driver: `DeadlineExpired` and
-    /// `Shutdown` are ignored while `Preparing` ("the driver re-checks the
-    /// deadline once [phase 1] ends"), so after the deadline or a shutdown
-    /// the event is re-delivered whenever the transaction is `Active` or
-    /// `Prepared`. Calls are always answered.
+    /// What the core requires of its driver: every call is answered, the
+    /// timer fires at the deadline (unless the coordinator shut down
+    /// first), and nothing is ever re-delivered: a deadline or shutdown
+    /// during phase 1 is the core's to remember.
     CoreContract,
-    /// After a shutdown nothing is re-delivered: the background sweeper
-    /// has stopped and no client is left. A transaction `Preparing` at
-    /// shutdown then stays `Prepared` for ever, its `Ready` voters never
-    /// rolled back. (At the time of writing, `driver/mod.rs` behaves so:
-    /// `Handle::drop` sweeps only `Active` / `Prepared` transactions and the
-    /// sweeper task then exits.)
-    StopsAtShutdown,
     /// Like `CoreContract`, but the driver may drop one call without ever
     /// feeding its result back (a broken driver).
     LosesCalls,
@@ -518,14 +530,6 @@ impl TwoPhaseCommit {
     }
 }
 
-/// Whether the sweeper (deadline or shutdown) acts on this state.
-fn abandonable(s: &State) -> bool {
-    matches!(
-        s.state(),
-        TransactionState::Active | TransactionState::Prepared
-    )
-}
-
 impl Model for TwoPhaseCommit {
     type State = State;
     type Action = Step;
@@ -533,10 +537,13 @@ impl Model for TwoPhaseCommit {
     fn init_states(&self) -> Vec<State> {
         let limits = Limits {
             max_participants: self.participants,
+            // No time budget: phase 2 is bounded by its attempts here (the
+            // only time the model feeds is the deadline).
             retry: RetryPolicy::new(MAX_ATTEMPTS, Duration::ZERO, Duration::ZERO)
+                .and_then(|policy| policy.with_max_elapsed(Duration::MAX))
                 .expect("a valid retry policy"),
         };
-        let mut txn = Transaction::new(limits);
+        let mut txn = Transaction::new(limits).with_deadline(DEADLINE);
         if let Some(bug) = self.planted {
             txn.plant(bug);
         }
@@ -564,13 +571,11 @@ impl Model for TwoPhaseCommit {
                 Step::ClientPrepare,
                 Step::ClientCommit,
                 Step::ClientRollback,
+                Step::Shutdown,
             ]);
-            if !s.deadline_passed || abandonable(s) {
+            if !s.deadline_passed {
                 actions.push(Step::DeadlineExpired);
             }
-            actions.push(Step::Shutdown);
-        } else if self.environment != Environment::StopsAtShutdown && abandonable(s) {
-            actions.push(Step::Shutdown);
         }
 
         for &call in &s.calls {
@@ -669,16 +674,16 @@ impl Model for TwoPhaseCommit {
 
         let mut next = s.clone();
         match step {
-            Step::ClientPrepare => next.client(Event::Prepare),
-            Step::ClientCommit => next.client(Event::Commit),
-            Step::ClientRollback => next.client(Event::Rollback),
+            Step::ClientPrepare => next.client(Some(Event::Prepare)),
+            Step::ClientCommit => next.client(Some(Event::Commit)),
+            Step::ClientRollback => next.client(Some(Event::Rollback)),
             Step::DeadlineExpired => {
                 next.deadline_passed = true;
-                next.client(Event::DeadlineExpired);
+                next.client(None);
             }
             Step::Shutdown => {
                 next.shut_down = true;
-                next.client(Event::Shutdown);
+                next.client(Some(Event::Shutdown));
             }
             Step::Vote { participant, reply } => {
                 next.told[participant].voted = Some(reply);
@@ -1036,10 +1041,12 @@ fn commit_to_read_only_voter_is_caught_by_phase_discipline() {
 }
 
 #[test]
-fn driver_that_stops_at_shutdown_is_caught_by_termination() {
+fn forgotten_shutdown_during_phase_one_is_caught_by_termination() {
+    // Nothing re-delivers a shutdown: a core that forgets one that came
+    // while Preparing leaves the transaction Prepared for ever.
     assert_caught(
-        "StopsAtShutdown",
-        TwoPhaseCommit::with_environment(1, Environment::StopsAtShutdown),
+        "ForgetDeferredAbandonment",
+        TwoPhaseCommit::with_bug(1, PlantedBug::ForgetDeferredAbandonment),
         &[TERMINATION],
     );
 }

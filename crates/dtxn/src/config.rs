@@ -248,6 +248,7 @@ pub struct CoordinatorConfig {
     pub(crate) retention_period: Duration,
     pub(crate) retention_count: usize,
     pub(crate) sweep_interval: Duration,
+    pub(crate) jitter_seed: Option<u64>,
     #[cfg(feature = "planted-bugs")]
     pub(crate) planted_bug: Option<crate::core::PlantedBug>,
 }
@@ -329,6 +330,7 @@ impl Default for CoordinatorConfig {
             retention_period: Self::DEFAULT_RETENTION_PERIOD,
             retention_count: Self::DEFAULT_RETENTION_COUNT,
             sweep_interval: Self::DEFAULT_SWEEP_INTERVAL,
+            jitter_seed: None,
             #[cfg(feature = "planted-bugs")]
             planted_bug: None,
         }
@@ -391,6 +393,15 @@ impl CoordinatorConfigBuilder {
         /// [`MIN_SWEEP_INTERVAL`](CoordinatorConfig::MIN_SWEEP_INTERVAL)).
         sweep_interval: Duration
     );
+
+    /// Seeds the generator of the phase-2 retry jitter, for runs that must
+    /// replay exactly (a seeded simulation). Each transaction draws from its
+    /// own generator, seeded from this seed and its sequence number. By
+    /// default every coordinator instance picks a random seed.
+    pub fn jitter_seed(mut self, seed: u64) -> Self {
+        self.config.jitter_seed = Some(seed);
+        self
+    }
 
     /// Plants a deliberate protocol bug in every transaction (verification
     /// only; requires the `planted-bugs` feature).

@@ -1,7 +1,85 @@
 //! The state machine of one transaction.
 
+use std::time::Duration;
+
 use super::types::*;
 use crate::{PreparedResult, RetryPolicy};
+
+/// Microseconds since the transaction began, saturating; [`NEVER`] = not
+/// (yet). Per-participant timings are kept this small (8 bytes a
+/// participant) because a transaction may have hundreds.
+type Micros = u32;
+const NEVER: Micros = u32::MAX;
+
+fn micros(d: Duration) -> Micros {
+    u32::try_from(d.as_micros()).unwrap_or(NEVER - 1)
+}
+
+fn duration(m: Micros) -> Option<Duration> {
+    (m != NEVER).then(|| Duration::from_micros(m.into()))
+}
+
+/// When one participant's calls ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct PeerTimes {
+    prepared: Micros,
+    phase2_done: Micros,
+}
+
+impl PeerTimes {
+    const NEVER: Self = Self {
+        prepared: NEVER,
+        phase2_done: NEVER,
+    };
+}
+
+/// What the core records only to report it: when each phase began and
+/// ended. The protocol never reads it, so it is not part of a
+/// transaction's identity: transactions that differ only here compare
+/// equal and hash alike, as they behave alike (a model checker exploring
+/// the states must not tell them apart).
+#[derive(Debug, Clone)]
+struct Timings {
+    decided_at: Option<Duration>,
+    prepare_started: Micros,
+    finished: Micros,
+    /// Per participant, made with `peers`.
+    peers: Vec<PeerTimes>,
+}
+
+impl PartialEq for Timings {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for Timings {}
+
+impl std::hash::Hash for Timings {
+    fn hash<H: std::hash::Hasher>(&self, _: &mut H) {}
+}
+
+/// The core's time: what it was last told, its deadline and its timers.
+/// The core never reads a clock: whoever drives it passes the time since
+/// the transaction began (see [`Transaction::handle_at`]).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct Clock {
+    /// The latest time fed in (time never goes back).
+    now: Duration,
+    /// When an Active or Prepared transaction is rolled back;
+    /// `Duration::MAX` = never.
+    deadline: Duration,
+    /// The deadline was declared passed ([`Event::DeadlineExpired`]) while
+    /// phase 1 ran: it takes effect when phase 1 ends.
+    expired: bool,
+    /// The coordinator shut down while phase 1 ran: likewise.
+    shutdown: bool,
+    /// The state of the jitter generator (SplitMix64).
+    rng: u64,
+    /// When the retry policy's time budget, which runs from the decision,
+    /// is spent (`Duration::MAX`: not decided, or never).
+    retry_until: Duration,
+}
 
 /// The limits the core enforces itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -39,6 +117,12 @@ pub struct Transaction {
     /// Participants that still need phase 2 to finish before the transaction
     /// is terminal (including in-flight prepares after an Abort decision).
     outstanding: usize,
+    clock: Clock,
+    timings: Timings,
+    /// Phase-2 attempts waiting out their backoff: (participant, due).
+    /// Their status is already `InFlight` with the new attempt; the action
+    /// is issued by [`Transaction::handle_timeout`] once due.
+    scheduled: Vec<(usize, Duration)>,
     #[cfg(feature = "planted-bugs")]
     planted: Option<PlantedBug>,
 }
@@ -65,6 +149,10 @@ pub enum PlantedBug {
     HideHazard,
     /// `ReadOnly` voters also get `commit` (breaks phase discipline).
     CommitReadOnly,
+    /// A deadline or shutdown that arrives while phase 1 runs is forgotten:
+    /// a transaction that then reaches Prepared with no client left is
+    /// never rolled back (breaks termination).
+    ForgetDeferredAbandonment,
 }
 
 impl Transaction {
@@ -78,9 +166,42 @@ impl Transaction {
             limits,
             preparing: 0,
             outstanding: 0,
+            clock: Clock {
+                now: Duration::ZERO,
+                deadline: Duration::MAX,
+                expired: false,
+                shutdown: false,
+                rng: 0,
+                retry_until: Duration::MAX,
+            },
+            timings: Timings {
+                decided_at: None,
+                prepare_started: NEVER,
+                finished: NEVER,
+                peers: Vec::new(),
+            },
+            scheduled: Vec::new(),
             #[cfg(feature = "planted-bugs")]
             planted: None,
         }
+    }
+
+    /// The same transaction, rolled back by the core itself once it is
+    /// still Active or Prepared `deadline` after it began (PROTOCOL.md
+    /// rule 12). Without one it has no deadline.
+    #[must_use]
+    pub fn with_deadline(mut self, deadline: Duration) -> Self {
+        self.clock.deadline = deadline;
+        self
+    }
+
+    /// The same transaction, drawing its phase-2 retry jitter from a
+    /// generator seeded with `seed`: the same seed and the same inputs give
+    /// the same delays.
+    #[must_use]
+    pub fn with_seed(mut self, seed: u64) -> Self {
+        self.clock.rng = seed;
+        self
     }
 
     /// Switches on a deliberate bug (verification only).
@@ -119,11 +240,110 @@ impl Transaction {
         self.registered
     }
 
+    /// The latest time fed in, since the transaction began.
+    pub fn now(&self) -> Duration {
+        self.clock.now
+    }
+
+    /// The deadline, since the transaction began (`Duration::MAX`: none).
+    pub fn deadline(&self) -> Duration {
+        self.clock.deadline
+    }
+
+    /// When the transaction left Active (phase 1 began, or it was decided
+    /// Abort before).
+    pub fn prepare_started(&self) -> Option<Duration> {
+        duration(self.timings.prepare_started)
+    }
+
+    /// When the decision was taken.
+    pub fn decided_at(&self) -> Option<Duration> {
+        self.timings.decided_at
+    }
+
+    /// When the transaction reached Committed or Aborted.
+    pub fn finished_at(&self) -> Option<Duration> {
+        duration(self.timings.finished)
+    }
+
+    /// How long participant `i`'s `prepare` took, once it ended.
+    pub fn prepare_latency(&self, i: usize) -> Option<Duration> {
+        let started = duration(self.timings.prepare_started)?;
+        let ended = duration(self.timings.peers.get(i)?.prepared)?;
+        Some(ended.saturating_sub(started))
+    }
+
+    /// How long participant `i`'s phase 2 took, retries included, once it
+    /// ended. It began at the decision or, for a `prepare` still running
+    /// then, when that `prepare` ended.
+    pub fn phase2_latency(&self, i: usize) -> Option<Duration> {
+        let t = self.timings.peers.get(i)?;
+        let decided = self.timings.decided_at?;
+        let started = duration(t.prepared).map_or(decided, |p| p.max(decided));
+        Some(duration(t.phase2_done)?.saturating_sub(started))
+    }
+
+    /// When participant `i`'s next phase-2 attempt is due, if it is waiting
+    /// out its backoff (its status is already `InFlight` with that attempt,
+    /// but no call is made yet).
+    pub fn retry_due(&self, i: usize) -> Option<Duration> {
+        self.scheduled
+            .iter()
+            .find(|&&(p, _)| p == i)
+            .map(|&(_, due)| due)
+    }
+
+    /// The next time the core needs [`handle_timeout`](Self::handle_timeout):
+    /// the deadline while Active or Prepared, or the earliest phase-2
+    /// attempt waiting out its backoff. `None`: no timer is needed.
+    pub fn poll_timeout(&self) -> Option<Duration> {
+        let retry = self.scheduled.iter().map(|&(_, due)| due).min();
+        let deadline = matches!(
+            self.state,
+            TransactionState::Active | TransactionState::Prepared
+        )
+        .then_some(self.clock.deadline)
+        .filter(|&d| d != Duration::MAX);
+        match (retry, deadline) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
     /// Makes the per-participant state on leaving Active.
     fn materialize_peers(&mut self) {
         if self.peers.len() != self.registered {
             self.peers = vec![Peer::UNASKED; self.registered];
+            self.timings.peers = vec![PeerTimes::NEVER; self.registered];
         }
+    }
+
+    /// The next sample in [0, 1) of the jitter generator (SplitMix64).
+    fn sample(&mut self) -> f64 {
+        self.clock.rng = self.clock.rng.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.clock.rng;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^= z >> 31;
+        (z >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    /// Whether the retry policy's time budget, counted from the decision,
+    /// is spent.
+    fn retry_budget_spent(&self) -> bool {
+        self.clock.now >= self.clock.retry_until
+    }
+
+    /// The backoff before phase-2 attempt `attempt`, jittered, and never
+    /// past the retry time budget: the last attempt comes when it ends, so
+    /// phase 2 is bounded by the budget plus one call, whatever the backoff.
+    fn backoff(&mut self, attempt: u32) -> Duration {
+        let base = self.limits.retry.backoff(attempt);
+        if base.is_zero() {
+            return Duration::ZERO;
+        }
+        let left = self.clock.retry_until.saturating_sub(self.clock.now);
+        RetryPolicy::jitter(base, self.sample()).min(left)
     }
 
     /// Participants given up on in phase 2 (heuristic hazards).
@@ -158,13 +378,110 @@ impl Transaction {
                 to,
             });
         }
+        if self.state == Active {
+            self.timings.prepare_started = micros(self.clock.now);
+        }
+        if to.decision().is_some() && self.timings.decided_at.is_none() {
+            self.timings.decided_at = Some(self.clock.now);
+            self.clock.retry_until = self
+                .clock
+                .now
+                .saturating_add(self.limits.retry.max_elapsed());
+        }
+        if to.is_terminal() {
+            self.timings.finished = micros(self.clock.now);
+        }
         self.state = to;
         Ok(())
     }
 
-    /// Feeds one event; the participant calls it requires are appended to
-    /// `actions`. On error nothing changed.
+    /// Feeds one event at time `now` (since the transaction began; a time
+    /// earlier than one already fed counts as that one). An expired
+    /// deadline is applied first, as a client calling after it expects:
+    /// then the Abort decision stands even if the event itself is refused.
+    /// Otherwise as [`handle`](Self::handle).
+    pub fn handle_at(
+        &mut self,
+        event: Event,
+        now: Duration,
+        actions: &mut Vec<Action>,
+    ) -> Result<(), CoreError> {
+        self.clock.now = self.clock.now.max(now);
+        self.abandon_if_due(actions)?;
+        self.dispatch(event, actions)?;
+        // A deadline or shutdown that came during phase 1 takes effect as
+        // soon as phase 1 ends in Prepared.
+        self.abandon_if_due(actions)
+    }
+
+    /// The timers at time `now`: rolls back an Active or Prepared
+    /// transaction past its deadline, and issues the phase-2 attempts
+    /// whose backoff is over. Call it at [`poll_timeout`](Self::poll_timeout)
+    /// (earlier or later is harmless).
+    pub fn handle_timeout(
+        &mut self,
+        now: Duration,
+        actions: &mut Vec<Action>,
+    ) -> Result<(), CoreError> {
+        self.clock.now = self.clock.now.max(now);
+        self.abandon_if_due(actions)?;
+        if self.scheduled.is_empty() {
+            return Ok(());
+        }
+        let commit = self.state == TransactionState::Committing;
+        let now = self.clock.now;
+        let peers = &self.peers;
+        self.scheduled.retain(|&(participant, due)| {
+            if due > now {
+                return true;
+            }
+            if let Phase2Status::InFlight { attempt } = peers[participant].phase2 {
+                actions.push(if commit {
+                    Action::Commit {
+                        participant,
+                        attempt,
+                    }
+                } else {
+                    Action::Rollback {
+                        participant,
+                        attempt,
+                    }
+                });
+            }
+            false
+        });
+        Ok(())
+    }
+
+    /// Rolls back an Active or Prepared transaction whose deadline passed
+    /// or whose coordinator shut down, including one that was Preparing
+    /// then and has just reached Prepared.
+    fn abandon_if_due(&mut self, actions: &mut Vec<Action>) -> Result<(), CoreError> {
+        if !matches!(
+            self.state,
+            TransactionState::Active | TransactionState::Prepared
+        ) {
+            return Ok(());
+        }
+        let deferred = !self.planted(PlantedBug::ForgetDeferredAbandonment);
+        let cause = if self.clock.shutdown && deferred {
+            AbortCause::CoordinatorShutdown
+        } else if (self.clock.expired && deferred) || self.clock.now >= self.clock.deadline {
+            AbortCause::DeadlineExpired
+        } else {
+            return Ok(());
+        };
+        self.decide_abort(cause, actions)
+    }
+
+    /// Feeds one event at the latest time fed in (see
+    /// [`handle_at`](Self::handle_at)); the participant calls it requires
+    /// are appended to `actions`. On error nothing changed.
     pub fn handle(&mut self, event: Event, actions: &mut Vec<Action>) -> Result<(), CoreError> {
+        self.handle_at(event, self.clock.now, actions)
+    }
+
+    fn dispatch(&mut self, event: Event, actions: &mut Vec<Action>) -> Result<(), CoreError> {
         use TransactionState::*;
         match event {
             Event::Register => {
@@ -243,11 +560,18 @@ impl Transaction {
                     };
                     self.decide_abort(cause, actions)
                 }
-                // Phase 1 is bounded by the prepare timeout; when it ends in
-                // Prepared the driver delivers the event again (an expired
-                // deadline or a shutdown). Decided transactions are bounded
-                // by the retry policy.
-                _ => Ok(()),
+                // Phase 1 is bounded by the prepare timeout; the event takes
+                // effect if it ends in Prepared. Decided transactions are
+                // bounded by the retry policy.
+                Preparing => {
+                    if event == Event::Shutdown {
+                        self.clock.shutdown = true;
+                    } else {
+                        self.clock.expired = true;
+                    }
+                    Ok(())
+                }
+                Committing | Committed | Aborting | Aborted => Ok(()),
             },
             Event::PrepareDone {
                 participant,
@@ -335,6 +659,7 @@ impl Transaction {
             Ok(vote) => PrepareStatus::Voted(vote),
             Err(failure) => PrepareStatus::Failed(Box::new(failure)),
         };
+        self.timings.peers[participant].prepared = micros(self.clock.now);
         self.preparing -= 1;
         match self.state {
             TransactionState::Preparing => match &peer.prepare {
@@ -392,24 +717,41 @@ impl Transaction {
         actions: &mut Vec<Action>,
     ) -> Result<(), CoreError> {
         let max_attempts = self.limits.retry.max_attempts();
-        let last_attempt = attempt >= max_attempts || retry_budget_spent;
+        let last_attempt =
+            attempt >= max_attempts || retry_budget_spent || self.retry_budget_spent();
         let commit = self.state == TransactionState::Committing;
         let hide_hazard = self.planted(PlantedBug::HideHazard);
-        let peer = self
-            .peers
-            .get_mut(participant)
-            .filter(|p| p.phase2 == Phase2Status::InFlight { attempt })
-            .ok_or(CoreError::Stale { participant })?;
+        if self.peers.get(participant).map(|p| &p.phase2)
+            != Some(&Phase2Status::InFlight { attempt })
+        {
+            return Err(CoreError::Stale { participant });
+        }
+        if !self.scheduled.is_empty() {
+            // An answer for an attempt still waiting out its backoff (a
+            // driver reporting the calls it dropped) is that attempt's.
+            self.scheduled.retain(|&(p, _)| p != participant);
+        }
+        let retry = match &result {
+            Err(failure) => !last_attempt && !failure.is_permanent(),
+            Ok(()) => false,
+        };
+        // Only retries draw from the generator.
+        let delay = if retry {
+            self.backoff(attempt + 1)
+        } else {
+            Duration::ZERO
+        };
+        let peer = &mut self.peers[participant];
         match result {
             Ok(()) => {
                 peer.phase2 = Phase2Status::Acknowledged { attempts: attempt };
                 self.outstanding -= 1;
             }
-            Err(_) if last_attempt && hide_hazard => {
+            Err(_) if !retry && hide_hazard => {
                 peer.phase2 = Phase2Status::Acknowledged { attempts: attempt };
                 self.outstanding -= 1;
             }
-            Err(last) if last_attempt || last.is_permanent() => {
+            Err(last) if !retry => {
                 peer.phase2 = Phase2Status::GaveUp {
                     attempts: attempt,
                     last: Box::new(last),
@@ -419,18 +761,29 @@ impl Transaction {
             Err(_) => {
                 let attempt = attempt + 1;
                 peer.phase2 = Phase2Status::InFlight { attempt };
-                actions.push(if commit {
-                    Action::Commit {
-                        participant,
-                        attempt,
-                    }
+                if !delay.is_zero() {
+                    let due = self.clock.now.saturating_add(delay);
+                    self.scheduled.push((participant, due));
                 } else {
-                    Action::Rollback {
-                        participant,
-                        attempt,
-                    }
-                });
+                    actions.push(if commit {
+                        Action::Commit {
+                            participant,
+                            attempt,
+                        }
+                    } else {
+                        Action::Rollback {
+                            participant,
+                            attempt,
+                        }
+                    });
+                }
             }
+        }
+        if !matches!(
+            self.peers[participant].phase2,
+            Phase2Status::InFlight { .. }
+        ) {
+            self.timings.peers[participant].phase2_done = micros(self.clock.now);
         }
         self.finish_if_done()
     }
@@ -459,6 +812,7 @@ impl Transaction {
 mod tests {
     use super::*;
     use crate::ParticipantError;
+    use std::time::Duration;
     use TransactionState::*;
 
     fn limits(max_attempts: u32) -> Limits {
@@ -739,6 +1093,194 @@ mod tests {
         let out = step(&mut t, Event::Rollback);
         assert_eq!(out.len(), 2);
         assert_eq!(t.abort_cause(), Some(&AbortCause::RolledBack));
+    }
+
+    const MS: Duration = Duration::from_millis(1);
+
+    fn fail(participant: usize, attempt: u32) -> Event {
+        Event::Phase2Done {
+            participant,
+            attempt,
+            result: Err(CallFailure::TimedOut),
+            retry_budget_spent: false,
+        }
+    }
+
+    fn step_at(t: &mut Transaction, e: Event, now: Duration) -> Vec<Action> {
+        let mut out = Vec::new();
+        t.handle_at(e, now, &mut out).unwrap();
+        out
+    }
+
+    fn timeout_at(t: &mut Transaction, now: Duration) -> Vec<Action> {
+        let mut out = Vec::new();
+        t.handle_timeout(now, &mut out).unwrap();
+        out
+    }
+
+    #[test]
+    fn the_deadline_is_a_timer_of_the_core() {
+        let mut t = txn_with(1).with_deadline(100 * MS);
+        assert_eq!(t.poll_timeout(), Some(100 * MS));
+        assert!(timeout_at(&mut t, 99 * MS).is_empty());
+        assert_eq!(t.state(), Active);
+        assert_eq!(timeout_at(&mut t, 100 * MS).len(), 1);
+        assert_eq!(t.abort_cause(), Some(&AbortCause::DeadlineExpired));
+        assert_eq!(t.poll_timeout(), None);
+    }
+
+    #[test]
+    fn a_client_call_after_the_deadline_finds_the_transaction_rolled_back() {
+        let mut t = txn_with(1).with_deadline(100 * MS);
+        step_at(&mut t, Event::Prepare, MS);
+        step_at(&mut t, vote(0, PreparedResult::Ready), 2 * MS);
+        let mut out = Vec::new();
+        assert_eq!(
+            t.handle_at(Event::Commit, 100 * MS, &mut out),
+            Err(CoreError::InvalidState {
+                current: Aborting,
+                operation: Operation::Commit
+            })
+        );
+        // The refusal keeps the rollback the expired deadline required.
+        assert_eq!(
+            out,
+            [Action::Rollback {
+                participant: 0,
+                attempt: 1
+            }]
+        );
+    }
+
+    #[test]
+    fn a_deadline_or_shutdown_during_phase_one_takes_effect_when_it_ends() {
+        for (event, cause) in [
+            (Event::Shutdown, AbortCause::CoordinatorShutdown),
+            (Event::DeadlineExpired, AbortCause::DeadlineExpired),
+        ] {
+            let mut t = txn_with(2);
+            step(&mut t, Event::Prepare);
+            assert!(step(&mut t, event).is_empty());
+            assert_eq!(t.state(), Preparing);
+            step(&mut t, vote(0, PreparedResult::Ready));
+            let out = step(&mut t, vote(1, PreparedResult::Ready));
+            assert_eq!(t.state(), Aborting);
+            assert_eq!(t.abort_cause(), Some(&cause));
+            assert_eq!(out.len(), 2);
+        }
+        // The same with the clock: the deadline passes while preparing.
+        let mut t = txn_with(1).with_deadline(100 * MS);
+        step_at(&mut t, Event::Prepare, MS);
+        assert_eq!(t.poll_timeout(), None, "phase 1 is bounded by its calls");
+        step_at(&mut t, vote(0, PreparedResult::Ready), 150 * MS);
+        assert_eq!(t.abort_cause(), Some(&AbortCause::DeadlineExpired));
+    }
+
+    #[test]
+    fn a_phase_two_retry_waits_out_its_backoff_as_a_timer() {
+        let retry = RetryPolicy::new(3, 10 * MS, 40 * MS).unwrap();
+        let mut t = Transaction::new(Limits {
+            max_participants: 3,
+            retry,
+        })
+        .with_seed(42);
+        t.handle(Event::Register, &mut Vec::new()).unwrap();
+        step(&mut t, Event::Rollback);
+        assert!(step_at(&mut t, fail(0, 1), 5 * MS).is_empty());
+        let due = t.poll_timeout().expect("a retry timer");
+        // Backoff 10 ms, jittered into [5, 10] ms after the failure.
+        assert!((10 * MS..=15 * MS).contains(&due), "{due:?}");
+        assert_eq!(t.retry_due(0), Some(due));
+        assert!(timeout_at(&mut t, due - MS).is_empty());
+        assert_eq!(
+            timeout_at(&mut t, due),
+            [Action::Rollback {
+                participant: 0,
+                attempt: 2
+            }]
+        );
+        assert_eq!((t.poll_timeout(), t.retry_due(0)), (None, None));
+        step_at(&mut t, ack(0, 2), due + MS);
+        assert_eq!(t.state(), Aborted);
+        // Timings are kept to the microsecond.
+        assert_eq!(
+            t.phase2_latency(0).map(|d| d.as_micros()),
+            Some((due + MS).as_micros())
+        );
+    }
+
+    #[test]
+    fn the_same_seed_gives_the_same_jitter() {
+        let due = |seed| {
+            let retry = RetryPolicy::new(3, 100 * MS, 100 * MS).unwrap();
+            let mut t = Transaction::new(Limits {
+                max_participants: 1,
+                retry,
+            })
+            .with_seed(seed);
+            t.handle(Event::Register, &mut Vec::new()).unwrap();
+            step(&mut t, Event::Rollback);
+            step(&mut t, fail(0, 1));
+            t.poll_timeout().unwrap()
+        };
+        assert_eq!(due(7), due(7));
+        let spread: std::collections::HashSet<_> = (0..20).map(due).collect();
+        assert!(spread.len() > 10, "jitter barely varies: {spread:?}");
+    }
+
+    #[test]
+    fn the_retry_time_budget_is_judged_from_the_times_fed() {
+        let retry = RetryPolicy::new(10, 10 * MS, 10 * MS)
+            .unwrap()
+            .with_max_elapsed(100 * MS)
+            .unwrap();
+        let mut t = Transaction::new(Limits {
+            max_participants: 1,
+            retry,
+        });
+        t.handle(Event::Register, &mut Vec::new()).unwrap();
+        step_at(&mut t, Event::Rollback, 50 * MS);
+        // Backoff is capped by the budget left.
+        step_at(&mut t, fail(0, 1), 145 * MS);
+        assert_eq!(t.poll_timeout(), Some(150 * MS));
+        timeout_at(&mut t, 150 * MS);
+        // Attempts are left, but the budget is spent: a hazard.
+        assert!(step_at(&mut t, fail(0, 2), 151 * MS).is_empty());
+        assert_eq!(t.state(), Aborted);
+        assert_eq!(t.hazards().count(), 1);
+    }
+
+    #[test]
+    fn an_answer_for_an_attempt_still_backing_off_is_taken_as_its_own() {
+        let retry = RetryPolicy::new(3, 10 * MS, 10 * MS).unwrap();
+        let mut t = Transaction::new(Limits {
+            max_participants: 1,
+            retry,
+        });
+        t.handle(Event::Register, &mut Vec::new()).unwrap();
+        step(&mut t, Event::Rollback);
+        step(&mut t, fail(0, 1));
+        assert!(t.retry_due(0).is_some());
+        step(&mut t, ack(0, 2));
+        assert_eq!((t.state(), t.poll_timeout()), (Aborted, None));
+    }
+
+    #[test]
+    fn timings_are_recorded_but_not_part_of_equality() {
+        let mut a = txn_with(1);
+        let mut b = txn_with(1);
+        step_at(&mut a, Event::Prepare, MS);
+        step_at(&mut b, Event::Prepare, MS);
+        step_at(&mut a, vote(0, PreparedResult::Ready), 3 * MS);
+        step_at(&mut b, vote(0, PreparedResult::Ready), 3 * MS);
+        assert_eq!(a, b);
+        assert_eq!(a.prepare_latency(0), Some(2 * MS));
+        assert_eq!(a.prepare_started(), Some(MS));
+        let mut c = txn_with(1);
+        step_at(&mut c, Event::Prepare, 2 * MS);
+        step_at(&mut c, vote(0, PreparedResult::Ready), 3 * MS);
+        assert_eq!(a, c, "only the recorded timings differ");
+        assert_eq!(c.prepare_latency(0), Some(MS));
     }
 
     #[test]

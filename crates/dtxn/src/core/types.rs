@@ -225,9 +225,13 @@ pub enum Event {
     Commit,
     /// A client asks to roll back.
     Rollback,
-    /// The transaction deadline passed.
+    /// The transaction deadline passed (also found by the core itself from
+    /// the times it is fed, see [`Transaction::with_deadline`](super::Transaction::with_deadline)).
+    /// While phase 1 runs it is remembered and takes effect if phase 1
+    /// ends in Prepared.
     DeadlineExpired,
     /// The coordinator is shutting down (its last handle was dropped).
+    /// Remembered during phase 1, like `DeadlineExpired`.
     Shutdown,
     /// A `prepare` call ended.
     PrepareDone {
@@ -244,8 +248,10 @@ pub enum Event {
         attempt: u32,
         /// Acknowledged, or why not.
         result: Result<(), CallFailure>,
-        /// The retry policy's time budget is spent (the driver, which owns
-        /// the clock, tells): a failure is not retried.
+        /// The retry policy's time budget is spent: a failure is not
+        /// retried. The core also judges the budget itself, from the times
+        /// it is fed ([`Transaction::handle_at`](super::Transaction::handle_at));
+        /// `true` forces it.
         retry_budget_spent: bool,
     },
 }
@@ -259,14 +265,15 @@ pub enum Action {
         /// The participant.
         participant: usize,
     },
-    /// Call `commit`, after the policy's backoff for `attempt`.
+    /// Call `commit` now. A retry is issued only once its backoff is over
+    /// (by [`Transaction::handle_timeout`](super::Transaction::handle_timeout)).
     Commit {
         /// The participant.
         participant: usize,
         /// 1-based attempt.
         attempt: u32,
     },
-    /// Call `rollback`, after the policy's backoff for `attempt`.
+    /// Call `rollback` now; retries as for `Commit`.
     Rollback {
         /// The participant.
         participant: usize,

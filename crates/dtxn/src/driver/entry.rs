@@ -10,48 +10,31 @@ use tokio::time::Instant;
 
 use super::Shared;
 use crate::core::{
-    AbortCause, Action, CallFailure, CoreError, Event, Peer, Transaction, TransactionState,
+    AbortCause, Action, CallFailure, CoreError, Event, Peer, Phase2Status, Transaction,
+    TransactionState,
 };
 use crate::outcome::{
     AbortReason, Hazard, ParticipantReport, TransactionOutcome, TransactionReport,
 };
-use crate::{Participant, Payload, RetryPolicy, TransactionId};
+use crate::{Participant, Payload, TransactionId};
 
 /// A participant call ready to be performed by the executor.
 pub(crate) struct Call {
     pub participant: Arc<dyn Participant>,
     pub action: Action,
-    pub delay: Duration,
     pub payload: Option<Payload>,
 }
 
-/// What applying an event did. `calls` must be executed even when
+/// What one step of the machine did. `calls` must be executed even when
 /// `result` is an error: an expired deadline may have been applied first.
 pub(crate) struct Applied {
     pub calls: Vec<Call>,
-    /// The state after the event, if it changed.
-    pub changed_to: Option<TransactionState>,
+    /// When the core next needs its timer while phase 2 is delivered (an
+    /// attempt waiting out its backoff). The deadline of an undecided
+    /// transaction is the sweeper's, not in here.
+    pub wake_at: Option<Instant>,
     /// Whether the event itself was accepted.
     pub result: Result<(), CoreError>,
-}
-
-/// Microseconds since the transaction began, saturating; `u32::MAX` = never.
-type Micros = u32;
-const NEVER: Micros = u32::MAX;
-
-#[derive(Clone, Copy)]
-struct PeerTimes {
-    prepared: Micros,
-    /// Phase 2 starts at the decision, or for a prepare still in flight
-    /// then, when that prepare ends (`prepared`): no need to store it.
-    phase2_done: Micros,
-}
-
-impl PeerTimes {
-    const NEVER: Self = Self {
-        prepared: NEVER,
-        phase2_done: NEVER,
-    };
 }
 
 struct Inner {
@@ -66,12 +49,6 @@ struct Inner {
     /// filter over their addresses, so most registrations skip the linear
     /// duplicate scan (which made registering N participants O(N²)).
     registered: Registered,
-    times: Vec<PeerTimes>,
-    prepare_started: Micros,
-    /// When the decision was taken: phase 2's retry time budget runs
-    /// from it, and the report shows it.
-    decided_at: Option<Instant>,
-    finished: Micros,
 }
 
 impl Inner {
@@ -117,16 +94,6 @@ pub(crate) struct Entry {
     /// The machine's state, published for lock-free reads and waiters
     /// (see [`StateCell`]).
     state: StateCell,
-}
-
-/// When a participant's phase 2 began: at the decision, or, for a prepare
-/// still in flight at an Abort decision, when that prepare ended.
-fn phase2_started(decided: Micros, prepared: Micros) -> Micros {
-    if prepared != NEVER && (decided == NEVER || prepared > decided) {
-        prepared
-    } else {
-        decided
-    }
 }
 
 /// A 256-bit Bloom filter (one hash) over participant addresses.
@@ -175,10 +142,6 @@ impl Entry {
                 participants: Vec::new(),
                 payloads: Vec::new(),
                 registered: Registered::default(),
-                times: Vec::new(),
-                prepare_started: NEVER,
-                decided_at: None,
-                finished: NEVER,
             }),
             state: StateCell::new(),
         }
@@ -188,8 +151,14 @@ impl Entry {
         self.state.get()
     }
 
-    fn since_begun(&self, now: Instant) -> Micros {
-        u32::try_from(now.saturating_duration_since(self.begun).as_micros()).unwrap_or(NEVER - 1)
+    /// The core's time: since the transaction began.
+    fn core_now(&self) -> Duration {
+        Instant::now().saturating_duration_since(self.begun)
+    }
+
+    /// A time of the core as an instant of the clock (saturating).
+    fn instant(&self, at: Duration) -> Instant {
+        super::deadline_after(self.begun, at)
     }
 
     /// Registers `participant` unless this very `Arc` is already registered.
@@ -245,121 +214,104 @@ impl Entry {
         (Ok(true), None)
     }
 
-    /// Feeds `event` to the machine. With `check_deadline`, an expired
-    /// deadline is applied first (client calls see expiry deterministically).
+    /// Feeds `event` to the machine (see [`step`](Self::step)).
+    pub fn apply(&self, event: Event, shared: &Shared) -> Applied {
+        self.apply_all(std::iter::once(event), shared)
+    }
+
+    /// Feeds `events` to the machine in order, in one step: the answers of
+    /// calls that finished together (a phase whose participants all answer
+    /// at once) cost one lock and one clock reading, not one each.
+    /// `result` is the first refusal, if any.
+    pub fn apply_all(&self, events: impl IntoIterator<Item = Event>, shared: &Shared) -> Applied {
+        self.step(shared, |inner, now, actions, gave_up| {
+            let mut result = Ok(());
+            for event in events {
+                let answered = match &event {
+                    Event::PrepareDone { participant, .. }
+                    | Event::Phase2Done { participant, .. } => Some(*participant),
+                    _ => None,
+                };
+                let handled = inner.machine.handle_at(event, now, actions);
+                if let (Some(i), Ok(())) = (answered, &handled) {
+                    if let Phase2Status::GaveUp { attempts, .. } = inner.machine.peers()[i].phase2 {
+                        gave_up.push((Arc::clone(&inner.participants[i]), attempts));
+                    }
+                }
+                if result.is_ok() {
+                    result = handled;
+                }
+            }
+            result
+        })
+    }
+
+    /// Fires the machine's timers: the deadline, phase-2 attempts whose
+    /// backoff is over.
+    pub fn timeout(&self, shared: &Shared) -> Applied {
+        self.step(shared, |inner, now, actions, _| {
+            inner.machine.handle_timeout(now, actions)
+        })
+    }
+
+    /// When the machine next needs its timer while phase 2 is delivered.
+    pub fn wake_at(&self) -> Option<Instant> {
+        let inner = lock(&self.inner);
+        Self::phase2_timer(&inner).map(|at| self.instant(at))
+    }
+
+    fn phase2_timer(inner: &Inner) -> Option<Duration> {
+        let state = inner.machine.state();
+        (state.decision().is_some() && !state.is_terminal())
+            .then(|| inner.machine.poll_timeout())
+            .flatten()
+    }
+
+    /// The one step path: under the entry's lock and with one clock
+    /// reading, `feed` hands the machine its input; then the actions it
+    /// returned become calls, a finished transaction is counted, the new
+    /// state is published, and (after the lock) a decision or an end is
+    /// logged and a finished transaction queued for forgetting.
     ///
     /// A terminal state is counted in `shared`'s totals *before* it is
     /// published, so whoever sees it finished also sees it counted.
-    pub fn apply(&self, event: Event, check_deadline: bool, shared: &Shared) -> Applied {
-        self.apply_all(std::iter::once(event), check_deadline, shared)
-    }
-
-    /// Feeds `events` to the machine in order, under one lock and one clock
-    /// reading: the answers of calls that finished together (a phase whose
-    /// participants all answer at once) cost one application, not one
-    /// each. `result` is the first refusal, if any (each is also logged).
-    pub fn apply_all(
+    fn step(
         &self,
-        events: impl IntoIterator<Item = Event>,
-        check_deadline: bool,
         shared: &Shared,
+        feed: impl FnOnce(
+            &mut Inner,
+            Duration,
+            &mut Vec<Action>,
+            &mut Vec<(Arc<dyn Participant>, u32)>,
+        ) -> Result<(), CoreError>,
     ) -> Applied {
-        let retry = &shared.config.retry;
         let mut actions = Vec::new();
+        let mut gave_up = Vec::new();
         let mut inner = lock(&self.inner);
         let before = inner.machine.state();
-        let now = Instant::now();
-        let t = self.since_begun(now);
-        if check_deadline && now >= self.deadline {
-            // Refusals change nothing; only Active/Prepared react.
-            let _ = inner.machine.handle(Event::DeadlineExpired, &mut actions);
-            Self::left_active(&mut inner, t);
-        }
-        let mut result = Ok(());
-        let mut gave_up = Vec::new();
-        for mut event in events {
-            if let Event::Phase2Done {
-                result: Err(_),
-                retry_budget_spent,
-                ..
-            } = &mut event
-            {
-                // The clock is the driver's: tell the core whether the
-                // retry policy's time budget, counted from the decision, is
-                // spent.
-                *retry_budget_spent = inner
-                    .decided_at
-                    .is_some_and(|at| now.saturating_duration_since(at) >= retry.max_elapsed());
-            }
-            let completed = match &event {
-                Event::PrepareDone { participant, .. } => Some((*participant, true)),
-                Event::Phase2Done { participant, .. } => Some((*participant, false)),
-                _ => None,
-            };
-            let was = inner.machine.state();
-            let handled = inner.machine.handle(event, &mut actions);
-            let after = inner.machine.state();
-            Self::left_active(&mut inner, t);
-            if let Some((i, prepare)) = completed {
-                if handled.is_ok() {
-                    let phase2 = &inner.machine.peers()[i].phase2;
-                    let done = !matches!(phase2, crate::core::Phase2Status::InFlight { .. });
-                    if let crate::core::Phase2Status::GaveUp { attempts, .. } = phase2 {
-                        gave_up.push((Arc::clone(&inner.participants[i]), *attempts));
-                    }
-                    let times = &mut inner.times[i];
-                    if prepare {
-                        times.prepared = t;
-                    } else if done {
-                        times.phase2_done = t;
-                    }
-                }
-            }
-            if was.decision().is_none() && after.decision().is_some() {
-                inner.decided_at = Some(now);
-            }
-            if let Err(e) = handled {
-                if result.is_ok() {
-                    result = Err(e);
-                }
-            }
-        }
+        let result = feed(&mut inner, self.core_now(), &mut actions, &mut gave_up);
         let after = inner.machine.state();
-        if before.decision().is_none() && after.decision().is_some() && inner.decided_at.is_none() {
-            // Decided by the expired deadline, before any event.
-            inner.decided_at = Some(now);
+        if before == TransactionState::Active && after != TransactionState::Active {
+            // Registration is over: give back the growth slack.
+            inner.participants.shrink_to_fit();
+            inner.payloads.shrink_to_fit();
         }
-        if after.is_terminal() && !before.is_terminal() {
-            inner.finished = t;
-        }
-        let mut calls = Vec::with_capacity(actions.len());
-        for action in actions {
-            let i = action.participant();
-            let delay = match action {
-                crate::core::Action::Prepare { .. } => Duration::ZERO,
-                crate::core::Action::Commit { attempt, .. }
-                | crate::core::Action::Rollback { attempt, .. } => {
-                    // Never wait past the time budget: the last attempt
-                    // comes when it ends, so phase 2 is bounded by the
-                    // budget plus one call, whatever the backoff.
-                    let spent = inner
-                        .decided_at
-                        .map_or(Duration::ZERO, |at| now.saturating_duration_since(at));
-                    RetryPolicy::jitter(retry.backoff(attempt), fastrand::f64())
-                        .min(retry.max_elapsed().saturating_sub(spent))
+        let calls = actions
+            .into_iter()
+            .map(|action| {
+                let i = action.participant();
+                Call {
+                    participant: Arc::clone(&inner.participants[i]),
+                    payload: inner.payload(i),
+                    action,
                 }
-            };
-            calls.push(Call {
-                participant: Arc::clone(&inner.participants[i]),
-                action,
-                delay,
-                payload: inner.payload(i),
-            });
-        }
+            })
+            .collect();
+        let wake_at = Self::phase2_timer(&inner).map(|at| self.instant(at));
         if after.is_terminal() && !before.is_terminal() {
             shared.count_finished(after, inner.machine.hazards().count());
         }
-        // Published under the lock so concurrent appliers cannot publish
+        // Published under the lock so concurrent steps cannot publish
         // states out of order.
         let changed_to = (after != before).then(|| {
             self.state.set(after);
@@ -375,24 +327,12 @@ impl Entry {
                 "participant given up on in phase 2: heuristic hazard"
             );
         }
+        shared.after_step(self, changed_to);
         Applied {
             calls,
-            changed_to,
+            wake_at,
             result,
         }
-    }
-
-    /// Once the machine has left Active (by whatever event, the deadline
-    /// included): registration is over, so give back the growth slack and
-    /// make the per-participant timings (none are needed before). Runs once.
-    fn left_active(inner: &mut Inner, t: Micros) {
-        if inner.prepare_started != NEVER || inner.machine.state() == TransactionState::Active {
-            return;
-        }
-        inner.prepare_started = t;
-        inner.participants.shrink_to_fit();
-        inner.payloads.shrink_to_fit();
-        inner.times = vec![PeerTimes::NEVER; inner.participants.len()];
     }
 
     /// Waits until the state satisfies `pred`. Cancel safe.
@@ -417,7 +357,8 @@ impl Entry {
         found.map(|(cause, who)| name_cause(cause, who.as_deref()))
     }
 
-    /// A failure for every call the machine believes in flight: what to
+    /// A failure for every call the machine believes in flight (not those
+    /// waiting out a backoff: their timer is simply armed again): what to
     /// feed it when the calls were dropped unfinished with their runtime.
     pub fn abandoned_calls(&self) -> Vec<Event> {
         let inner = lock(&self.inner);
@@ -429,7 +370,9 @@ impl Entry {
                     result: Err(CallFailure::Abandoned),
                 });
             }
-            if let crate::core::Phase2Status::InFlight { attempt } = peer.phase2 {
+            let waiting = inner.machine.retry_due(participant).is_some();
+            if let (Phase2Status::InFlight { attempt }, false) = (&peer.phase2, waiting) {
+                let attempt = *attempt;
                 events.push(Event::Phase2Done {
                     participant,
                     attempt,
@@ -484,22 +427,21 @@ impl Entry {
 
     pub fn report(&self) -> TransactionReport {
         let now = Instant::now();
-        let (state, reason, peers, participants, times, prepare_started, decided, finished) = {
+        let (state, reason, peers, participants, latencies, prepare_started, decided, finished) = {
             let inner = lock(&self.inner);
+            let m = &inner.machine;
             (
-                inner.machine.state(),
+                m.state(),
                 Self::abort_reason(&inner),
-                inner.machine.peers().to_vec(),
+                m.peers().to_vec(),
                 inner.participants.clone(),
-                inner.times.clone(),
-                inner.prepare_started,
-                inner.decided_at.map_or(NEVER, |at| self.since_begun(at)),
-                inner.finished,
+                (0..inner.participants.len())
+                    .map(|i| (m.prepare_latency(i), m.phase2_latency(i)))
+                    .collect::<Vec<_>>(),
+                m.prepare_started(),
+                m.decided_at(),
+                m.finished_at(),
             )
-        };
-        let dur = |m: Micros| (m != NEVER).then(|| Duration::from_micros(m.into()));
-        let span = |a: Micros, b: Micros| {
-            (a != NEVER && b != NEVER).then(|| Duration::from_micros(b.saturating_sub(a).into()))
         };
         TransactionReport {
             txn: self.id,
@@ -509,22 +451,22 @@ impl Entry {
             // registered participant is unasked.
             participants: participants
                 .iter()
+                .zip(latencies)
                 .enumerate()
-                .map(|(i, p)| {
+                .map(|(i, (p, (prepare_latency, phase2_latency)))| {
                     let peer = peers.get(i).cloned().unwrap_or(Peer::UNASKED);
-                    let t = times.get(i).copied().unwrap_or(PeerTimes::NEVER);
                     ParticipantReport {
                         name: safe_name(&**p),
                         prepare: peer.prepare,
                         phase2: peer.phase2,
-                        prepare_latency: span(prepare_started, t.prepared),
-                        phase2_latency: span(phase2_started(decided, t.prepared), t.phase2_done),
+                        prepare_latency,
+                        phase2_latency,
                     }
                 })
                 .collect(),
-            elapsed: dur(finished).unwrap_or_else(|| now.saturating_duration_since(self.begun)),
-            prepare_started: dur(prepare_started),
-            decided: dur(decided),
+            elapsed: finished.unwrap_or_else(|| now.saturating_duration_since(self.begun)),
+            prepare_started,
+            decided,
         }
     }
 }

@@ -9,25 +9,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::FutureExt;
+use tokio::time::Instant;
 use tracing::Instrument;
 
-use super::entry::{safe_name, Call, Entry};
+use super::entry::{safe_name, Applied, Call, Entry};
 use super::Shared;
 use crate::core::{Action, CallFailure, Event, TransactionState};
 use crate::{CallContext, Phase, TransactionId};
-
-/// Spawns a task that performs `calls` and keeps feeding their results (and
-/// the calls those results require, such as retries) into the machine until
-/// none is left. The task owns everything it needs, so it completes even if
-/// the client future that started it is dropped.
-pub(crate) fn spawn_calls(
-    shared: &Arc<Shared>,
-    entry: &Arc<Entry>,
-    calls: Vec<Call>,
-    phase: &'static str,
-) {
-    runner(shared, entry, calls).detach(phase);
-}
 
 /// The participant calls of one transaction in flight, and the loop that
 /// feeds their results into the machine.
@@ -49,28 +37,46 @@ pub(crate) struct Runner<F> {
     /// `perform`, as a pointer so that `F` (its unnameable future type) is
     /// fixed once and more calls can be pushed later.
     perform: fn(Call, TransactionId, Duration, Duration) -> F,
+    /// When the core next needs its timer (a phase-2 attempt waiting out
+    /// its backoff), as of the last step this runner took.
+    wake_at: Option<Instant>,
+    /// The timer for `wake_at`, made the first time it is needed.
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
-/// A runner for `calls`.
+/// What a runner found when it polled.
+enum Progress {
+    /// Answers wait to be fed to the machine.
+    Answers,
+    /// The core's timer is due.
+    Timer,
+    /// Nothing is left to do.
+    Idle,
+}
+
+/// A runner for what a step of the machine requires.
 pub(crate) fn runner(
     shared: &Arc<Shared>,
     entry: &Arc<Entry>,
-    calls: Vec<Call>,
+    applied: Applied,
 ) -> Runner<impl Future<Output = Event> + Send + 'static> {
     let mut runner = Runner {
         shared: Arc::clone(shared),
         entry: Arc::clone(entry),
         pending: Pending::default(),
         perform,
+        wake_at: None,
+        timer: None,
     };
-    runner.push(calls);
+    runner.take(applied);
     runner
 }
 
 impl<F: Future<Output = Event> + Send + 'static> Runner<F> {
-    fn push(&mut self, calls: Vec<Call>) {
+    /// Takes on the calls and the timer a step requires.
+    fn take(&mut self, applied: Applied) {
         let config = &self.shared.config;
-        for call in calls {
+        for call in applied.calls {
             self.pending.push((self.perform)(
                 call,
                 self.entry.id,
@@ -78,25 +84,29 @@ impl<F: Future<Output = Event> + Send + 'static> Runner<F> {
                 config.phase2_timeout,
             ));
         }
+        self.wake_at = applied.wake_at;
     }
 
-    /// Feeds call results into the machine until `done(state)` holds or no
-    /// call is left. Cancel safe: a dropped drive loses no call (they stay
-    /// in `pending`) and no result (results are applied in the same poll
-    /// that takes them).
+    /// Feeds call results and timers into the machine until `done(state)`
+    /// holds or nothing is left. Cancel safe: a dropped drive loses no call
+    /// (they stay in `pending`), no result (results are applied in the same
+    /// poll that takes them) and no timer (`wake_at` stays).
     pub async fn drive_until(&mut self, done: impl Fn(TransactionState) -> bool) {
         while !done(self.entry.state()) {
-            let taken = std::future::poll_fn(|cx| self.poll_answers(cx)).await;
-            if !taken {
-                return;
+            match std::future::poll_fn(|cx| self.poll_progress(cx, true)).await {
+                Progress::Answers => self.feed(),
+                Progress::Timer => {
+                    let applied = self.entry.timeout(&self.shared);
+                    self.take(applied);
+                }
+                Progress::Idle => return,
             }
-            self.feed();
         }
     }
 
     /// Feeds the results of calls that answer at once, without waiting,
     /// until `done(state)` holds, no call is left, or every call left would
-    /// wait.
+    /// wait (a pending timer counts as waiting).
     ///
     /// The calls are polled with a no-op waker: whoever polls `pending`
     /// next (the task [`detach`](Self::detach) spawns) polls every call
@@ -104,52 +114,58 @@ impl<F: Future<Output = Event> + Send + 'static> Runner<F> {
     pub fn drive_ready(&mut self, done: impl Fn(TransactionState) -> bool) {
         let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
         while !done(self.entry.state()) {
-            match self.poll_answers(&mut cx) {
-                std::task::Poll::Ready(true) => self.feed(),
-                std::task::Poll::Ready(false) | std::task::Poll::Pending => return,
+            match self.poll_progress(&mut cx, false) {
+                std::task::Poll::Ready(Progress::Answers) => self.feed(),
+                _ => return,
             }
         }
     }
 
-    /// Polls the calls still running: `Ready(true)` if answers wait to be
-    /// applied, `Ready(false)` when no call is left, `Pending` otherwise.
-    fn poll_answers(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<bool> {
+    /// Polls the calls still running, then (with `timers`) the core's timer.
+    fn poll_progress(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+        timers: bool,
+    ) -> std::task::Poll<Progress> {
+        use std::task::Poll;
         if self.pending.poll_all(cx) {
-            std::task::Poll::Ready(true)
-        } else if self.pending.is_empty() {
-            std::task::Poll::Ready(false)
+            return Poll::Ready(Progress::Answers);
+        }
+        if let Some(at) = self.wake_at.filter(|_| timers) {
+            let timer = self
+                .timer
+                .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(at)));
+            if timer.deadline() != at {
+                timer.as_mut().reset(at);
+            }
+            if timer.as_mut().poll(cx).is_ready() {
+                self.wake_at = None;
+                return Poll::Ready(Progress::Timer);
+            }
+        }
+        if self.pending.is_empty() && self.wake_at.is_none() {
+            Poll::Ready(Progress::Idle)
         } else {
-            std::task::Poll::Pending
+            Poll::Pending
         }
     }
 
     /// Applies the answers taken, all at once (one lock, one clock
-    /// reading), and queues the calls they require.
+    /// reading), and takes on the calls they require.
     fn feed(&mut self) {
-        let (shared, entry) = (&*self.shared, &self.entry);
-        let applied = entry.apply_all(self.pending.answers(), false, shared);
+        let applied = self.entry.apply_all(self.pending.answers(), &self.shared);
         if let Err(e) = &applied.result {
             // Stale answers cannot occur here (each call is outstanding
             // exactly once) but are harmless; anything else is a core bug.
-            tracing::error!(txn = %entry.id, error = %e, "core refused a call result");
+            tracing::error!(txn = %self.entry.id, error = %e, "core refused a call result");
         }
-        shared.after_apply(entry, applied.changed_to);
-        let mut calls = applied.calls;
-        if applied.changed_to == Some(TransactionState::Prepared) {
-            // The deadline and shutdown are ignored while Preparing; deliver
-            // them now that phase 1 has ended, or nobody ever will.
-            if let Some(event) = shared.pending_abandonment(entry) {
-                let again = entry.apply(event, false, shared);
-                shared.after_apply(entry, again.changed_to);
-                calls.extend(again.calls);
-            }
-        }
-        self.push(calls);
+        self.take(applied);
     }
 
-    /// Runs the calls still pending to the end in a spawned task.
+    /// Runs the calls still pending and the timer to the end in a spawned
+    /// task.
     pub fn detach(mut self, phase: &'static str) {
-        if self.pending.is_empty() {
+        if self.pending.is_empty() && self.wake_at.is_none() {
             return;
         }
         let span = tracing::debug_span!("dtxn", txn = %self.entry.id, phase);
@@ -175,7 +191,7 @@ impl<F> Drop for Runner<F> {
     /// retries or rollbacks that follow wait for a live runtime
     /// ([`Shared::abandoned`]). Nothing is left stuck in flight.
     fn drop(&mut self) {
-        if self.pending.is_empty() {
+        if self.pending.is_empty() && self.wake_at.is_none() {
             return;
         }
         // The call futures hold participant futures: user code.
@@ -270,9 +286,6 @@ async fn perform(
     prepare_timeout: Duration,
     phase2_timeout: Duration,
 ) -> Event {
-    if !call.delay.is_zero() {
-        tokio::time::sleep(call.delay).await;
-    }
     let event = call_participant(&mut call, txn, prepare_timeout, phase2_timeout).await;
     // The participant may be the last reference (its entry forgotten while
     // the call ran): its `Drop` is user code.
@@ -314,7 +327,7 @@ async fn call_participant(
                 result: guarded(phase2_timeout, phase2)
                     .await
                     .and_then(|r| r.map_err(CallFailure::Error)),
-                // Set by `Entry::apply`, which has the clock.
+                // Judged by the core, from the times it is fed.
                 retry_budget_spent: false,
             }
         }

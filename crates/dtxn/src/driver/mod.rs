@@ -17,7 +17,6 @@ use crate::outcome::{
 };
 use crate::{CoordinatorConfig, CoordinatorError, Participant, TransactionId};
 use entry::{lock, Entry};
-use exec::spawn_calls;
 
 /// How far in the future "never" is, for deadlines too large for the
 /// clock (as tokio does for its own timers).
@@ -82,6 +81,8 @@ pub(crate) struct Shared {
     pub config: CoordinatorConfig,
     limits: Limits,
     nonce: u64,
+    /// Seeds each transaction's jitter generator (with its sequence).
+    jitter_seed: u64,
     next_sequence: AtomicU64,
     shards: Box<[Shard]>,
     /// Unfinished transactions (the capacity counter).
@@ -153,9 +154,10 @@ impl Shared {
         }
     }
 
-    /// Bookkeeping after a state change: logs the decision, and puts
-    /// finished transactions in the retention queue.
-    pub(crate) fn after_apply(&self, entry: &Entry, changed_to: Option<TransactionState>) {
+    /// Bookkeeping after a state change (called by [`Entry`]'s step path,
+    /// outside its lock): logs the decision, and puts finished transactions
+    /// in the retention queue.
+    pub(crate) fn after_step(&self, entry: &Entry, changed_to: Option<TransactionState>) {
         let Some(state) = changed_to else { return };
         if let Some(decision) = state.decision().filter(|_| !state.is_terminal()) {
             tracing::debug!(txn = %entry.id, ?decision, "decided");
@@ -197,19 +199,25 @@ impl Shared {
         handle.spawn(sweeper(Arc::downgrade(self), running));
     }
 
-    /// Applies `event` outside a call-executing task, runs the calls it
-    /// requires in a new task, and does the bookkeeping of a state change.
-    fn apply_and_run(
-        self: &Arc<Self>,
-        entry: &Arc<Entry>,
-        event: Event,
-        check_deadline: bool,
-        phase: &'static str,
-    ) -> Result<(), CoreError> {
-        let applied = entry.apply(event, check_deadline, self);
-        spawn_calls(self, entry, applied.calls, phase);
-        self.after_apply(entry, applied.changed_to);
-        applied.result
+    /// Runs what a step outside any runner requires (its calls, its timer)
+    /// in a new task.
+    fn run_detached(self: &Arc<Self>, entry: &Arc<Entry>, applied: entry::Applied) {
+        exec::runner(self, entry, applied).detach("rollback");
+    }
+
+    /// Fires `entry`'s timers now if its deadline has passed while it is
+    /// Active or Prepared (the core then rolls it back).
+    fn expire_if_due(self: &Arc<Self>, entry: &Arc<Entry>) {
+        if Instant::now() >= entry.deadline
+            && matches!(
+                entry.state(),
+                TransactionState::Active | TransactionState::Prepared
+            )
+            && self.runtime().is_some()
+        {
+            let applied = entry.timeout(self);
+            self.run_detached(entry, applied);
+        }
     }
 
     /// Applies a client event, drives the participant calls it requires in
@@ -231,30 +239,18 @@ impl Shared {
             Operation::Commit => "commit",
             Operation::Rollback | Operation::Register => "rollback",
         };
-        let applied = entry.apply(event, true, self);
-        self.after_apply(entry, applied.changed_to);
+        let mut applied = entry.apply(event, self);
+        let result = std::mem::replace(&mut applied.result, Ok(()));
         // Calls that answer at once are driven here; the rest go to a task
         // before this future first returns Pending, so nothing waits on
         // this caller polling again (PROTOCOL.md rule 14).
-        let mut runner = exec::runner(self, entry, applied.calls);
+        let mut runner = exec::runner(self, entry, applied);
         runner.drive_ready(&done);
         runner.detach(phase);
-        if let Err(e) = applied.result {
+        if let Err(e) = result {
             return Err(map_core_error(entry, e, operation));
         }
         Ok(entry.wait_for(done).await)
-    }
-
-    /// The event that abandons `entry` now, if any: `Shutdown` once the last
-    /// handle is gone, `DeadlineExpired` past its deadline.
-    pub(crate) fn pending_abandonment(&self, entry: &Entry) -> Option<Event> {
-        if self.shutdown.load(Ordering::Acquire) {
-            Some(Event::Shutdown)
-        } else if Instant::now() >= entry.deadline {
-            Some(Event::DeadlineExpired)
-        } else {
-            None
-        }
     }
 
     /// Entries not yet terminal (a snapshot, shard by shard).
@@ -273,8 +269,8 @@ impl Shared {
 
     /// Feeds a failure for every call of `entry` in flight, after they
     /// were dropped unfinished with their runtime, and queues the calls that
-    /// follow (retries, rollbacks) for the next sweep: no runtime may be
-    /// running now.
+    /// follow (retries, rollbacks) and the core's timer for the next sweep:
+    /// no runtime may be running now.
     ///
     /// Calls already queued here are not in flight, though the machine
     /// counts them so: when several runners of one transaction go down with
@@ -290,27 +286,32 @@ impl Shared {
             if queued.iter().any(|action| answers(&event, action)) {
                 continue;
             }
-            let applied = entry.apply(event, false, self);
-            self.after_apply(entry, applied.changed_to);
-            calls.extend(applied.calls);
+            calls.extend(entry.apply(event, self).calls);
         }
         tracing::warn!(txn = %entry.id, "participant calls abandoned with their runtime");
-        if !calls.is_empty() {
+        if !calls.is_empty() || entry.wake_at().is_some() {
             lock(&self.orphans).push((Arc::clone(entry), calls));
         }
     }
 
-    /// Runs the calls queued by [`abandoned`](Self::abandoned).
+    /// Runs the calls queued by [`abandoned`](Self::abandoned), and the
+    /// timers of their transactions.
     fn adopt_orphans(self: &Arc<Self>) {
         let orphans = std::mem::take(&mut *lock(&self.orphans));
         for (entry, calls) in orphans {
             tracing::info!(txn = %entry.id, "resuming participant calls abandoned with a runtime");
-            spawn_calls(self, &entry, calls, "resume");
+            let applied = entry::Applied {
+                calls,
+                wake_at: entry.wake_at(),
+                result: Ok(()),
+            };
+            exec::runner(self, &entry, applied).detach("resume");
         }
     }
 
-    /// Rolls back expired (or, at shutdown, all) Active/Prepared
-    /// transactions and forgets old finished ones.
+    /// Rolls back expired Active/Prepared transactions (at shutdown, tells
+    /// every undecided one: the core rolls back those Active or Prepared,
+    /// and those Preparing once phase 1 ends) and forgets old finished ones.
     fn sweep(self: &Arc<Self>, shutting_down: bool) {
         self.adopt_orphans();
         let now = Instant::now();
@@ -320,24 +321,30 @@ impl Shared {
                 lock(shard)
                     .values()
                     .filter(|e| {
-                        (shutting_down || e.deadline <= now)
-                            && matches!(
-                                e.state(),
-                                TransactionState::Active | TransactionState::Prepared
-                            )
+                        let state = e.state();
+                        if shutting_down {
+                            state.decision().is_none()
+                        } else {
+                            e.deadline <= now
+                                && matches!(
+                                    state,
+                                    TransactionState::Active | TransactionState::Prepared
+                                )
+                        }
                     })
                     .cloned(),
             );
         }
         for entry in due {
-            let event = if shutting_down {
-                Event::Shutdown
+            let applied = if shutting_down {
+                entry.apply(Event::Shutdown, self)
             } else {
-                Event::DeadlineExpired
+                entry.timeout(self)
             };
-            tracing::info!(txn = %entry.id, reason = ?event, "rolling back abandoned transaction");
-            // Refusals change nothing; only Active/Prepared react.
-            let _ = self.apply_and_run(&entry, event, false, "rollback");
+            if entry.state().decision().is_some() {
+                tracing::info!(txn = %entry.id, shutting_down, "rolled back an abandoned transaction");
+            }
+            self.run_detached(&entry, applied);
         }
         let mut forget = Vec::new();
         {
@@ -539,6 +546,7 @@ impl TransactionCoordinator {
 
     /// A coordinator with `config`.
     pub fn with_config(config: CoordinatorConfig) -> Self {
+        let jitter_seed = config.jitter_seed.unwrap_or_else(|| fastrand::u64(..));
         let shared = Arc::new(Shared {
             limits: Limits {
                 max_participants: config.max_participants,
@@ -546,6 +554,7 @@ impl TransactionCoordinator {
             },
             config,
             nonce: crate::id::instance_nonce(),
+            jitter_seed,
             next_sequence: AtomicU64::new(1),
             shards: (0..SHARDS)
                 .map(|_| Mutex::new(HashMap::with_hasher(IdHash)))
@@ -658,8 +667,11 @@ impl TransactionCoordinator {
             shared.next_sequence.fetch_add(1, Ordering::Relaxed),
         );
         let now = Instant::now();
+        let sequence = id.sequence();
         #[allow(unused_mut)]
-        let mut machine = Transaction::new(shared.limits);
+        let mut machine = Transaction::new(shared.limits)
+            .with_deadline(shared.config.transaction_deadline)
+            .with_seed(shared.jitter_seed ^ sequence.wrapping_mul(FIBONACCI));
         #[cfg(feature = "planted-bugs")]
         if let Some(bug) = shared.config.planted_bug {
             machine.plant(bug);
@@ -966,18 +978,7 @@ impl TransactionCoordinator {
     }
 
     fn expire_if_due(&self, entry: &Arc<Entry>) {
-        if Instant::now() >= entry.deadline
-            && matches!(
-                entry.state(),
-                TransactionState::Active | TransactionState::Prepared
-            )
-            && self.shared().runtime().is_some()
-        {
-            // Refusals change nothing; only Active/Prepared react.
-            let _ = self
-                .shared()
-                .apply_and_run(entry, Event::DeadlineExpired, false, "rollback");
-        }
+        self.shared().expire_if_due(entry);
     }
 }
 
