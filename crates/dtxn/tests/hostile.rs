@@ -795,3 +795,145 @@ fn two_runners_of_one_transaction_dropped_with_their_runtime_resume_each_call_on
         );
     });
 }
+
+// ---- calls polled in place --------------------------------------------
+
+/// Panics in `prepare_with` itself, before any future exists (a
+/// hand-written method, not an `async fn`), and its futures panic when
+/// dropped unfinished.
+struct PanicsEarly {
+    rolled_back: AtomicUsize,
+}
+
+/// A future that never finishes and panics when dropped.
+struct HangsThenPanicsOnDrop;
+
+impl Future for HangsThenPanicsOnDrop {
+    type Output = Result<(), ParticipantError>;
+    fn poll(self: Pin<&mut Self>, _: &mut Context<'_>) -> std::task::Poll<Self::Output> {
+        std::task::Poll::Pending
+    }
+}
+
+impl Drop for HangsThenPanicsOnDrop {
+    fn drop(&mut self) {
+        panic!("a cancelled call's future panics in Drop");
+    }
+}
+
+#[async_trait]
+impl Participant for PanicsEarly {
+    fn prepare_with<'a, 'b, 'c>(
+        &'a self,
+        _cx: &'b dtxn::CallContext,
+    ) -> Pin<Box<dyn Future<Output = Result<PreparedResult, ParticipantError>> + Send + 'c>>
+    where
+        'a: 'c,
+        'b: 'c,
+        Self: 'c,
+    {
+        panic!("prepare_with panics before making its future");
+    }
+    fn commit_with<'a, 'b, 'c>(
+        &'a self,
+        _cx: &'b dtxn::CallContext,
+    ) -> Pin<Box<dyn Future<Output = Result<(), ParticipantError>> + Send + 'c>>
+    where
+        'a: 'c,
+        'b: 'c,
+        Self: 'c,
+    {
+        Box::pin(HangsThenPanicsOnDrop)
+    }
+    async fn prepare(&self, _txn: TransactionId) -> PreparedResult {
+        unreachable!("prepare_with is overridden")
+    }
+    async fn commit(&self, _txn: TransactionId) -> Result<(), ParticipantError> {
+        unreachable!("commit_with is overridden")
+    }
+    async fn rollback(&self, _txn: TransactionId) -> Result<(), ParticipantError> {
+        self.rolled_back.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_participant_that_panics_before_making_its_future_is_a_failed_prepare() {
+    let c = coordinator();
+    let early = Arc::new(PanicsEarly {
+        rolled_back: AtomicUsize::new(0),
+    });
+    let txn = c.begin_transaction().unwrap();
+    c.register_participant(txn, early.clone()).unwrap();
+    let outcome = c.prepare_transaction(txn).await.unwrap();
+    assert!(
+        matches!(
+            &outcome,
+            PrepareOutcome::Aborted(dtxn::AbortReason::PrepareFailed {
+                failure: dtxn::CallFailure::Panicked(message),
+                ..
+            }) if message.contains("before making its future")
+        ),
+        "{outcome:?}"
+    );
+    let rolled_back = c.rollback_transaction(txn).await.unwrap();
+    assert!(rolled_back.hazards.is_empty());
+    // A failed prepare's participant may hold work: it gets rollback.
+    assert_eq!(early.rolled_back.load(Ordering::SeqCst), 1);
+}
+
+/// Votes `Ready`; every `commit` hangs, and its future panics when the
+/// timeout drops it.
+struct CommitHangs;
+
+#[async_trait]
+impl Participant for CommitHangs {
+    fn commit_with<'a, 'b, 'c>(
+        &'a self,
+        _cx: &'b dtxn::CallContext,
+    ) -> Pin<Box<dyn Future<Output = Result<(), ParticipantError>> + Send + 'c>>
+    where
+        'a: 'c,
+        'b: 'c,
+        Self: 'c,
+    {
+        Box::pin(HangsThenPanicsOnDrop)
+    }
+    async fn prepare(&self, _txn: TransactionId) -> PreparedResult {
+        PreparedResult::Ready
+    }
+    async fn commit(&self, _txn: TransactionId) -> Result<(), ParticipantError> {
+        unreachable!("commit_with is overridden")
+    }
+    async fn rollback(&self, _txn: TransactionId) -> Result<(), ParticipantError> {
+        Ok(())
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_timed_out_call_whose_future_panics_when_dropped_is_contained() {
+    let c = TransactionCoordinator::with_config(
+        config()
+            .retry(RetryPolicy::new(2, ms(10), ms(10)).unwrap())
+            .build()
+            .unwrap(),
+    );
+    let ready = Mock::new("ready").arc();
+    let txn = begin_with(&c, [ready.clone()]);
+    c.register_participant(txn, Arc::new(CommitHangs)).unwrap();
+    assert_eq!(
+        c.prepare_transaction(txn).await.unwrap(),
+        PrepareOutcome::Prepared
+    );
+    // Both attempts time out; each cancelled future panics in Drop. The
+    // caller gets the outcome with the hazard, and nothing else.
+    let outcome = c.commit_transaction(txn).await.unwrap();
+    assert_eq!(outcome.hazards.len(), 1);
+    assert_eq!(outcome.hazards[0].attempts, 2);
+    assert_eq!(outcome.hazards[0].last_failure, dtxn::CallFailure::TimedOut);
+    assert_eq!(ready.count(Kind::Commit), 1);
+    assert_eq!(
+        c.get_transaction_state(txn).unwrap(),
+        TransactionState::Committed
+    );
+}

@@ -16,7 +16,7 @@ use crate::core::{
 use crate::outcome::{
     AbortReason, Hazard, ParticipantReport, TransactionOutcome, TransactionReport,
 };
-use crate::{Participant, Payload, TransactionId};
+use crate::{CallContext, Participant, Payload, Phase, TransactionId};
 
 /// A participant call ready to be performed by the executor.
 pub(crate) struct Call {
@@ -94,6 +94,9 @@ pub(crate) struct Entry {
     /// The machine's state, published for lock-free reads and waiters
     /// (see [`StateCell`]).
     state: StateCell,
+    /// The contexts of first calls without a payload, one per phase: the
+    /// calls borrow them from here (see `call.rs`).
+    contexts: [CallContext; 3],
 }
 
 /// A 256-bit Bloom filter (one hash) over participant addresses.
@@ -144,7 +147,18 @@ impl Entry {
                 registered: Registered::default(),
             }),
             state: StateCell::new(),
+            contexts: [Phase::Prepare, Phase::Commit, Phase::Rollback]
+                .map(|phase| CallContext::new(id, phase)),
         }
+    }
+
+    /// The context of a first call without a payload in `phase`.
+    pub fn context(&self, phase: Phase) -> &CallContext {
+        &self.contexts[match phase {
+            Phase::Prepare => 0,
+            Phase::Commit => 1,
+            Phase::Rollback => 2,
+        }]
     }
 
     pub fn state(&self) -> TransactionState {

@@ -1,21 +1,17 @@
 //! Executes the core's actions: calls participants under timeouts with
 //! panics caught, and feeds each result back as an event.
 
-use std::any::Any;
 use std::future::Future;
-use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
 
-use futures_util::FutureExt;
 use tokio::time::Instant;
 use tracing::Instrument;
 
-use super::entry::{safe_name, Applied, Call, Entry};
+use super::call::{self, InFlight};
+use super::entry::{Applied, Entry};
 use super::Shared;
-use crate::core::{Action, CallFailure, Event, TransactionState};
-use crate::{CallContext, Phase, TransactionId};
+use crate::core::{Event, TransactionState};
 
 /// The participant calls of one transaction in flight, and the loop that
 /// feeds their results into the machine.
@@ -28,15 +24,12 @@ use crate::{CallContext, Phase, TransactionId};
 /// answers at once) no task is spawned, and progress never depends on the
 /// client future being polled again: a caller that parks its future blocks
 /// nobody (PROTOCOL.md rule 14).
-pub(crate) struct Runner<F> {
+pub(crate) struct Runner {
     /// First field, so dropped first: a call's reference to its participant
     /// is never the last while the entry is still held here.
-    pending: Pending<F>,
+    pending: Pending,
     shared: Arc<Shared>,
     entry: Arc<Entry>,
-    /// `perform`, as a pointer so that `F` (its unnameable future type) is
-    /// fixed once and more calls can be pushed later.
-    perform: fn(Call, TransactionId, Duration, Duration) -> F,
     /// When the core next needs its timer (a phase-2 attempt waiting out
     /// its backoff), as of the last step this runner took.
     wake_at: Option<Instant>,
@@ -55,16 +48,11 @@ enum Progress {
 }
 
 /// A runner for what a step of the machine requires.
-pub(crate) fn runner(
-    shared: &Arc<Shared>,
-    entry: &Arc<Entry>,
-    applied: Applied,
-) -> Runner<impl Future<Output = Event> + Send + 'static> {
+pub(crate) fn runner(shared: &Arc<Shared>, entry: &Arc<Entry>, applied: Applied) -> Runner {
     let mut runner = Runner {
         shared: Arc::clone(shared),
         entry: Arc::clone(entry),
         pending: Pending::default(),
-        perform,
         wake_at: None,
         timer: None,
     };
@@ -72,14 +60,14 @@ pub(crate) fn runner(
     runner
 }
 
-impl<F: Future<Output = Event> + Send + 'static> Runner<F> {
+impl Runner {
     /// Takes on the calls and the timer a step requires.
     fn take(&mut self, applied: Applied) {
         let config = &self.shared.config;
         for call in applied.calls {
-            self.pending.push((self.perform)(
+            self.pending.push(call::start(
+                &self.entry,
                 call,
-                self.entry.id,
                 config.prepare_timeout,
                 config.phase2_timeout,
             ));
@@ -128,7 +116,7 @@ impl<F: Future<Output = Event> + Send + 'static> Runner<F> {
         timers: bool,
     ) -> std::task::Poll<Progress> {
         use std::task::Poll;
-        if self.pending.poll_all(cx) {
+        if self.pending.poll_all(cx, timers) {
             return Poll::Ready(Progress::Answers);
         }
         if let Some(at) = self.wake_at.filter(|_| timers) {
@@ -183,7 +171,7 @@ impl<F: Future<Output = Event> + Send + 'static> Runner<F> {
     }
 }
 
-impl<F> Drop for Runner<F> {
+impl Drop for Runner {
     /// A runner is dropped with calls pending only when its task was
     /// dropped unfinished: its runtime shut down (a coordinator that
     /// outlives a `#[tokio::test]`, say). Those calls will never answer, so
@@ -200,8 +188,8 @@ impl<F> Drop for Runner<F> {
     }
 }
 
-/// The participant calls of a runner, each boxed once, and their answers
-/// until they are applied.
+/// The participant calls of a runner, each polled in place, and their
+/// answers until they are applied.
 ///
 /// Every poll polls every call still running, in order, all under the one
 /// waker of whoever polls: a wake-up from any call re-polls them all. That
@@ -210,30 +198,21 @@ impl<F> Drop for Runner<F> {
 /// cost more than they save at these sizes (at most `max_participants`
 /// calls, most answering on their first poll). Answers stay in their
 /// slot until applied, so a runner allocates one `Vec` and nothing per
-/// answer.
-pub(crate) struct Pending<F> {
-    slots: Vec<Slot<F>>,
+/// call or answer.
+#[derive(Default)]
+pub(crate) struct Pending {
+    slots: Vec<Slot>,
     running: usize,
     answered: usize,
 }
 
-enum Slot<F> {
-    Running(Pin<Box<F>>),
+enum Slot {
+    Running(InFlight),
     Answered(Event),
     Done,
 }
 
-impl<F> Default for Pending<F> {
-    fn default() -> Self {
-        Self {
-            slots: Vec::new(),
-            running: 0,
-            answered: 0,
-        }
-    }
-}
-
-impl<F> Pending<F> {
+impl Pending {
     /// No call is running (answers may wait to be applied).
     fn is_empty(&self) -> bool {
         self.running == 0
@@ -250,27 +229,35 @@ impl<F> Pending<F> {
             _ => None,
         })
     }
-}
 
-impl<F: Future<Output = Event>> Pending<F> {
-    fn push(&mut self, call: F) {
+    /// Adds a started call, or the answer of one that failed to start.
+    fn push(&mut self, started: Result<InFlight, Event>) {
         if self.running == 0 && self.answered == 0 {
             // Reuse the room of finished calls.
             self.slots.clear();
         }
-        self.slots.push(Slot::Running(Box::pin(call)));
-        self.running += 1;
+        match started {
+            Ok(call) => {
+                self.slots.push(Slot::Running(call));
+                self.running += 1;
+            }
+            Err(answer) => {
+                self.slots.push(Slot::Answered(answer));
+                self.answered += 1;
+            }
+        }
     }
 
-    /// Polls every call still running once; returns whether any answer
-    /// waits to be applied.
-    fn poll_all(&mut self, cx: &mut std::task::Context<'_>) -> bool {
+    /// Polls every call still running once (arming the timeouts of those
+    /// pending with `arm_timers`); returns whether any answer waits to be
+    /// applied.
+    fn poll_all(&mut self, cx: &mut std::task::Context<'_>, arm_timers: bool) -> bool {
         for slot in &mut self.slots {
             let Slot::Running(call) = slot else { continue };
-            if let std::task::Poll::Ready(event) = call.as_mut().poll(cx) {
-                // `perform` dropped the participant's `Arc` (user code)
-                // before answering: dropping the finished future runs none.
-                *slot = Slot::Answered(event);
+            if let std::task::Poll::Ready(event) = call.poll(cx, arm_timers) {
+                if let Slot::Running(call) = std::mem::replace(slot, Slot::Answered(event)) {
+                    call.finish();
+                }
                 self.running -= 1;
                 self.answered += 1;
             }
@@ -279,107 +266,14 @@ impl<F: Future<Output = Event>> Pending<F> {
     }
 }
 
-/// Performs one participant call and turns its result into an event.
-async fn perform(
-    mut call: Call,
-    txn: TransactionId,
-    prepare_timeout: Duration,
-    phase2_timeout: Duration,
-) -> Event {
-    let event = call_participant(&mut call, txn, prepare_timeout, phase2_timeout).await;
-    // The participant may be the last reference (its entry forgotten while
-    // the call ran): its `Drop` is user code.
-    super::entry::drop_user(call.participant);
-    event
-}
-
-async fn call_participant(
-    call: &mut Call,
-    txn: TransactionId,
-    prepare_timeout: Duration,
-    phase2_timeout: Duration,
-) -> Event {
-    let (phase, attempt) = match call.action {
-        Action::Prepare { .. } => (Phase::Prepare, 1),
-        Action::Commit { attempt, .. } => (Phase::Commit, attempt),
-        Action::Rollback { attempt, .. } => (Phase::Rollback, attempt),
-    };
-    let cx = CallContext::new(txn, phase)
-        .with_attempt(attempt)
-        .with_payload(call.payload.take());
-    let p = &call.participant;
-    let event = match call.action {
-        Action::Prepare { participant } => Event::PrepareDone {
-            participant,
-            result: guarded(prepare_timeout, p.prepare_with(&cx))
-                .await
-                .and_then(|r| r.map_err(CallFailure::Error)),
-        },
-        Action::Commit { participant, .. } | Action::Rollback { participant, .. } => {
-            let phase2 = if phase == Phase::Commit {
-                p.commit_with(&cx)
-            } else {
-                p.rollback_with(&cx)
-            };
-            Event::Phase2Done {
-                participant,
-                attempt,
-                result: guarded(phase2_timeout, phase2)
-                    .await
-                    .and_then(|r| r.map_err(CallFailure::Error)),
-                // Judged by the core, from the times it is fed.
-                retry_budget_spent: false,
+impl Drop for Pending {
+    /// Calls dropped unfinished (their runner's task dropped with its
+    /// runtime): each future before its participant, panics caught.
+    fn drop(&mut self) {
+        for slot in self.slots.drain(..) {
+            if let Slot::Running(call) = slot {
+                call.finish();
             }
         }
-    };
-    match &event {
-        Event::PrepareDone {
-            result: Err(failure),
-            ..
-        } => {
-            tracing::debug!(%txn, participant = %safe_name(&**p), %failure, "prepare failed");
-        }
-        Event::Phase2Done {
-            result: Err(failure),
-            attempt,
-            ..
-        } => {
-            tracing::info!(%txn, participant = %safe_name(&**p), attempt, %failure, "phase-2 call failed");
-        }
-        _ => {}
-    }
-    event
-}
-
-/// Runs a participant future under `timeout`, catching panics.
-///
-/// The timer is armed only if the call does not answer on its first poll:
-/// most calls answer at once, and for them reading the clock and
-/// registering a timer would be pure cost. The timeout then runs from that
-/// first poll, which is when the call started.
-async fn guarded<T>(timeout: Duration, call: impl Future<Output = T>) -> Result<T, CallFailure> {
-    let mut call = std::pin::pin!(AssertUnwindSafe(call).catch_unwind());
-    let first = std::future::poll_fn(|cx| match call.as_mut().poll(cx) {
-        std::task::Poll::Ready(answer) => std::task::Poll::Ready(Some(answer)),
-        std::task::Poll::Pending => std::task::Poll::Ready(None),
-    })
-    .await;
-    let answer = match first {
-        Some(answer) => answer,
-        None => match tokio::time::timeout(timeout, call).await {
-            Err(_elapsed) => return Err(CallFailure::TimedOut),
-            Ok(answer) => answer,
-        },
-    };
-    answer.map_err(|payload| CallFailure::Panicked(panic_message(&*payload)))
-}
-
-fn panic_message(payload: &(dyn Any + Send)) -> String {
-    if let Some(s) = payload.downcast_ref::<&str>() {
-        (*s).to_owned()
-    } else if let Some(s) = payload.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "<non-string panic payload>".to_owned()
     }
 }

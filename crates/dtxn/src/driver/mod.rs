@@ -1,6 +1,7 @@
 //! The tokio driver: the transaction table, the public coordinator handle,
 //! the executor of participant calls and the background sweeper.
 
+mod call;
 mod entry;
 mod exec;
 

@@ -1,0 +1,279 @@
+//! One participant call in flight, polled in place.
+//!
+//! A call is the participant's own future (the one `async_trait` boxes)
+//! and nothing around it: no box of ours, no queue node, and no timer until
+//! the call is first found pending. Calls that answer on their first poll,
+//! the common case, cost the participant's allocation and nothing else.
+//!
+//! The trait's futures borrow the participant and the [`CallContext`]
+//! (`prepare_with(&self, cx: &CallContext)`), yet a call must be able to
+//! outlive the caller that first polled it (PROTOCOL.md rule 14): it is
+//! stored beside what it borrows — the participant's `Arc`, and the
+//! context's owner — which is the one use of `unsafe` in the crate.
+//! Measured (docs/PERFORMANCE.md): boxing each call in an owned future of
+//! our own cost two allocations per participant per transaction and a
+//! 450-byte copy per call.
+
+#![allow(unsafe_code)]
+
+use std::any::Any;
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::entry::{drop_user, safe_name, Call, Entry};
+use crate::core::{Action, CallFailure, Event};
+use crate::{CallContext, Participant, ParticipantError, Phase, PreparedResult, TransactionId};
+
+type Boxed<T> = Pin<Box<dyn Future<Output = Result<T, ParticipantError>> + Send>>;
+
+/// The participant's future.
+enum Answer {
+    Prepare(Boxed<PreparedResult>),
+    Phase2(Boxed<()>),
+}
+
+/// What keeps a call's [`CallContext`] alive at a fixed address.
+enum ContextOwner {
+    /// The transaction's entry, which holds the contexts of first attempts
+    /// without a payload (most calls): no allocation per call.
+    Entry(Arc<Entry>),
+    /// A context of its own (a retry, or a participant with a payload).
+    Own(Arc<CallContext>),
+}
+
+/// A participant call in flight.
+///
+/// Fields drop in declaration order: `answer`, which borrows `participant`
+/// and the context, goes first.
+pub(crate) struct InFlight {
+    answer: Answer,
+    /// Armed the first time the call is polled pending with a real waker.
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// When the call was first found pending: its timeout runs from then.
+    started: Option<Instant>,
+    timeout: Duration,
+    action: Action,
+    txn: TransactionId,
+    participant: Arc<dyn Participant>,
+    _context: ContextOwner,
+}
+
+/// Starts `call`: asks the participant for its future (user code, so a
+/// panic is caught and becomes the call's answer).
+pub(crate) fn start(
+    entry: &Arc<Entry>,
+    call: Call,
+    prepare_timeout: Duration,
+    phase2_timeout: Duration,
+) -> Result<InFlight, Event> {
+    let Call {
+        participant,
+        action,
+        payload,
+    } = call;
+    let (phase, attempt, timeout) = match action {
+        Action::Prepare { .. } => (Phase::Prepare, 1, prepare_timeout),
+        Action::Commit { attempt, .. } => (Phase::Commit, attempt, phase2_timeout),
+        Action::Rollback { attempt, .. } => (Phase::Rollback, attempt, phase2_timeout),
+    };
+    let owner = if attempt == 1 && payload.is_none() {
+        ContextOwner::Entry(Arc::clone(entry))
+    } else {
+        ContextOwner::Own(Arc::new(
+            CallContext::new(entry.id, phase)
+                .with_attempt(attempt)
+                .with_payload(payload),
+        ))
+    };
+    let context: *const CallContext = match &owner {
+        ContextOwner::Entry(entry) => entry.context(phase),
+        ContextOwner::Own(context) => Arc::as_ptr(context),
+    };
+    // SAFETY: both references point into `Arc` allocations that the
+    // returned `InFlight` keeps alive (`participant`, `_context`) for as
+    // long as `answer`, the only thing that holds the references, exists:
+    // `answer` is declared first, so it is dropped first, and neither `Arc`
+    // is released, replaced or moved out of before that (`finish` drops
+    // `answer` first too). Moving an `InFlight` moves the `Arc` pointers,
+    // not what they point to, and both are only ever read through shared
+    // references.
+    let (p, cx): (&'static dyn Participant, &'static CallContext) =
+        unsafe { (&*Arc::as_ptr(&participant), &*context) };
+    let made = std::panic::catch_unwind(AssertUnwindSafe(|| match phase {
+        Phase::Prepare => Answer::Prepare(p.prepare_with(cx)),
+        Phase::Commit => Answer::Phase2(p.commit_with(cx)),
+        Phase::Rollback => Answer::Phase2(p.rollback_with(cx)),
+    }));
+    match made {
+        Ok(answer) => Ok(InFlight {
+            answer,
+            timer: None,
+            started: None,
+            timeout,
+            action,
+            txn: entry.id,
+            participant,
+            _context: owner,
+        }),
+        Err(panic) => {
+            let failure = CallFailure::Panicked(panic_message(&*panic));
+            drop_user(panic);
+            let event = failed(entry.id, &*participant, action, failure);
+            drop_user(participant);
+            Err(event)
+        }
+    }
+}
+
+impl InFlight {
+    /// Polls the call (catching a panic) and, if it is pending and
+    /// `arm_timer`, its timeout: `Ready` with the event that answers it.
+    /// Without `arm_timer` (a no-op waker) only the start is noted.
+    pub fn poll(&mut self, cx: &mut Context<'_>, arm_timer: bool) -> Poll<Event> {
+        let mut timing = Timing {
+            timer: &mut self.timer,
+            started: &mut self.started,
+            timeout: self.timeout,
+            arm_timer,
+        };
+        let (txn, p) = (self.txn, &*self.participant);
+        match (&mut self.answer, &self.action) {
+            (Answer::Prepare(f), &Action::Prepare { participant }) => {
+                timing.poll(f, cx).map(|result| {
+                    if let Err(failure) = &result {
+                        tracing::debug!(%txn, participant = %safe_name(p), %failure, "prepare failed");
+                    }
+                    Event::PrepareDone {
+                        participant,
+                        result,
+                    }
+                })
+            }
+            (
+                Answer::Phase2(f),
+                &(Action::Commit {
+                    participant,
+                    attempt,
+                }
+                | Action::Rollback {
+                    participant,
+                    attempt,
+                }),
+            ) => timing.poll(f, cx).map(|result| {
+                if let Err(failure) = &result {
+                    tracing::info!(%txn, participant = %safe_name(p), attempt, %failure, "phase-2 call failed");
+                }
+                Event::Phase2Done {
+                    participant,
+                    attempt,
+                    result,
+                    // Judged by the core, from the times it is fed.
+                    retry_budget_spent: false,
+                }
+            }),
+            // `start` makes the future that matches the action.
+            (Answer::Prepare(_), _) | (Answer::Phase2(_), Action::Prepare { .. }) => {
+                unreachable!("a call's future always matches its action")
+            }
+        }
+    }
+
+    /// Drops a finished (or abandoned) call: its future first, then the
+    /// participant, each with a panic from its `Drop` caught.
+    pub fn finish(self) {
+        let InFlight {
+            answer,
+            timer,
+            participant,
+            _context,
+            ..
+        } = self;
+        drop_user(answer);
+        drop(timer);
+        drop_user(participant);
+        drop(_context);
+    }
+}
+
+/// A call's timeout, armed only once the call is found pending.
+struct Timing<'a> {
+    timer: &'a mut Option<Pin<Box<tokio::time::Sleep>>>,
+    started: &'a mut Option<Instant>,
+    timeout: Duration,
+    arm_timer: bool,
+}
+
+impl Timing<'_> {
+    fn poll<T>(&mut self, f: &mut Boxed<T>, cx: &mut Context<'_>) -> Poll<Result<T, CallFailure>> {
+        let polled = std::panic::catch_unwind(AssertUnwindSafe(|| f.as_mut().poll(cx)));
+        match polled {
+            Ok(Poll::Ready(result)) => Poll::Ready(result.map_err(CallFailure::Error)),
+            Err(panic) => {
+                let failure = CallFailure::Panicked(panic_message(&*panic));
+                drop_user(panic);
+                Poll::Ready(Err(failure))
+            }
+            Ok(Poll::Pending) => {
+                let started = *self.started.get_or_insert_with(Instant::now);
+                if !self.arm_timer {
+                    return Poll::Pending;
+                }
+                let timeout = self.timeout;
+                let timer = self.timer.get_or_insert_with(|| {
+                    Box::pin(tokio::time::sleep_until(super::deadline_after(
+                        started, timeout,
+                    )))
+                });
+                match timer.as_mut().poll(cx) {
+                    Poll::Pending => Poll::Pending,
+                    Poll::Ready(()) => Poll::Ready(Err(CallFailure::TimedOut)),
+                }
+            }
+        }
+    }
+}
+
+/// The event that answers `action` with a failure (no future was made).
+fn failed(
+    txn: TransactionId,
+    participant: &dyn Participant,
+    action: Action,
+    failure: CallFailure,
+) -> Event {
+    tracing::info!(%txn, participant = %safe_name(participant), %failure, ?action, "participant call failed to start");
+    match action {
+        Action::Prepare { participant } => Event::PrepareDone {
+            participant,
+            result: Err(failure),
+        },
+        Action::Commit {
+            participant,
+            attempt,
+        }
+        | Action::Rollback {
+            participant,
+            attempt,
+        } => Event::Phase2Done {
+            participant,
+            attempt,
+            result: Err(failure),
+            retry_budget_spent: false,
+        },
+    }
+}
+
+fn panic_message(payload: &(dyn Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "<non-string panic payload>".to_owned()
+    }
+}
