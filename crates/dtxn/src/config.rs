@@ -221,7 +221,7 @@ impl Default for RetryPolicy {
 /// | `transaction_deadline` | 60 s | from begin; a transaction still Active or Prepared then is rolled back |
 /// | `retention_period` | 5 min | how long finished transactions still answer queries |
 /// | `retention_count` | 10 000 | at most this many finished transactions are remembered |
-/// | `sweep_interval` | 250 ms | how often the background task looks for expired deadlines and old finished transactions (at least 1 ms) |
+/// | `sweep_interval` | 250 ms | the background task sleeps until the next deadline or retention expiry, but sweeps at most this often (at least 1 ms): deadlines are enforced at most this late, and many close together cost one sweep |
 ///
 /// Every duration may be as large as `Duration::MAX`: deadlines too far
 /// in the future for the clock saturate to about 30 years.
@@ -312,7 +312,7 @@ impl CoordinatorConfig {
     pub fn retention_count(&self) -> usize {
         self.retention_count
     }
-    /// Period of the background sweep.
+    /// The least time between two background sweeps.
     pub fn sweep_interval(&self) -> Duration {
         self.sweep_interval
     }
@@ -389,7 +389,8 @@ impl CoordinatorConfigBuilder {
         retention_count: usize
     );
     setter!(
-        /// Period of the background sweep (at least
+        /// The least time between two background sweeps, which otherwise
+        /// wait for the next deadline or retention expiry (at least
         /// [`MIN_SWEEP_INTERVAL`](CoordinatorConfig::MIN_SWEEP_INTERVAL)).
         sweep_interval: Duration
     );

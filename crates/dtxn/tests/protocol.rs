@@ -638,3 +638,37 @@ async fn a_deadline_found_expired_by_a_client_call_still_finishes_the_rollback()
         "{report:?}"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn the_sweeper_wakes_for_a_deadline_after_sleeping_idle_and_forgets_on_time() {
+    let c = dtxn::TransactionCoordinator::with_config(
+        common::config()
+            .retention_period(Duration::from_secs(30))
+            .build()
+            .unwrap(),
+    );
+    // An hour with nothing to do: the sweeper sleeps until woken.
+    c.begin_transaction().unwrap();
+    tokio::time::sleep(Duration::from_secs(3600)).await;
+    assert_eq!(c.stats().unfinished, 0);
+    let p = Mock::new("p").arc();
+    let started = Instant::now();
+    let txn = begin_with(&c, [p.clone()]);
+    let deadline = c.config().transaction_deadline();
+    // Still Active just before its deadline, rolled back by the sweeper
+    // within one sweep interval after it: no client call in between.
+    tokio::time::sleep_until(started + deadline - ms(1)).await;
+    assert_eq!(c.stats().unfinished, 1);
+    tokio::time::sleep_until(started + deadline + c.config().sweep_interval()).await;
+    assert_eq!(p.calls(), [Kind::Rollback]);
+    assert_eq!(c.stats().unfinished, 0);
+    // Remembered for the retention period, then forgotten by the sweeper
+    // (the first transaction was forgotten long ago).
+    let finished = Instant::now();
+    tokio::time::sleep_until(finished + Duration::from_secs(29)).await;
+    assert_eq!(c.stats().remembered, 1);
+    tokio::time::sleep_until(finished + Duration::from_secs(30) + c.config().sweep_interval())
+        .await;
+    assert_eq!(c.stats().remembered, 0);
+    assert!(c.outcome(txn) == dtxn::OutcomeStatus::Unknown);
+}

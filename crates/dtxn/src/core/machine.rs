@@ -516,7 +516,7 @@ impl Transaction {
             Event::Commit => match self.state {
                 Aborting | Aborted if self.planted(PlantedBug::CommitAfterAbort) => {
                     for (participant, peer) in self.peers.iter().enumerate() {
-                        if peer.prepare == PrepareStatus::Voted(PreparedResult::Ready) {
+                        if matches!(peer.prepare, PrepareStatus::Voted(PreparedResult::Ready)) {
                             actions.push(Action::Commit {
                                 participant,
                                 attempt: 1,
@@ -529,9 +529,12 @@ impl Transaction {
                     self.transit(Committing)?;
                     let read_only_too = self.planted(PlantedBug::CommitReadOnly);
                     for (participant, peer) in self.peers.iter_mut().enumerate() {
-                        if peer.prepare == PrepareStatus::Voted(PreparedResult::Ready)
+                        if matches!(peer.prepare, PrepareStatus::Voted(PreparedResult::Ready))
                             || (read_only_too
-                                && peer.prepare == PrepareStatus::Voted(PreparedResult::ReadOnly))
+                                && matches!(
+                                    peer.prepare,
+                                    PrepareStatus::Voted(PreparedResult::ReadOnly)
+                                ))
                         {
                             peer.phase2 = Phase2Status::InFlight { attempt: 1 };
                             self.outstanding += 1;
@@ -633,7 +636,13 @@ impl Transaction {
     ) -> Result<(), CoreError> {
         let first_ready_prepares = self.planted(PlantedBug::PreparedOnFirstReady);
         let forget_in_flight = self.planted(PlantedBug::ForgetInFlightPrepare);
-        if self.peers.get(participant).map(|p| &p.prepare) != Some(&PrepareStatus::InFlight) {
+        if !matches!(
+            self.peers.get(participant),
+            Some(Peer {
+                prepare: PrepareStatus::InFlight,
+                ..
+            })
+        ) {
             return Err(CoreError::Stale { participant });
         }
         // A prepare can only be in flight in Preparing or Aborting; refuse

@@ -306,8 +306,12 @@ impl Entry {
         let result = feed(&mut inner, self.core_now(), &mut actions, &mut gave_up);
         let after = inner.machine.state();
         if before == TransactionState::Active && after != TransactionState::Active {
-            // Registration is over: give back the growth slack.
-            inner.participants.shrink_to_fit();
+            // Registration is over: give back the growth slack, when there
+            // is enough of it to be worth a reallocation.
+            let (len, capacity) = (inner.participants.len(), inner.participants.capacity());
+            if capacity - len > len / 4 {
+                inner.participants.shrink_to_fit();
+            }
             inner.payloads.shrink_to_fit();
         }
         let calls = actions

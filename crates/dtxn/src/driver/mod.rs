@@ -107,6 +107,11 @@ pub(crate) struct Shared {
     sweeper_running: AtomicBool,
     shutdown: AtomicBool,
     wake_sweeper: Notify,
+    /// When the sleeping sweeper next wakes, in nanoseconds since `epoch`
+    /// (`u64::MAX`: only when woken; 0 while it sweeps). A new deadline or
+    /// retention expiry earlier than this wakes it.
+    sweeper_wakes: AtomicU64,
+    epoch: Instant,
 }
 
 impl Shared {
@@ -168,15 +173,29 @@ impl Shared {
         }
         tracing::debug!(txn = %entry.id, %state, "finished");
         let now = Instant::now();
-        let mut forget = Vec::new();
-        {
+        // Each finish adds one: at most one goes, keeping the count.
+        let oldest = {
             let mut finished = lock(&self.finished);
             finished.push_back((now, entry.id));
-            while finished.len() > self.config.retention_count {
-                forget.extend(finished.pop_front().map(|(_, id)| id));
-            }
+            (finished.len() > self.config.retention_count)
+                .then(|| finished.pop_front())
+                .flatten()
+        };
+        self.forget(oldest.map(|(_, id)| id));
+        self.wake_sweeper_by(deadline_after(now, self.config.retention_period));
+    }
+
+    /// Nanoseconds from `epoch` to `at` (saturating).
+    fn since_epoch(&self, at: Instant) -> u64 {
+        u64::try_from(at.saturating_duration_since(self.epoch).as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    /// Wakes the sweeper if it sleeps past `at` (one atomic load when it
+    /// does not).
+    fn wake_sweeper_by(&self, at: Instant) {
+        if self.since_epoch(at) < self.sweeper_wakes.load(Ordering::Acquire) {
+            self.wake_sweeper.notify_one();
         }
-        self.forget(forget);
     }
 
     /// Ensures a sweeper runs, on the caller's runtime if none is alive:
@@ -292,6 +311,8 @@ impl Shared {
         tracing::warn!(txn = %entry.id, "participant calls abandoned with their runtime");
         if !calls.is_empty() || entry.wake_at().is_some() {
             lock(&self.orphans).push((Arc::clone(entry), calls));
+            // The sweeper resumes them, on whichever runtime it lives.
+            self.wake_sweeper.notify_one();
         }
     }
 
@@ -313,10 +334,13 @@ impl Shared {
     /// Rolls back expired Active/Prepared transactions (at shutdown, tells
     /// every undecided one: the core rolls back those Active or Prepared,
     /// and those Preparing once phase 1 ends) and forgets old finished ones.
-    fn sweep(self: &Arc<Self>, shutting_down: bool) {
+    /// Returns when it next has work: the earliest deadline still to come of
+    /// an undecided transaction, or the next finished one to forget.
+    fn sweep(self: &Arc<Self>, shutting_down: bool) -> Option<Instant> {
         self.adopt_orphans();
         let now = Instant::now();
         let mut due = Vec::new();
+        let mut next: Option<Instant> = None;
         for shard in self.shards.iter() {
             due.extend(
                 lock(shard)
@@ -324,14 +348,18 @@ impl Shared {
                     .filter(|e| {
                         let state = e.state();
                         if shutting_down {
-                            state.decision().is_none()
-                        } else {
-                            e.deadline <= now
-                                && matches!(
-                                    state,
-                                    TransactionState::Active | TransactionState::Prepared
-                                )
+                            return state.decision().is_none();
                         }
+                        if state.decision().is_none() && e.deadline > now {
+                            next = Some(next.map_or(e.deadline, |n| n.min(e.deadline)));
+                        }
+                        // One still Preparing past its deadline is rolled
+                        // back by its core once phase 1 ends.
+                        e.deadline <= now
+                            && matches!(
+                                state,
+                                TransactionState::Active | TransactionState::Prepared
+                            )
                     })
                     .cloned(),
             );
@@ -352,6 +380,8 @@ impl Shared {
             let mut finished = lock(&self.finished);
             while let Some(&(at, id)) = finished.front() {
                 if now.saturating_duration_since(at) < self.config.retention_period {
+                    let expires = deadline_after(at, self.config.retention_period);
+                    next = Some(next.map_or(expires, |n| n.min(expires)));
                     break;
                 }
                 finished.pop_front();
@@ -359,6 +389,7 @@ impl Shared {
             }
         }
         self.forget(forget);
+        next
     }
 }
 
@@ -402,33 +433,56 @@ impl Drop for SweeperRunning {
     }
 }
 
-/// The background task: sweeps every `sweep_interval` until the coordinator
-/// is dropped (the drop itself rolls back what no client can finish).
+/// The background task: sleeps until the next deadline or retention expiry
+/// (never sooner than `sweep_interval` after its last sweep, so that many
+/// deadlines close together cost one sweep), or until woken by one earlier
+/// than planned, an orphaned call or a shutdown; sweeps; and stops when the
+/// coordinator is dropped (the drop itself rolls back what no client can
+/// finish). An idle coordinator's sweeper sleeps until woken.
 async fn sweeper(shared: Weak<Shared>, _running: SweeperRunning) {
     let Some(interval) = shared.upgrade().map(|s| s.config.sweep_interval) else {
         return;
     };
     loop {
-        let notified = match shared.upgrade() {
+        let (notified, wake_at) = match shared.upgrade() {
             Some(s) if s.shutdown.load(Ordering::Acquire) => return,
             Some(s) => {
+                // While it sweeps, any new deadline wakes it again after:
+                // the sweep may have missed its transaction.
+                s.sweeper_wakes.store(0, Ordering::Release);
                 // No user code runs in a sweep (participants are dropped
                 // with their panics caught); should anything panic all the
                 // same, deadlines must still be enforced next time.
                 let swept =
                     std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| s.sweep(false)));
-                if swept.is_err() {
-                    tracing::error!("a sweep panicked; the sweeper goes on");
-                }
-                // Registered before sleeping so a shutdown is not missed.
+                let next = match swept {
+                    Ok(next) => next,
+                    Err(_) => {
+                        tracing::error!("a sweep panicked; the sweeper goes on");
+                        Some(Instant::now())
+                    }
+                };
+                let earliest = deadline_after(Instant::now(), interval);
+                let wake_at = next.map(|at| at.max(earliest));
+                s.sweeper_wakes.store(
+                    wake_at.map_or(u64::MAX, |at| s.since_epoch(at)),
+                    Ordering::Release,
+                );
+                // Registered before sleeping so a wake-up is not missed.
                 let s2 = Arc::clone(&s);
                 drop(s);
-                async move { s2.wake_sweeper.notified().await }
+                (async move { s2.wake_sweeper.notified().await }, wake_at)
             }
             None => return,
         };
+        let sleep = async {
+            match wake_at {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
-            _ = tokio::time::sleep(interval) => {}
+            _ = sleep => {}
             _ = notified => {}
         }
     }
@@ -570,6 +624,8 @@ impl TransactionCoordinator {
             sweeper_running: AtomicBool::new(false),
             shutdown: AtomicBool::new(false),
             wake_sweeper: Notify::new(),
+            sweeper_wakes: AtomicU64::new(0),
+            epoch: Instant::now(),
         });
         shared.ensure_sweeper();
         Self {
@@ -677,12 +733,8 @@ impl TransactionCoordinator {
         if let Some(bug) = shared.config.planted_bug {
             machine.plant(bug);
         }
-        let entry = Arc::new(Entry::new(
-            id,
-            machine,
-            now,
-            deadline_after(now, shared.config.transaction_deadline),
-        ));
+        let deadline = deadline_after(now, shared.config.transaction_deadline);
+        let entry = Arc::new(Entry::new(id, machine, now, deadline));
         let refused = {
             let mut shard = lock(shared.shard(id));
             // Checked again under the shard lock, which `shutdown` takes to
@@ -699,6 +751,7 @@ impl TransactionCoordinator {
             shared.unfinished.fetch_sub(1, Ordering::AcqRel);
             return Err(CoordinatorError::ShuttingDown);
         }
+        shared.wake_sweeper_by(deadline);
         tracing::trace!(txn = %id, "begun");
         Ok(id)
     }
