@@ -1,6 +1,7 @@
 //! One transaction's entry in the table: the core machine behind a short
 //! mutex, its participants, timings, and its published state.
 
+use std::cell::Cell;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
@@ -8,7 +9,7 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use super::Shared;
+use super::{scratch, Shared};
 use crate::core::{
     AbortCause, Action, CallFailure, CoreError, Event, Peer, Phase2Status, Transaction,
     TransactionState,
@@ -23,6 +24,13 @@ pub(crate) struct Call {
     pub participant: Arc<dyn Participant>,
     pub action: Action,
     pub payload: Option<Payload>,
+}
+
+thread_local! {
+    /// A step's actions (see [`scratch`]).
+    static ACTIONS: Cell<Vec<Action>> = const { Cell::new(Vec::new()) };
+    /// A step's calls, given back by the runner that starts them.
+    pub(crate) static CALLS: Cell<Vec<Call>> = const { Cell::new(Vec::new()) };
 }
 
 /// What one step of the machine did. `calls` must be executed even when
@@ -299,7 +307,7 @@ impl Entry {
             &mut Vec<(Arc<dyn Participant>, u32)>,
         ) -> Result<(), CoreError>,
     ) -> Applied {
-        let mut actions = Vec::new();
+        let mut actions = scratch::take(&ACTIONS);
         let mut gave_up = Vec::new();
         let mut inner = lock(&self.inner);
         let before = inner.machine.state();
@@ -314,17 +322,20 @@ impl Entry {
             }
             inner.payloads.shrink_to_fit();
         }
-        let calls = actions
-            .into_iter()
-            .map(|action| {
-                let i = action.participant();
-                Call {
-                    participant: Arc::clone(&inner.participants[i]),
-                    payload: inner.payload(i),
-                    action,
-                }
-            })
-            .collect();
+        let mut calls = if actions.is_empty() {
+            Vec::new()
+        } else {
+            scratch::take(&CALLS)
+        };
+        calls.extend(actions.drain(..).map(|action| {
+            let i = action.participant();
+            Call {
+                participant: Arc::clone(&inner.participants[i]),
+                payload: inner.payload(i),
+                action,
+            }
+        }));
+        scratch::give(&ACTIONS, actions);
         let wake_at = Self::phase2_timer(&inner).map(|at| self.instant(at));
         if after.is_terminal() && !before.is_terminal() {
             shared.count_finished(after, inner.machine.hazards().count());

@@ -1,6 +1,7 @@
 //! Executes the core's actions: calls participants under timeouts with
 //! panics caught, and feeds each result back as an event.
 
+use std::cell::Cell;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -9,7 +10,8 @@ use tokio::time::Instant;
 use tracing::Instrument;
 
 use super::call::{self, InFlight};
-use super::entry::{Applied, Entry};
+use super::entry::{Applied, Entry, CALLS};
+use super::scratch;
 use super::Shared;
 use crate::core::{Event, TransactionState};
 
@@ -62,9 +64,9 @@ pub(crate) fn runner(shared: &Arc<Shared>, entry: &Arc<Entry>, applied: Applied)
 
 impl Runner {
     /// Takes on the calls and the timer a step requires.
-    fn take(&mut self, applied: Applied) {
+    fn take(&mut self, mut applied: Applied) {
         let config = &self.shared.config;
-        for call in applied.calls {
+        for call in applied.calls.drain(..) {
             self.pending.push(call::start(
                 &self.entry,
                 call,
@@ -72,6 +74,7 @@ impl Runner {
                 config.phase2_timeout,
             ));
         }
+        scratch::give(&CALLS, applied.calls);
         self.wake_at = applied.wake_at;
     }
 
@@ -206,6 +209,11 @@ pub(crate) struct Pending {
     answered: usize,
 }
 
+thread_local! {
+    /// Runners' slots (see [`scratch`]).
+    static SLOTS: Cell<Vec<Slot>> = const { Cell::new(Vec::new()) };
+}
+
 enum Slot {
     Running(InFlight),
     Answered(Event),
@@ -235,6 +243,9 @@ impl Pending {
         if self.running == 0 && self.answered == 0 {
             // Reuse the room of finished calls.
             self.slots.clear();
+        }
+        if self.slots.capacity() == 0 {
+            self.slots = scratch::take(&SLOTS);
         }
         match started {
             Ok(call) => {
@@ -275,5 +286,6 @@ impl Drop for Pending {
                 call.finish();
             }
         }
+        scratch::give(&SLOTS, std::mem::take(&mut self.slots));
     }
 }

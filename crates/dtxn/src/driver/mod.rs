@@ -4,6 +4,7 @@
 mod call;
 mod entry;
 mod exec;
+mod scratch;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
