@@ -4,8 +4,10 @@
 //! contenders (see [`Contender`]):
 //!
 //! * the **floor**: the participants' own calls made directly — prepare on
-//!   each, then commit on each — with no coordination at all (for the
-//!   concurrent latency workload, each phase's calls are made at once);
+//!   each, then commit on each — with no coordination at all, either one
+//!   after another (the sequential floor) or each phase's calls at once
+//!   with `join_all` (the **fan-out floor**, which is what a coordinator
+//!   that calls participants concurrently has to beat);
 //! * the **baseline**: the coordinator a team writes in an afternoon — one
 //!   global `Mutex<HashMap<u64, Vec<Arc<dyn Participant>>>>`, participants
 //!   called one after another;
@@ -18,7 +20,8 @@
 //!
 //! * **(a) overhead**: no-op participants, 1/3/10/100 per transaction, at 1
 //!   and at 1000 transactions in flight: throughput and time per
-//!   transaction, ratios dtxn/floor, dtxn/baseline and dtxn/each peer;
+//!   transaction, ratios dtxn/floor, dtxn/fan-out floor, dtxn/baseline and
+//!   dtxn/each peer;
 //! * **(b) latency**: 100 participants answering in 5 ms ± 0.5 ms: p50/p99
 //!   at 10 in flight against two round trips of the slowest participant
 //!   (with the latency distributions of the floor, the baseline and dtxn),
@@ -26,7 +29,15 @@
 //! * **(c) early abort**: one participant votes Aborted after 1 ms, the
 //!   others answer after 100 ms: how soon `prepare_transaction` returns;
 //! * **(d) memory**: RSS per active 100-participant transaction, and RSS
-//!   after many finished transactions against after few.
+//!   after many finished transactions against after few;
+//! * **(e) allocations**: heap allocations per full cycle with no-op
+//!   participants at each size of (a), one transaction at a time on a
+//!   current-thread runtime, for both floors, the baseline and dtxn —
+//!   counted by [`alloc::Counting`], which the binary must install as its
+//!   global allocator (`None` otherwise);
+//! * **(f) load**: the headline load — 1000 transactions in flight × 100
+//!   participants answering in a uniform 0–5 ms: throughput, p50 and p99
+//!   of dtxn against the fan-out floor.
 //!
 //! Each timed figure is the median over [`BenchConfig::runs`] runs; ratios
 //! are computed within each run, then their median is taken. [`run`]
@@ -34,8 +45,12 @@
 //! with whether each is met.
 
 #![warn(missing_docs)]
-#![forbid(unsafe_code)]
+// Denied, not forbidden: `alloc` implements the `unsafe` trait
+// `GlobalAlloc` (and allows it there only).
+#![deny(unsafe_code)]
 
+#[allow(unsafe_code)]
+pub mod alloc;
 pub mod contenders;
 pub mod measure;
 pub mod memory;
@@ -49,8 +64,8 @@ pub use contenders::{Baseline, Contender, IdPool, Peer, PeerSession, Session};
 pub use measure::{drive, median, quantile, Drive};
 pub use participants::{EarlyAbort, Latency, Noop};
 pub use workloads::{
-    EarlyAbortReport, LatencyCdf, LatencyHigh, LatencyLow, LatencyReport, MemoryReport,
-    OverheadRow, PeerRow, Speed,
+    AllocationReport, AllocationRow, EarlyAbortReport, LatencyCdf, LatencyHigh, LatencyLow,
+    LatencyReport, LoadFigures, LoadReport, MemoryReport, OverheadRow, PeerRow, Speed,
 };
 
 /// One of the benchmark's workloads (`snake_case` in JSON).
@@ -65,6 +80,10 @@ pub enum Workload {
     EarlyAbort,
     /// (d) memory per active transaction and growth over time.
     Memory,
+    /// (e) heap allocations per transaction.
+    Allocations,
+    /// (f) the headline load: 1000 in flight × 100 participants of 0–5 ms.
+    Load,
 }
 
 /// What to run and how much of it.
@@ -109,6 +128,16 @@ pub struct BenchConfig {
     pub memory_finished_large: usize,
     /// `retention_count` of the coordinator in (d)'s growth measurement.
     pub memory_retention: usize,
+    /// Cycles counted per contender and size in (e), after as many
+    /// uncounted warm-up cycles.
+    pub allocation_cycles: usize,
+    /// Transactions in flight in (f).
+    pub load_concurrency: usize,
+    /// Participants per transaction in (f).
+    pub load_participants: usize,
+    /// Transactions per run and contender in (f) (after an untimed warm-up
+    /// of one per transaction in flight).
+    pub load_transactions: usize,
 }
 
 impl BenchConfig {
@@ -120,6 +149,8 @@ impl BenchConfig {
                 Workload::Latency,
                 Workload::EarlyAbort,
                 Workload::Memory,
+                Workload::Allocations,
+                Workload::Load,
             ],
             sizes: vec![1, 3, 10, 100],
             runs: 5,
@@ -135,6 +166,10 @@ impl BenchConfig {
             memory_finished_small: 10_000,
             memory_finished_large: 1_000_000,
             memory_retention: 100,
+            allocation_cycles: 1000,
+            load_concurrency: 1000,
+            load_participants: 100,
+            load_transactions: 5000,
         }
     }
 
@@ -155,6 +190,10 @@ impl BenchConfig {
             memory_finished_small: 200,
             memory_finished_large: 1000,
             memory_retention: 20,
+            allocation_cycles: 100,
+            load_concurrency: 50,
+            load_participants: 20,
+            load_transactions: 100,
             ..Self::full()
         }
     }
@@ -169,6 +208,8 @@ impl BenchConfig {
                 Workload::Latency => runs * 2,
                 Workload::EarlyAbort => runs,
                 Workload::Memory => 2,
+                Workload::Allocations => self.sizes.len() as u64,
+                Workload::Load => runs,
             })
             .sum()
     }
@@ -202,7 +243,7 @@ impl Machine {
 /// One of dtxn's performance targets and whether it was met.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Target {
-    /// The workload it belongs to: `a`, `b`, `c` or `d`.
+    /// The workload it belongs to: `a` to `f`.
     pub workload: &'static str,
     /// What dtxn aims for.
     pub target: String,
@@ -227,6 +268,10 @@ pub struct Report {
     pub early_abort: Option<EarlyAbortReport>,
     /// Workload (d).
     pub memory: Option<MemoryReport>,
+    /// Workload (e).
+    pub allocations: Option<AllocationReport>,
+    /// Workload (f).
+    pub load: Option<LoadReport>,
     /// dtxn's performance targets against the measurements.
     pub targets: Vec<Target>,
     /// Transactions that unexpectedly did not commit, over all workloads
@@ -279,6 +324,20 @@ pub async fn run_with_peers(
     } else {
         None
     };
+    let allocations = if has(Workload::Allocations) {
+        let (report, f) = workloads::allocations(config, progress).await;
+        failed += f;
+        Some(report)
+    } else {
+        None
+    };
+    let load = if has(Workload::Load) {
+        let (report, f) = workloads::load(config, progress).await;
+        failed += f;
+        Some(report)
+    } else {
+        None
+    };
     let mut report = Report {
         machine: Machine::detect(),
         config: config.clone(),
@@ -286,6 +345,8 @@ pub async fn run_with_peers(
         latency,
         early_abort,
         memory,
+        allocations,
+        load,
         targets: Vec::new(),
         failed_transactions: failed,
         elapsed_secs: started.elapsed().as_secs_f64(),

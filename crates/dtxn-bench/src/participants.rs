@@ -44,6 +44,19 @@ impl Latency {
         }
     }
 
+    /// A participant answering in a uniform `low..=high` (`high` is raised
+    /// to `low` if below it): `uniform(0 ms, 5 ms)` is the headline load's.
+    pub fn uniform(low: Duration, high: Duration) -> Self {
+        let high = high.max(low);
+        let jitter = (high - low) / 2;
+        Self::new(low + jitter, jitter)
+    }
+
+    /// The fastest answer it can give.
+    pub fn min_delay(&self) -> Duration {
+        self.mean - self.jitter
+    }
+
     /// The slowest answer it can give.
     pub fn max_delay(&self) -> Duration {
         self.mean + self.jitter
@@ -120,4 +133,21 @@ impl Participant for EarlyAbort {
 /// registers each one).
 pub fn many(n: usize, make: impl Fn() -> Arc<dyn Participant>) -> Arc<[Arc<dyn Participant>]> {
     (0..n).map(|_| make()).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uniform_spans_low_to_high() {
+        let l = Latency::uniform(Duration::ZERO, Duration::from_millis(5));
+        assert_eq!(l.min_delay(), Duration::ZERO);
+        assert_eq!(l.max_delay(), Duration::from_millis(5));
+        let l = Latency::uniform(Duration::from_millis(4), Duration::from_millis(2));
+        assert_eq!(
+            (l.min_delay(), l.max_delay()),
+            (Duration::from_millis(4), Duration::from_millis(4))
+        );
+    }
 }

@@ -1,4 +1,4 @@
-//! The four workloads and the performance targets dtxn is held to.
+//! The six workloads and the performance targets dtxn is held to.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -8,7 +8,7 @@ use futures_util::future::join_all;
 
 use crate::measure::{drive, median, quantile};
 use crate::participants::{many, EarlyAbort, Latency, Noop};
-use crate::{memory, ms, BenchConfig, Contender, Peer, Report, Target};
+use crate::{alloc, memory, ms, BenchConfig, Contender, Peer, Report, Target};
 
 /// Concurrency of the "low" case in workload (b).
 const LATENCY_LOW_CONCURRENCY: usize = 10;
@@ -29,6 +29,13 @@ const CDF_STEPS: usize = 200;
 const MEMORY_CONCURRENCY: usize = 100;
 /// Participants per transaction in (d)'s growth measurement.
 const MEMORY_GROWTH_PARTICIPANTS: usize = 3;
+/// The contenders of (a) other than the peers, in the order of a run's
+/// samples: floor, baseline, dtxn, fan-out floor.
+const OWN_CONTENDERS: usize = 4;
+/// Fastest answer of a participant call in (f).
+const LOAD_MIN_LATENCY: Duration = Duration::ZERO;
+/// Slowest answer of a participant call in (f).
+const LOAD_MAX_LATENCY: Duration = Duration::from_millis(5);
 
 /// Throughput and time per transaction (wall time ÷ transactions, so
 /// amortised over the concurrency).
@@ -60,12 +67,17 @@ pub struct OverheadRow {
     pub transactions: usize,
     /// The floor (direct sequential calls).
     pub floor: Speed,
+    /// The fan-out floor (each phase's calls made at once with `join_all`).
+    pub fan_out_floor: Speed,
     /// The hand-written baseline.
     pub baseline: Speed,
     /// dtxn's full cycle.
     pub dtxn: Speed,
     /// dtxn's time per transaction ÷ the floor's (median of per-run ratios).
     pub dtxn_over_floor: f64,
+    /// dtxn's time per transaction ÷ the fan-out floor's (median of per-run
+    /// ratios).
+    pub dtxn_over_fan_out_floor: f64,
     /// dtxn's time per transaction ÷ the baseline's (median of per-run
     /// ratios; below 1 means dtxn has more throughput).
     pub dtxn_over_baseline: f64,
@@ -227,8 +239,79 @@ pub struct MemoryReport {
     pub retention_count: usize,
 }
 
+/// Workload (e) at one size: heap allocations per full cycle, one
+/// transaction at a time (`None` when the counting allocator is not
+/// installed).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct AllocationRow {
+    /// No-op participants per transaction.
+    pub participants: usize,
+    /// The floor (direct sequential calls).
+    pub floor: Option<f64>,
+    /// The fan-out floor (each phase's calls at once with `join_all`).
+    pub fan_out_floor: Option<f64>,
+    /// The hand-written baseline.
+    pub baseline: Option<f64>,
+    /// dtxn's full cycle: begin, register N, prepare, commit.
+    pub dtxn: Option<f64>,
+}
+
+/// Workload (e) (counted once, not over runs: the counts hardly vary).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct AllocationReport {
+    /// Whether [`alloc::Counting`] is the global allocator; when not, every
+    /// count is `None` (not measured), never 0.
+    pub installed: bool,
+    /// Cycles counted per contender and size (after as many uncounted
+    /// warm-up cycles).
+    pub cycles: usize,
+    /// One row per size of (a).
+    pub rows: Vec<AllocationRow>,
+}
+
+/// One contender's figures in (f) (medians over runs).
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+pub struct LoadFigures {
+    /// Transactions per second.
+    pub tx_per_s: f64,
+    /// End-to-end latency p50, ms.
+    pub p50_ms: f64,
+    /// End-to-end latency p99, ms.
+    pub p99_ms: f64,
+}
+
+/// Workload (f), the headline load (medians over runs).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct LoadReport {
+    /// Participants per transaction.
+    pub participants: usize,
+    /// Transactions in flight.
+    pub concurrency: usize,
+    /// Transactions per run and contender.
+    pub transactions: usize,
+    /// Fastest answer of a participant call, ms.
+    pub min_latency_ms: f64,
+    /// Slowest answer of a participant call, ms (uniform in between).
+    pub max_latency_ms: f64,
+    /// The fan-out floor (each phase's calls at once with `join_all`).
+    pub floor: LoadFigures,
+    /// dtxn's full cycle.
+    pub dtxn: LoadFigures,
+    /// dtxn's throughput ÷ the floor's (median of per-run ratios).
+    pub throughput_over_floor: f64,
+    /// dtxn's p50 ÷ the floor's (median of per-run ratios).
+    pub p50_over_floor: f64,
+    /// dtxn's p99 ÷ the floor's (median of per-run ratios).
+    pub p99_over_floor: f64,
+}
+
 fn dtxn_capacity(config: &BenchConfig) -> usize {
-    (config.high_concurrency.max(config.memory_active) * 2).max(1000)
+    (config
+        .high_concurrency
+        .max(config.memory_active)
+        .max(config.load_concurrency)
+        * 2)
+    .max(1000)
 }
 
 /// Workload (a). Returns the rows and the count of failed transactions.
@@ -239,8 +322,8 @@ pub(crate) async fn overhead(
 ) -> (Vec<OverheadRow>, usize) {
     let concurrencies = [1, config.high_concurrency.max(1)];
     // Per (size, concurrency): per run, µs per tx of [floor, baseline,
-    // dtxn, peers...] and the peers' transaction counts.
-    let width = 3 + peers.len();
+    // dtxn, fan-out floor, peers...] and the peers' transaction counts.
+    let width = OWN_CONTENDERS + peers.len();
     let mut samples: Vec<Vec<Vec<f64>>> = vec![Vec::new(); config.sizes.len() * 2];
     let mut peer_counts: Vec<Vec<Vec<f64>>> = vec![Vec::new(); config.sizes.len() * 2];
     let mut counts = vec![0; config.sizes.len() * 2];
@@ -254,6 +337,7 @@ pub(crate) async fn overhead(
                     Contender::floor(false),
                     Contender::baseline(),
                     Contender::dtxn(dtxn_capacity(config), 1000),
+                    Contender::floor(true),
                 ];
                 contenders.extend(peers.iter().map(|p| Contender::peer(p.as_ref())));
                 let mut us = vec![0.0; width];
@@ -262,14 +346,14 @@ pub(crate) async fn overhead(
                     // Warm up (allocator, runtime, caches) before timing; a
                     // peer only as far as every driving task once (and at
                     // least 50 transactions, to estimate its speed).
-                    let warm = if k < 3 {
+                    let warm = if k < OWN_CONTENDERS {
                         transactions / 10
                     } else {
                         (transactions / 10).min(concurrency.max(PEER_MIN_WARM_UP))
                     }
                     .max(1);
                     let w = drive(contender, &participants, warm, concurrency, false).await;
-                    let n = if k < 3 {
+                    let n = if k < OWN_CONTENDERS {
                         transactions
                     } else {
                         // A peer runs what fits in its time budget.
@@ -305,9 +389,11 @@ pub(crate) async fn overhead(
                 concurrency,
                 transactions: counts[si * 2 + ci],
                 floor: Speed::from_micros(col(0)),
+                fan_out_floor: Speed::from_micros(col(3)),
                 baseline: Speed::from_micros(col(1)),
                 dtxn: Speed::from_micros(col(2)),
                 dtxn_over_floor: ratio(0),
+                dtxn_over_fan_out_floor: ratio(3),
                 dtxn_over_baseline: ratio(1),
                 peers: peers
                     .iter()
@@ -315,8 +401,8 @@ pub(crate) async fn overhead(
                     .map(|(p, peer)| PeerRow {
                         name: peer.name(),
                         transactions: median(&n.iter().map(|r| r[p]).collect::<Vec<_>>()) as usize,
-                        speed: Speed::from_micros(col(3 + p)),
-                        dtxn_over_peer: ratio(3 + p),
+                        speed: Speed::from_micros(col(OWN_CONTENDERS + p)),
+                        dtxn_over_peer: ratio(OWN_CONTENDERS + p),
                     })
                     .collect(),
             });
@@ -576,6 +662,144 @@ pub(crate) async fn memory(config: &BenchConfig, progress: &(dyn Fn(&str) + Sync
         growth_percent: (rss_large as f64 - rss_small as f64) / (rss_small.max(1) as f64) * 100.0,
         retention_count: config.memory_retention,
     }
+}
+
+/// Workload (e). Returns the report and the count of failed transactions.
+///
+/// Each size is counted on a thread of its own with a current-thread
+/// runtime, so every allocation of a cycle (the contender's, the
+/// participants', tokio's) happens on the counting thread and nothing else
+/// runs there.
+pub(crate) async fn allocations(
+    config: &BenchConfig,
+    progress: &(dyn Fn(&str) + Sync),
+) -> (AllocationReport, usize) {
+    let cycles = config.allocation_cycles.max(1);
+    let capacity = dtxn_capacity(config);
+    let mut rows = Vec::with_capacity(config.sizes.len());
+    let mut failed = 0;
+    for &size in &config.sizes {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        std::thread::Builder::new()
+            .name("dtxn-bench-alloc".to_owned())
+            .spawn(move || {
+                let _ = tx.send(count_allocations(size, cycles, capacity));
+            })
+            .expect("a thread for counting allocations");
+        let (row, f) = rx.await.expect("the allocation counting thread panicked");
+        failed += f;
+        rows.push(row);
+        progress(&format!("(e) {size} participants"));
+    }
+    let report = AllocationReport {
+        installed: alloc::installed(),
+        cycles,
+        rows,
+    };
+    (report, failed)
+}
+
+/// (e) at one size, on the calling thread (outside any runtime): warm-up,
+/// then `cycles` counted full cycles per contender, one at a time.
+fn count_allocations(size: usize, cycles: usize, capacity: usize) -> (AllocationRow, usize) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .expect("a current-thread tokio runtime");
+    // dtxn's coordinator may spawn its background work when built.
+    let _guard = rt.enter();
+    let participants = many(size, || Arc::new(Noop));
+    let run = |contender: &Contender, keys: std::ops::Range<u64>| {
+        rt.block_on(async {
+            let mut failed = 0;
+            for key in keys {
+                if !matches!(contender.cycle(key, &participants).await, Ok(true)) {
+                    failed += 1;
+                }
+            }
+            failed
+        })
+    };
+    let n = cycles as u64;
+    let mut failed = 0;
+    let mut per_tx = |contender: Contender| {
+        failed += run(&contender, 0..n);
+        let (f, count) = alloc::count(|| run(&contender, n..2 * n));
+        failed += f;
+        count.map(|c| c as f64 / cycles as f64)
+    };
+    let row = AllocationRow {
+        participants: size,
+        floor: per_tx(Contender::floor(false)),
+        fan_out_floor: per_tx(Contender::floor(true)),
+        baseline: per_tx(Contender::baseline()),
+        dtxn: per_tx(Contender::dtxn(capacity, 1000)),
+    };
+    (row, failed)
+}
+
+/// Workload (f). Returns the report and the count of failed transactions.
+pub(crate) async fn load(
+    config: &BenchConfig,
+    progress: &(dyn Fn(&str) + Sync),
+) -> (LoadReport, usize) {
+    let participant = Latency::uniform(LOAD_MIN_LATENCY, LOAD_MAX_LATENCY);
+    let participants = many(config.load_participants, || Arc::new(participant));
+    let concurrency = config.load_concurrency.max(1);
+    let n = config.load_transactions.max(1);
+    let mut runs: Vec<[f64; 9]> = Vec::new();
+    let mut failed = 0;
+    for run in 0..config.runs.max(1) {
+        let floor = Contender::floor(true);
+        let dtxn = Contender::dtxn(dtxn_capacity(config), 1000);
+        // Untimed warm-up: one transaction per driving task.
+        for contender in [&floor, &dtxn] {
+            failed += drive(contender, &participants, concurrency, concurrency, false)
+                .await
+                .failed;
+        }
+        let f = drive(&floor, &participants, n, concurrency, true).await;
+        let d = drive(&dtxn, &participants, n, concurrency, true).await;
+        failed += f.failed + d.failed;
+        runs.push([
+            f.throughput(),
+            f.quantile_ms(0.5),
+            f.quantile_ms(0.99),
+            d.throughput(),
+            d.quantile_ms(0.5),
+            d.quantile_ms(0.99),
+            d.throughput() / f.throughput(),
+            d.quantile_ms(0.5) / f.quantile_ms(0.5),
+            d.quantile_ms(0.99) / f.quantile_ms(0.99),
+        ]);
+        progress(&format!(
+            "(f) run {}: {concurrency} in flight × {} participants",
+            run + 1,
+            config.load_participants
+        ));
+    }
+    let col = |k: usize| median(&runs.iter().map(|r| r[k]).collect::<Vec<_>>());
+    let report = LoadReport {
+        participants: config.load_participants,
+        concurrency,
+        transactions: n,
+        min_latency_ms: ms(participant.min_delay()),
+        max_latency_ms: ms(participant.max_delay()),
+        floor: LoadFigures {
+            tx_per_s: col(0),
+            p50_ms: col(1),
+            p99_ms: col(2),
+        },
+        dtxn: LoadFigures {
+            tx_per_s: col(3),
+            p50_ms: col(4),
+            p99_ms: col(5),
+        },
+        throughput_over_floor: col(6),
+        p50_over_floor: col(7),
+        p99_over_floor: col(8),
+    };
+    (report, failed)
 }
 
 /// The performance targets, checked against `report`.

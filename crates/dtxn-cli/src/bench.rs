@@ -23,6 +23,11 @@ pub enum WorkloadArg {
     C,
     /// Memory per active transaction, and growth over time.
     D,
+    /// Heap allocations per transaction (counted by the `dtxn` binary's
+    /// allocator).
+    E,
+    /// The headline load: 1000 in flight × 100 participants of 0–5 ms.
+    F,
 }
 
 impl From<WorkloadArg> for Workload {
@@ -32,6 +37,8 @@ impl From<WorkloadArg> for Workload {
             WorkloadArg::B => Workload::Latency,
             WorkloadArg::C => Workload::EarlyAbort,
             WorkloadArg::D => Workload::Memory,
+            WorkloadArg::E => Workload::Allocations,
+            WorkloadArg::F => Workload::Load,
         }
     }
 }
@@ -40,11 +47,12 @@ impl From<WorkloadArg> for Workload {
 #[derive(Debug, Clone, Args)]
 pub struct BenchArgs {
     /// Workloads to run, comma-separated: a (overhead), b (latency),
-    /// c (early abort), d (memory).
-    #[arg(long, value_delimiter = ',', default_value = "a,b,c,d")]
+    /// c (early abort), d (memory), e (allocations per transaction),
+    /// f (headline load).
+    #[arg(long, value_delimiter = ',', default_value = "a,b,c,d,e,f")]
     pub workloads: Vec<WorkloadArg>,
-    /// Participants per transaction in workload (a), comma-separated (each
-    /// 1 to 100).
+    /// Participants per transaction in workloads (a) and (e),
+    /// comma-separated (each 1 to 100).
     #[arg(long, value_delimiter = ',', default_value = "1,3,10,100",
           value_parser = clap::value_parser!(u8).range(1..=100))]
     pub sizes: Vec<u8>,
@@ -186,13 +194,17 @@ pub fn render(report: &Report) -> String {
             .unwrap_or_default();
         let _ = write!(
             s,
-            "{:>12} {:>9} {:>22} {:>22} {:>22}",
-            "participants", "in flight", "floor", "baseline", "dtxn"
+            "{:>12} {:>9} {:>22} {:>22} {:>22} {:>22}",
+            "participants", "in flight", "floor", "fan-out floor", "baseline", "dtxn"
         );
         for name in &names {
             let _ = write!(s, " {name:>22}");
         }
-        let _ = write!(s, " {:>10} {:>10}", "dtxn/floor", "dtxn/base");
+        let _ = write!(
+            s,
+            " {:>10} {:>12} {:>10}",
+            "dtxn/floor", "dtxn/fan-out", "dtxn/base"
+        );
         for name in &names {
             let _ = write!(s, " {:>14}", format!("dtxn/{name}"));
         }
@@ -202,10 +214,11 @@ pub fn render(report: &Report) -> String {
                 |sp: &dtxn_bench::Speed| format!("{:.0} ({:.2} µs)", sp.tx_per_s, sp.us_per_tx);
             let _ = write!(
                 s,
-                "{:>12} {:>9} {:>22} {:>22} {:>22}",
+                "{:>12} {:>9} {:>22} {:>22} {:>22} {:>22}",
                 r.participants,
                 r.concurrency,
                 cell(&r.floor),
+                cell(&r.fan_out_floor),
                 cell(&r.baseline),
                 cell(&r.dtxn),
             );
@@ -214,14 +227,18 @@ pub fn render(report: &Report) -> String {
             }
             let _ = write!(
                 s,
-                " {:>9.2}× {:>9.2}×",
-                r.dtxn_over_floor, r.dtxn_over_baseline
+                " {:>9.2}× {:>11.2}× {:>9.2}×",
+                r.dtxn_over_floor, r.dtxn_over_fan_out_floor, r.dtxn_over_baseline
             );
             for p in &r.peers {
                 let _ = write!(s, " {:>13.2}×", p.dtxn_over_peer);
             }
             let _ = writeln!(s);
         }
+        let _ = writeln!(
+            s,
+            "  (floor: each phase's calls one after another; fan-out floor: at once, join_all)"
+        );
         let _ = writeln!(s, "  (ratios are time per transaction: below 1 is faster)");
         if let Some(r) = rows.iter().find(|r| !r.peers.is_empty()) {
             let _ = writeln!(
@@ -309,6 +326,60 @@ pub fn render(report: &Report) -> String {
             mem.rss_after_large_kib,
             mem.growth_percent,
             mem.retention_count
+        );
+    }
+    if let Some(a) = &report.allocations {
+        if a.installed {
+            let _ = writeln!(
+                s,
+                "(e) heap allocations per transaction, no-op participants, one at a time ({} cycles counted after {} warm-up)",
+                a.cycles, a.cycles
+            );
+        } else {
+            let _ = writeln!(
+                s,
+                "(e) heap allocations per transaction: not measured (the counting allocator dtxn_bench::alloc::Counting is not installed)"
+            );
+        }
+        let _ = writeln!(
+            s,
+            "{:>12} {:>10} {:>14} {:>10} {:>10}",
+            "participants", "floor", "fan-out floor", "baseline", "dtxn"
+        );
+        let cell = |n: Option<f64>| n.map_or_else(|| "—".to_owned(), |n| format!("{n:.1}"));
+        for r in &a.rows {
+            let _ = writeln!(
+                s,
+                "{:>12} {:>10} {:>14} {:>10} {:>10}",
+                r.participants,
+                cell(r.floor),
+                cell(r.fan_out_floor),
+                cell(r.baseline),
+                cell(r.dtxn)
+            );
+        }
+        let _ = writeln!(s);
+    }
+    if let Some(l) = &report.load {
+        let _ = writeln!(
+            s,
+            "(f) headline load: {} in flight × {} participants answering in {:.0}–{:.0} ms (uniform), {} transactions per run",
+            l.concurrency, l.participants, l.min_latency_ms, l.max_latency_ms, l.transactions
+        );
+        let _ = writeln!(
+            s,
+            "  fan-out floor {:.0} tx/s p50 {:.1} ms p99 {:.1} ms | dtxn {:.0} tx/s p50 {:.1} ms p99 {:.1} ms",
+            l.floor.tx_per_s,
+            l.floor.p50_ms,
+            l.floor.p99_ms,
+            l.dtxn.tx_per_s,
+            l.dtxn.p50_ms,
+            l.dtxn.p99_ms
+        );
+        let _ = writeln!(
+            s,
+            "  dtxn/floor: throughput {:.2}×, p50 {:.2}×, p99 {:.2}×\n",
+            l.throughput_over_floor, l.p50_over_floor, l.p99_over_floor
         );
     }
     if !report.targets.is_empty() {

@@ -31,6 +31,13 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
+/// With `bench`, the global allocator counts allocations while workload (e)
+/// asks it to (one relaxed atomic load per allocation otherwise); the lean
+/// binary keeps the system allocator as it is.
+#[cfg(feature = "bench")]
+#[global_allocator]
+static ALLOCATOR: dtxn_bench::alloc::Counting = dtxn_bench::alloc::Counting;
+
 /// The log filter when `RUST_LOG` is not set.
 const DEFAULT_LOG_FILTER: &str = "warn";
 

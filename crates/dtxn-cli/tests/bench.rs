@@ -28,10 +28,11 @@ fn quick_bench_reports_every_workload() {
     // 4 sizes × 2 concurrency levels.
     assert_eq!(overhead.len(), 8, "{report}");
     for row in overhead {
-        for contender in ["floor", "baseline", "dtxn"] {
+        for contender in ["floor", "fan_out_floor", "baseline", "dtxn"] {
             assert!(row[contender]["tx_per_s"].is_number(), "{row}");
         }
         assert!(row["dtxn_over_floor"].is_number(), "{row}");
+        assert!(row["dtxn_over_fan_out_floor"].is_number(), "{row}");
         assert!(row["dtxn_over_baseline"].is_number(), "{row}");
         let peers = row["peers"].as_array().expect("peer columns");
         let names: Vec<&str> = peers.iter().filter_map(|p| p["name"].as_str()).collect();
@@ -65,6 +66,24 @@ fn quick_bench_reports_every_workload() {
             && report["memory"]["bytes_per_prepared_transaction"].is_number(),
         "{report}"
     );
+    // (e): the dtxn binary installs the counting allocator, so every count
+    // is there (how many is not asserted).
+    let allocations = &report["allocations"];
+    assert_eq!(allocations["installed"], true, "{report}");
+    let rows = allocations["rows"].as_array().expect("(e) rows");
+    assert_eq!(rows.len(), 4, "one row per size: {report}");
+    for row in rows {
+        for contender in ["floor", "fan_out_floor", "baseline", "dtxn"] {
+            assert!(row[contender].as_f64().is_some_and(|n| n >= 0.0), "{row}");
+        }
+    }
+    let load = &report["load"];
+    for contender in ["floor", "dtxn"] {
+        for field in ["tx_per_s", "p50_ms", "p99_ms"] {
+            assert!(load[contender][field].is_number(), "{load}");
+        }
+    }
+    assert!(load["throughput_over_floor"].is_number(), "{load}");
     assert!(!report["targets"].as_array().expect("targets").is_empty());
     assert_eq!(report["failed_transactions"], 0, "{report}");
     assert_eq!(report["config"]["runs"], 1);
@@ -73,7 +92,7 @@ fn quick_bench_reports_every_workload() {
 #[test]
 fn workloads_can_be_chosen() {
     let output = Command::new(env!("CARGO_BIN_EXE_dtxn"))
-        .args(["bench", "--quick", "--workloads", "c", "--json"])
+        .args(["bench", "--quick", "--workloads", "c,f", "--json"])
         .output()
         .expect("the dtxn binary runs");
     assert!(output.status.success(), "{output:?}");
@@ -84,6 +103,8 @@ fn workloads_can_be_chosen() {
         "{report}"
     );
     assert!(report["early_abort"].is_object(), "{report}");
+    assert!(report["load"].is_object(), "{report}");
+    assert!(report["allocations"].is_null(), "{report}");
 }
 
 #[test]
