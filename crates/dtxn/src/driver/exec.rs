@@ -178,7 +178,7 @@ impl Drop for Runner {
     /// A runner is dropped with calls pending only when its task was
     /// dropped unfinished: its runtime shut down (a coordinator that
     /// outlives a `#[tokio::test]`, say). Those calls will never answer, so
-    /// the machine is told they failed ([`CallFailure::Abandoned`]), and the
+    /// the machine is told they failed ([`CallFailure::Abandoned`](crate::core::CallFailure::Abandoned)), and the
     /// retries or rollbacks that follow wait for a live runtime
     /// ([`Shared::abandoned`]). Nothing is left stuck in flight.
     fn drop(&mut self) {
