@@ -1,9 +1,11 @@
 //! One participant call in flight, polled in place.
 //!
 //! A call is the participant's own future (the one `async_trait` boxes)
-//! and nothing around it: no box of ours, no queue node, and no timer until
-//! the call is first found pending. Calls that answer on their first poll,
-//! the common case, cost the participant's allocation and nothing else.
+//! and nothing around it: no box of ours, no queue node and no timer of its
+//! own (the runner keeps one timer for all its calls, armed for the
+//! earliest timeout of those found pending). Calls that answer on their
+//! first poll, the common case, cost the participant's allocation and
+//! nothing else.
 //!
 //! The trait's futures borrow the participant and the [`CallContext`]
 //! (`prepare_with(&self, cx: &CallContext)`), yet a call must be able to
@@ -53,8 +55,6 @@ enum ContextOwner {
 /// and the context, goes first.
 pub(crate) struct InFlight {
     answer: Answer,
-    /// Armed the first time the call is polled pending with a real waker.
-    timer: Option<Pin<Box<tokio::time::Sleep>>>,
     /// When the call was first found pending: its timeout runs from then.
     started: Option<Instant>,
     timeout: Duration,
@@ -113,7 +113,6 @@ pub(crate) fn start(
     match made {
         Ok(answer) => Ok(InFlight {
             answer,
-            timer: None,
             started: None,
             timeout,
             action,
@@ -132,28 +131,14 @@ pub(crate) fn start(
 }
 
 impl InFlight {
-    /// Polls the call (catching a panic) and, if it is pending and
-    /// `arm_timer`, its timeout: `Ready` with the event that answers it.
-    /// Without `arm_timer` (a no-op waker) only the start is noted.
-    pub fn poll(&mut self, cx: &mut Context<'_>, arm_timer: bool) -> Poll<Event> {
-        let mut timing = Timing {
-            timer: &mut self.timer,
-            started: &mut self.started,
-            timeout: self.timeout,
-            arm_timer,
-        };
+    /// Polls the call, catching a panic: `Ready` with the event that
+    /// answers it. The first time it is found pending, its start is noted.
+    pub fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Event> {
+        let started = &mut self.started;
         let (txn, p) = (self.txn, &*self.participant);
         match (&mut self.answer, &self.action) {
             (Answer::Prepare(f), &Action::Prepare { participant }) => {
-                timing.poll(f, cx).map(|result| {
-                    if let Err(failure) = &result {
-                        tracing::debug!(%txn, participant = %safe_name(p), %failure, "prepare failed");
-                    }
-                    Event::PrepareDone {
-                        participant,
-                        result,
-                    }
-                })
+                guarded(f, cx, started).map(|result| voted(txn, p, participant, result))
             }
             (
                 Answer::Phase2(f),
@@ -165,18 +150,7 @@ impl InFlight {
                     participant,
                     attempt,
                 }),
-            ) => timing.poll(f, cx).map(|result| {
-                if let Err(failure) = &result {
-                    tracing::info!(%txn, participant = %safe_name(p), attempt, %failure, "phase-2 call failed");
-                }
-                Event::Phase2Done {
-                    participant,
-                    attempt,
-                    result,
-                    // Judged by the core, from the times it is fed.
-                    retry_budget_spent: false,
-                }
-            }),
+            ) => guarded(f, cx, started).map(|result| acked(txn, p, participant, attempt, result)),
             // `start` makes the future that matches the action.
             (Answer::Prepare(_), _) | (Answer::Phase2(_), Action::Prepare { .. }) => {
                 unreachable!("a call's future always matches its action")
@@ -184,58 +158,111 @@ impl InFlight {
         }
     }
 
+    /// When the call times out, once it was found pending.
+    pub fn deadline(&self) -> Option<Instant> {
+        self.started
+            .map(|started| super::deadline_after(started, self.timeout))
+    }
+
+    /// Ends the call as timed out: drops its future (cancelling it) and
+    /// returns the event that says so.
+    pub fn time_out(self) -> Event {
+        let event = match self.action {
+            Action::Prepare { participant } => voted(
+                self.txn,
+                &*self.participant,
+                participant,
+                Err(CallFailure::TimedOut),
+            ),
+            Action::Commit {
+                participant,
+                attempt,
+            }
+            | Action::Rollback {
+                participant,
+                attempt,
+            } => acked(
+                self.txn,
+                &*self.participant,
+                participant,
+                attempt,
+                Err(CallFailure::TimedOut),
+            ),
+        };
+        self.finish();
+        event
+    }
+
     /// Drops a finished (or abandoned) call: its future first, then the
     /// participant, each with a panic from its `Drop` caught.
     pub fn finish(self) {
         let InFlight {
             answer,
-            timer,
             participant,
             _context,
             ..
         } = self;
         drop_user(answer);
-        drop(timer);
         drop_user(participant);
         drop(_context);
     }
 }
 
-/// A call's timeout, armed only once the call is found pending.
-struct Timing<'a> {
-    timer: &'a mut Option<Pin<Box<tokio::time::Sleep>>>,
-    started: &'a mut Option<Instant>,
-    timeout: Duration,
-    arm_timer: bool,
+/// Polls a participant's future, catching a panic; notes the start the
+/// first time it is pending.
+fn guarded<T>(
+    f: &mut Boxed<T>,
+    cx: &mut Context<'_>,
+    started: &mut Option<Instant>,
+) -> Poll<Result<T, CallFailure>> {
+    match std::panic::catch_unwind(AssertUnwindSafe(|| f.as_mut().poll(cx))) {
+        Ok(Poll::Ready(result)) => Poll::Ready(result.map_err(CallFailure::Error)),
+        Err(panic) => {
+            let failure = CallFailure::Panicked(panic_message(&*panic));
+            drop_user(panic);
+            Poll::Ready(Err(failure))
+        }
+        Ok(Poll::Pending) => {
+            started.get_or_insert_with(Instant::now);
+            Poll::Pending
+        }
+    }
 }
 
-impl Timing<'_> {
-    fn poll<T>(&mut self, f: &mut Boxed<T>, cx: &mut Context<'_>) -> Poll<Result<T, CallFailure>> {
-        let polled = std::panic::catch_unwind(AssertUnwindSafe(|| f.as_mut().poll(cx)));
-        match polled {
-            Ok(Poll::Ready(result)) => Poll::Ready(result.map_err(CallFailure::Error)),
-            Err(panic) => {
-                let failure = CallFailure::Panicked(panic_message(&*panic));
-                drop_user(panic);
-                Poll::Ready(Err(failure))
-            }
-            Ok(Poll::Pending) => {
-                let started = *self.started.get_or_insert_with(Instant::now);
-                if !self.arm_timer {
-                    return Poll::Pending;
-                }
-                let timeout = self.timeout;
-                let timer = self.timer.get_or_insert_with(|| {
-                    Box::pin(tokio::time::sleep_until(super::deadline_after(
-                        started, timeout,
-                    )))
-                });
-                match timer.as_mut().poll(cx) {
-                    Poll::Pending => Poll::Pending,
-                    Poll::Ready(()) => Poll::Ready(Err(CallFailure::TimedOut)),
-                }
-            }
-        }
+/// The event of a `prepare` that ended; a failure is logged.
+fn voted(
+    txn: TransactionId,
+    p: &dyn Participant,
+    participant: usize,
+    result: Result<PreparedResult, CallFailure>,
+) -> Event {
+    if let Err(failure) = &result {
+        tracing::debug!(%txn, participant = %safe_name(p), %failure, "prepare failed");
+    }
+    Event::PrepareDone {
+        participant,
+        result,
+    }
+}
+
+/// The event of a `commit` or `rollback` attempt that ended; a failure is
+/// logged.
+fn acked(
+    txn: TransactionId,
+    p: &dyn Participant,
+    participant: usize,
+    attempt: u32,
+    result: Result<(), CallFailure>,
+) -> Event {
+    if let Err(failure) = &result {
+        tracing::info!(%txn, participant = %safe_name(p), attempt, %failure, "phase-2 call failed");
+    }
+    Event::Phase2Done {
+        participant,
+        attempt,
+        result,
+        // Judged by the core, from the times it is fed.
+        retry_budget_spent: false,
     }
 }
 

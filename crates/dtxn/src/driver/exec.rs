@@ -207,6 +207,9 @@ pub(crate) struct Pending {
     slots: Vec<Slot>,
     running: usize,
     answered: usize,
+    /// One timer for all the calls: armed for the earliest timeout of the
+    /// calls found pending (each runs from that call's first poll).
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 thread_local! {
@@ -259,18 +262,50 @@ impl Pending {
         }
     }
 
-    /// Polls every call still running once (arming the timeouts of those
-    /// pending with `arm_timers`); returns whether any answer waits to be
-    /// applied.
-    fn poll_all(&mut self, cx: &mut std::task::Context<'_>, arm_timers: bool) -> bool {
+    /// Polls every call still running once, and (with `arm_timer`) the
+    /// timer of the earliest timeout among those pending, timing out every
+    /// call whose timeout has passed when it fires; returns whether any
+    /// answer waits to be applied.
+    fn poll_all(&mut self, cx: &mut std::task::Context<'_>, arm_timer: bool) -> bool {
+        let mut earliest: Option<Instant> = None;
         for slot in &mut self.slots {
             let Slot::Running(call) = slot else { continue };
-            if let std::task::Poll::Ready(event) = call.poll(cx, arm_timers) {
-                if let Slot::Running(call) = std::mem::replace(slot, Slot::Answered(event)) {
-                    call.finish();
+            match call.poll(cx) {
+                std::task::Poll::Ready(event) => {
+                    if let Slot::Running(call) = std::mem::replace(slot, Slot::Answered(event)) {
+                        call.finish();
+                    }
+                    self.running -= 1;
+                    self.answered += 1;
                 }
-                self.running -= 1;
-                self.answered += 1;
+                std::task::Poll::Pending => {
+                    earliest = match (earliest, call.deadline()) {
+                        (Some(a), Some(b)) => Some(a.min(b)),
+                        (a, b) => a.or(b),
+                    };
+                }
+            }
+        }
+        let Some(at) = earliest.filter(|_| arm_timer) else {
+            return self.answered > 0;
+        };
+        let timer = self
+            .timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(at)));
+        if timer.deadline() != at {
+            timer.as_mut().reset(at);
+        }
+        if timer.as_mut().poll(cx).is_ready() {
+            let now = Instant::now();
+            for slot in &mut self.slots {
+                let overdue = matches!(slot, Slot::Running(call) if call.deadline().is_some_and(|d| d <= now));
+                if overdue {
+                    if let Slot::Running(call) = std::mem::replace(slot, Slot::Done) {
+                        *slot = Slot::Answered(call.time_out());
+                    }
+                    self.running -= 1;
+                    self.answered += 1;
+                }
             }
         }
         self.answered > 0
