@@ -81,6 +81,21 @@ struct Clock {
     retry_until: Duration,
 }
 
+/// The phase-2 call of `attempt` for the decision (`commit` or not).
+fn phase2_action(commit: bool, participant: usize, attempt: u32) -> Action {
+    if commit {
+        Action::Commit {
+            participant,
+            attempt,
+        }
+    } else {
+        Action::Rollback {
+            participant,
+            attempt,
+        }
+    }
+}
+
 /// The limits the core enforces itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Limits {
@@ -436,17 +451,7 @@ impl Transaction {
                 return true;
             }
             if let Phase2Status::InFlight { attempt } = peers[participant].phase2 {
-                actions.push(if commit {
-                    Action::Commit {
-                        participant,
-                        attempt,
-                    }
-                } else {
-                    Action::Rollback {
-                        participant,
-                        attempt,
-                    }
-                });
+                actions.push(phase2_action(commit, participant, attempt));
             }
             false
         });
@@ -774,17 +779,7 @@ impl Transaction {
                     let due = self.clock.now.saturating_add(delay);
                     self.scheduled.push((participant, due));
                 } else {
-                    actions.push(if commit {
-                        Action::Commit {
-                            participant,
-                            attempt,
-                        }
-                    } else {
-                        Action::Rollback {
-                            participant,
-                            attempt,
-                        }
-                    });
+                    actions.push(phase2_action(commit, participant, attempt));
                 }
             }
         }

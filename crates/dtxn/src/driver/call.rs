@@ -123,7 +123,7 @@ pub(crate) fn start(
         Err(panic) => {
             let failure = CallFailure::Panicked(panic_message(&*panic));
             drop_user(panic);
-            let event = failed(entry.id, &*participant, action, failure);
+            let event = failed(entry.id, &*participant, &action, failure);
             drop_user(participant);
             Err(event)
         }
@@ -167,28 +167,12 @@ impl InFlight {
     /// Ends the call as timed out: drops its future (cancelling it) and
     /// returns the event that says so.
     pub fn time_out(self) -> Event {
-        let event = match self.action {
-            Action::Prepare { participant } => voted(
-                self.txn,
-                &*self.participant,
-                participant,
-                Err(CallFailure::TimedOut),
-            ),
-            Action::Commit {
-                participant,
-                attempt,
-            }
-            | Action::Rollback {
-                participant,
-                attempt,
-            } => acked(
-                self.txn,
-                &*self.participant,
-                participant,
-                attempt,
-                Err(CallFailure::TimedOut),
-            ),
-        };
+        let event = failed(
+            self.txn,
+            &*self.participant,
+            &self.action,
+            CallFailure::TimedOut,
+        );
         self.finish();
         event
     }
@@ -266,19 +250,10 @@ fn acked(
     }
 }
 
-/// The event that answers `action` with a failure (no future was made).
-fn failed(
-    txn: TransactionId,
-    participant: &dyn Participant,
-    action: Action,
-    failure: CallFailure,
-) -> Event {
-    tracing::info!(%txn, participant = %safe_name(participant), %failure, ?action, "participant call failed to start");
-    match action {
-        Action::Prepare { participant } => Event::PrepareDone {
-            participant,
-            result: Err(failure),
-        },
+/// The event that answers `action` with a failure.
+fn failed(txn: TransactionId, p: &dyn Participant, action: &Action, failure: CallFailure) -> Event {
+    match *action {
+        Action::Prepare { participant } => voted(txn, p, participant, Err(failure)),
         Action::Commit {
             participant,
             attempt,
@@ -286,12 +261,7 @@ fn failed(
         | Action::Rollback {
             participant,
             attempt,
-        } => Event::Phase2Done {
-            participant,
-            attempt,
-            result: Err(failure),
-            retry_budget_spent: false,
-        },
+        } => acked(txn, p, participant, attempt, Err(failure)),
     }
 }
 

@@ -123,13 +123,7 @@ impl Runner {
             return Poll::Ready(Progress::Answers);
         }
         if let Some(at) = self.wake_at.filter(|_| timers) {
-            let timer = self
-                .timer
-                .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(at)));
-            if timer.deadline() != at {
-                timer.as_mut().reset(at);
-            }
-            if timer.as_mut().poll(cx).is_ready() {
+            if poll_timer(&mut self.timer, at, cx) {
                 self.wake_at = None;
                 return Poll::Ready(Progress::Timer);
             }
@@ -289,13 +283,7 @@ impl Pending {
         let Some(at) = earliest.filter(|_| arm_timer) else {
             return self.answered > 0;
         };
-        let timer = self
-            .timer
-            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(at)));
-        if timer.deadline() != at {
-            timer.as_mut().reset(at);
-        }
-        if timer.as_mut().poll(cx).is_ready() {
+        if poll_timer(&mut self.timer, at, cx) {
             let now = Instant::now();
             for slot in &mut self.slots {
                 let overdue = matches!(slot, Slot::Running(call) if call.deadline().is_some_and(|d| d <= now));
@@ -323,4 +311,17 @@ impl Drop for Pending {
         }
         scratch::give(&SLOTS, std::mem::take(&mut self.slots));
     }
+}
+
+/// Polls `timer`, made or moved to fire `at`: whether it has fired.
+fn poll_timer(
+    timer: &mut Option<Pin<Box<tokio::time::Sleep>>>,
+    at: Instant,
+    cx: &mut std::task::Context<'_>,
+) -> bool {
+    let timer = timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(at)));
+    if timer.deadline() != at {
+        timer.as_mut().reset(at);
+    }
+    timer.as_mut().poll(cx).is_ready()
 }
