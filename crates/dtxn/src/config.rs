@@ -257,7 +257,7 @@ impl CoordinatorConfig {
     /// Default `max_transactions`.
     pub const DEFAULT_MAX_TRANSACTIONS: usize = 1000;
     /// Default `max_participants`.
-    pub const DEFAULT_MAX_PARTICIPANTS: usize = 100;
+    pub const DEFAULT_MAX_PARTICIPANTS: usize = crate::core::Limits::DEFAULT_MAX_PARTICIPANTS;
     /// Default `prepare_timeout`.
     pub const DEFAULT_PREPARE_TIMEOUT: Duration = Duration::from_secs(5);
     /// Default `phase2_timeout`.

@@ -195,62 +195,7 @@ impl CallContext {
     }
 }
 
-/// A participant's answer to `prepare`: its vote in phase 1.
-///
-/// The names follow X/Open XA: `Ready` is `XA_OK`, `ReadOnly` is `XA_RDONLY`,
-/// `Aborted` is one of the `XA_RB*` codes.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
-pub enum PreparedResult {
-    /// Prepared: the participant has made its work durable enough to commit
-    /// and will commit when told (or roll back when told).
-    Ready,
-    /// The participant changed nothing; it needs no phase 2 and gets none.
-    ReadOnly,
-    /// The participant cannot commit and has already undone its work. The
-    /// transaction aborts; this participant gets no `rollback`.
-    Aborted(String),
-}
-
-/// A `commit` or `rollback` call that did not succeed.
-///
-/// A *transient* error (the default) is retried under the coordinator's
-/// [`RetryPolicy`](crate::RetryPolicy); a *permanent* one tells the
-/// coordinator that retrying is pointless, so the participant is given up on
-/// at once and reported as a heuristic hazard.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, thiserror::Error, serde::Serialize)]
-#[error("{message}")]
-pub struct ParticipantError {
-    message: String,
-    permanent: bool,
-}
-
-impl ParticipantError {
-    /// A failure that may go away: the call is retried.
-    pub fn transient(message: impl Into<String>) -> Self {
-        Self {
-            message: message.into(),
-            permanent: false,
-        }
-    }
-
-    /// A failure that will not go away: the coordinator stops retrying.
-    pub fn permanent(message: impl Into<String>) -> Self {
-        Self {
-            message: message.into(),
-            permanent: true,
-        }
-    }
-
-    /// What went wrong, as the participant described it.
-    pub fn message(&self) -> &str {
-        &self.message
-    }
-
-    /// Whether the participant said retrying cannot help.
-    pub fn is_permanent(&self) -> bool {
-        self.permanent
-    }
-}
+pub use crate::core::{ParticipantError, PreparedResult};
 
 /// A service taking part in distributed transactions.
 ///

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use super::types::*;
-use crate::{PreparedResult, RetryPolicy};
+use crate::RetryPolicy;
 
 /// Microseconds since the transaction began, saturating; [`NEVER`] = not
 /// (yet). Per-participant timings are kept this small (8 bytes a
@@ -105,10 +105,15 @@ pub struct Limits {
     pub retry: RetryPolicy,
 }
 
+impl Limits {
+    /// The default participants per transaction.
+    pub const DEFAULT_MAX_PARTICIPANTS: usize = 100;
+}
+
 impl Default for Limits {
     fn default() -> Self {
         Self {
-            max_participants: crate::CoordinatorConfig::DEFAULT_MAX_PARTICIPANTS,
+            max_participants: Self::DEFAULT_MAX_PARTICIPANTS,
             retry: RetryPolicy::default(),
         }
     }

@@ -68,6 +68,6 @@ mod types;
 
 pub use machine::{Limits, PlantedBug, Transaction};
 pub use types::{
-    AbortCause, Action, CallFailure, CoreError, Decision, Event, Operation, Peer, Phase2Status,
-    PrepareStatus, TransactionState,
+    AbortCause, Action, CallFailure, CoreError, Decision, Event, Operation, ParticipantError, Peer,
+    Phase2Status, PrepareStatus, PreparedResult, TransactionState,
 };
