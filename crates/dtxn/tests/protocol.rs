@@ -672,3 +672,36 @@ async fn the_sweeper_wakes_for_a_deadline_after_sleeping_idle_and_forgets_on_tim
     assert_eq!(c.stats().remembered, 0);
     assert!(c.outcome(txn) == dtxn::OutcomeStatus::Unknown);
 }
+
+#[tokio::test(start_paused = true)]
+async fn the_same_jitter_seed_replays_the_same_retry_delays() {
+    async fn phase2_latency(seed: u64) -> Duration {
+        let c = dtxn::TransactionCoordinator::with_config(
+            common::config()
+                .retry(
+                    dtxn::RetryPolicy::new(3, Duration::from_secs(1), Duration::from_secs(4))
+                        .unwrap(),
+                )
+                .jitter_seed(seed)
+                .build()
+                .unwrap(),
+        );
+        let flaky = Mock::new("flaky")
+            .on_commit(Step::Fail(ParticipantError::transient("busy")))
+            .on_commit(Step::Fail(ParticipantError::transient("busy")))
+            .arc();
+        let txn = begin_with(&c, [flaky]);
+        c.prepare_transaction(txn).await.unwrap();
+        c.commit_transaction(txn).await.unwrap();
+        let report = c.transaction_report(txn).unwrap();
+        report.participants[0].phase2_latency.unwrap()
+    }
+    let first = phase2_latency(7).await;
+    // Two backoffs, jittered into [0.5, 1] s and [1, 2] s.
+    assert!(
+        (Duration::from_millis(1500)..=Duration::from_millis(3100)).contains(&first),
+        "{first:?}"
+    );
+    assert_eq!(phase2_latency(7).await, first);
+    assert_ne!(phase2_latency(8).await, first);
+}
