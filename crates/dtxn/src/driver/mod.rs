@@ -42,6 +42,9 @@ fn deadline_after(now: Instant, d: std::time::Duration) -> Instant {
 
 const SHARDS: usize = 64;
 
+/// [`Shared::sweeper_wakes`] while a sweep runs (and before the first).
+const SWEEPING: u64 = 0;
+
 type Shard = Mutex<HashMap<TransactionId, Arc<Entry>, IdHash>>;
 
 /// 2^64 / φ: multiplying by it spreads a key's bits over the high half of
@@ -119,8 +122,8 @@ pub(crate) struct Shared {
     shutdown: AtomicBool,
     wake_sweeper: Notify,
     /// When the sleeping sweeper next wakes, in nanoseconds since `epoch`
-    /// (`u64::MAX`: only when woken; 0 while it sweeps). A new deadline or
-    /// retention expiry earlier than this wakes it.
+    /// (`u64::MAX`: only when woken; [`SWEEPING`] while it sweeps). A new
+    /// deadline or retention expiry earlier than this wakes it.
     sweeper_wakes: AtomicU64,
     epoch: Instant,
 }
@@ -201,10 +204,12 @@ impl Shared {
         u64::try_from(at.saturating_duration_since(self.epoch).as_nanos()).unwrap_or(u64::MAX)
     }
 
-    /// Wakes the sweeper if it sleeps past `at` (one atomic load when it
-    /// does not).
+    /// Wakes the sweeper if it sleeps past `at`, or is sweeping now (its
+    /// sweep may have missed the transaction `at` belongs to): one atomic
+    /// load when it does not.
     fn wake_sweeper_by(&self, at: Instant) {
-        if self.since_epoch(at) < self.sweeper_wakes.load(Ordering::Acquire) {
+        let wakes = self.sweeper_wakes.load(Ordering::Acquire);
+        if wakes == SWEEPING || self.since_epoch(at) < wakes {
             self.wake_sweeper.notify_one();
         }
     }

@@ -8,7 +8,7 @@ use std::sync::{Arc, Weak};
 use tokio::time::Instant;
 
 use super::entry::{self, lock};
-use super::{deadline_after, exec, Shared};
+use super::{deadline_after, exec, Shared, SWEEPING};
 use crate::core::{Event, TransactionState};
 
 impl Shared {
@@ -120,7 +120,7 @@ pub(super) async fn sweeper(shared: Weak<Shared>, _running: SweeperRunning) {
             Some(s) => {
                 // While it sweeps, any new deadline wakes it again after:
                 // the sweep may have missed its transaction.
-                s.sweeper_wakes.store(0, Ordering::Release);
+                s.sweeper_wakes.store(SWEEPING, Ordering::Release);
                 // No user code runs in a sweep (participants are dropped
                 // with their panics caught); should anything panic all the
                 // same, deadlines must still be enforced next time.
