@@ -10,8 +10,10 @@
 //! The trait's futures borrow the participant and the [`CallContext`]
 //! (`prepare_with(&self, cx: &CallContext)`), yet a call must be able to
 //! outlive the caller that first polled it (PROTOCOL.md rule 14): it is
-//! stored beside what it borrows — the participant's `Arc`, and the
-//! context's owner — which is the one use of `unsafe` in the crate.
+//! stored beside what keeps what it borrows alive — the transaction's
+//! entry, which holds the participant and the contexts of first calls, and
+//! the context of any other call — which is the one use of `unsafe` in the
+//! crate.
 //! Measured (docs/PERFORMANCE.md): boxing each call in an owned future of
 //! our own cost two allocations per participant per transaction and a
 //! 450-byte copy per call.
@@ -22,6 +24,7 @@ use std::any::Any;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
+use std::ptr::NonNull;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -40,11 +43,38 @@ enum Answer {
     Phase2(Boxed<()>),
 }
 
-/// What keeps a call's [`CallContext`] alive at a fixed address.
-enum ContextOwner {
-    /// The transaction's entry, which holds the contexts of first attempts
-    /// without a payload (most calls): no allocation per call.
-    Entry(Arc<Entry>),
+/// A participant of an entry, borrowed from the entry's list for a call.
+///
+/// Calls used to hold a clone of the participant's `Arc`; but every
+/// transaction shares the same participant objects, so cloning and
+/// releasing their reference counts on every call made the two cores fight
+/// over those cache lines. An entry never removes a participant from its
+/// list before it is dropped, so a call that keeps its entry alive (every
+/// `InFlight` does) can borrow the participant instead.
+pub(crate) struct Borrowed(NonNull<dyn Participant>);
+
+impl Borrowed {
+    /// Borrows the participant behind `arc`, an element of an entry's
+    /// participant list. Dereferenced only by [`start`], which is given
+    /// that entry.
+    pub fn of(arc: &Arc<dyn Participant>) -> Self {
+        Self(NonNull::from(&**arc))
+    }
+}
+
+// SAFETY: a `Borrowed` is a shared reference to a `dyn Participant`, which
+// is `Send + Sync` (the trait requires both); it is only dereferenced as a
+// shared reference.
+unsafe impl Send for Borrowed {}
+// SAFETY: as for `Send`.
+unsafe impl Sync for Borrowed {}
+
+/// What keeps a call's [`CallContext`] alive at a fixed address, besides
+/// the entry.
+enum OwnContext {
+    /// None: the entry holds the contexts of first attempts without a
+    /// payload (most calls), so no allocation per call.
+    None,
     /// A context of its own (a retry, or a participant with a payload).
     Own(Arc<CallContext>),
 }
@@ -60,8 +90,11 @@ pub(crate) struct InFlight {
     timeout: Duration,
     action: Action,
     txn: TransactionId,
-    participant: Arc<dyn Participant>,
-    _context: ContextOwner,
+    /// Borrowed from `entry`'s list.
+    participant: &'static dyn Participant,
+    _context: OwnContext,
+    /// Keeps the participant and the first-call contexts alive.
+    entry: Arc<Entry>,
 }
 
 /// Starts `call`: asks the participant for its future (user code, so a
@@ -83,28 +116,31 @@ pub(crate) fn start(
         Action::Rollback { attempt, .. } => (Phase::Rollback, attempt, phase2_timeout),
     };
     let owner = if attempt == 1 && payload.is_none() {
-        ContextOwner::Entry(Arc::clone(entry))
+        OwnContext::None
     } else {
-        ContextOwner::Own(Arc::new(
+        OwnContext::Own(Arc::new(
             CallContext::new(entry.id, phase)
                 .with_attempt(attempt)
                 .with_payload(payload),
         ))
     };
     let context: *const CallContext = match &owner {
-        ContextOwner::Entry(entry) => entry.context(phase),
-        ContextOwner::Own(context) => Arc::as_ptr(context),
+        OwnContext::None => entry.context(phase),
+        OwnContext::Own(context) => Arc::as_ptr(context),
     };
-    // SAFETY: both references point into `Arc` allocations that the
-    // returned `InFlight` keeps alive (`participant`, `_context`) for as
-    // long as `answer`, the only thing that holds the references, exists:
-    // `answer` is declared first, so it is dropped first, and neither `Arc`
-    // is released, replaced or moved out of before that (`finish` drops
-    // `answer` first too). Moving an `InFlight` moves the `Arc` pointers,
-    // not what they point to, and both are only ever read through shared
-    // references.
+    let entry = Arc::clone(entry);
+    // SAFETY: the participant is an element of `entry`'s participant list
+    // (`Borrowed::of` is only made from one, by `Entry::step`), which keeps
+    // every participant until the entry itself is dropped; the context is
+    // in `entry` or in `owner`. The returned `InFlight` holds both `Arc`s
+    // (`entry`, `_context`) for as long as `answer`, the only thing that
+    // holds the references, exists: `answer` is declared first, so it is
+    // dropped first, and neither `Arc` is released, replaced or moved out
+    // of before that (`finish` drops `answer` first too). Moving an
+    // `InFlight` moves the `Arc` pointers, not what they point to, and
+    // everything is only ever read through shared references.
     let (p, cx): (&'static dyn Participant, &'static CallContext) =
-        unsafe { (&*Arc::as_ptr(&participant), &*context) };
+        unsafe { (participant.0.as_ref(), &*context) };
     let made = std::panic::catch_unwind(AssertUnwindSafe(|| match phase {
         Phase::Prepare => Answer::Prepare(p.prepare_with(cx)),
         Phase::Commit => Answer::Phase2(p.commit_with(cx)),
@@ -117,15 +153,14 @@ pub(crate) fn start(
             timeout,
             action,
             txn: entry.id,
-            participant,
+            participant: p,
             _context: owner,
+            entry,
         }),
         Err(panic) => {
             let failure = CallFailure::Panicked(panic_message(&*panic));
             drop_user(panic);
-            let event = failed(entry.id, &*participant, &action, failure);
-            drop_user(participant);
-            Err(event)
+            Err(failed(entry.id, p, &action, failure))
         }
     }
 }
@@ -135,7 +170,7 @@ impl InFlight {
     /// answers it. The first time it is found pending, its start is noted.
     pub fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Event> {
         let started = &mut self.started;
-        let (txn, p) = (self.txn, &*self.participant);
+        let (txn, p) = (self.txn, self.participant);
         match (&mut self.answer, &self.action) {
             (Answer::Prepare(f), &Action::Prepare { participant }) => {
                 guarded(f, cx, started).map(|result| voted(txn, p, participant, result))
@@ -169,7 +204,7 @@ impl InFlight {
     pub fn time_out(self) -> Event {
         let event = failed(
             self.txn,
-            &*self.participant,
+            self.participant,
             &self.action,
             CallFailure::TimedOut,
         );
@@ -182,13 +217,16 @@ impl InFlight {
     pub fn finish(self) {
         let InFlight {
             answer,
-            participant,
             _context,
+            entry,
             ..
         } = self;
         drop_user(answer);
-        drop_user(participant);
         drop(_context);
+        // The last reference to the entry, if it was forgotten while the
+        // call ran: its participants' `Drop` is user code, and the entry
+        // drops each with panics caught.
+        drop(entry);
     }
 }
 

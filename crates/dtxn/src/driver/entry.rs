@@ -9,6 +9,7 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
+use super::call::Borrowed;
 use super::{scratch, Shared};
 use crate::core::{
     AbortCause, Action, CallFailure, CoreError, Event, Peer, Phase2Status, Transaction,
@@ -21,7 +22,9 @@ use crate::{CallContext, Participant, Payload, Phase, TransactionId};
 
 /// A participant call ready to be performed by the executor.
 pub(crate) struct Call {
-    pub participant: Arc<dyn Participant>,
+    /// The participant, borrowed from the entry's list (see
+    /// [`Borrowed`]): no reference count is touched per call.
+    pub participant: Borrowed,
     pub action: Action,
     pub payload: Option<Payload>,
 }
@@ -330,7 +333,7 @@ impl Entry {
         calls.extend(actions.drain(..).map(|action| {
             let i = action.participant();
             Call {
-                participant: Arc::clone(&inner.participants[i]),
+                participant: Borrowed::of(&inner.participants[i]),
                 payload: inner.payload(i),
                 action,
             }
