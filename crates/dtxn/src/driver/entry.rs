@@ -50,6 +50,9 @@ pub(crate) struct Applied {
 
 struct Inner {
     machine: Transaction,
+    /// Only ever added to (while Active), never removed from before the
+    /// entry is dropped: calls borrow their participant from here (see
+    /// [`Borrowed`]).
     participants: Vec<Arc<dyn Participant>>,
     /// The payloads registered with participants, by participant index in
     /// ascending order. Most transactions have none: an empty `Vec` holds
