@@ -421,17 +421,7 @@ impl TransactionCoordinator {
         &self,
         txn: TransactionId,
     ) -> Result<TransactionOutcome, CoordinatorError> {
-        let shared = self.shared();
-        let entry = shared.get(txn)?;
-        shared
-            .client_call(
-                &entry,
-                Event::Commit,
-                Operation::Commit,
-                TransactionState::is_terminal,
-            )
-            .await?;
-        Ok(entry.outcome())
+        self.decide(txn, Event::Commit, Operation::Commit).await
     }
 
     /// Rolls back a transaction that is Active, Preparing or Prepared: takes
@@ -454,15 +444,21 @@ impl TransactionCoordinator {
         &self,
         txn: TransactionId,
     ) -> Result<TransactionOutcome, CoordinatorError> {
+        self.decide(txn, Event::Rollback, Operation::Rollback).await
+    }
+
+    /// Commit or rollback: applies `event`, drives phase 2 until the
+    /// transaction is terminal, and returns its outcome.
+    async fn decide(
+        &self,
+        txn: TransactionId,
+        event: Event,
+        operation: Operation,
+    ) -> Result<TransactionOutcome, CoordinatorError> {
         let shared = self.shared();
         let entry = shared.get(txn)?;
         shared
-            .client_call(
-                &entry,
-                Event::Rollback,
-                Operation::Rollback,
-                TransactionState::is_terminal,
-            )
+            .client_call(&entry, event, operation, TransactionState::is_terminal)
             .await?;
         Ok(entry.outcome())
     }
