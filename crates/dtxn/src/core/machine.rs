@@ -2,8 +2,8 @@
 
 use std::time::Duration;
 
+use super::retry::RetryPolicy;
 use super::types::*;
-use crate::RetryPolicy;
 
 /// Microseconds since the transaction began, saturating; [`NEVER`] = not
 /// (yet). Per-participant timings are kept this small (8 bytes a

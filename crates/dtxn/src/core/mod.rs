@@ -17,7 +17,9 @@
 //! Every state change goes through one checked function that refuses moves
 //! not in the protocol's state diagram, and the whole machine is plain data
 //! (`Clone + Eq + Hash + Debug`), so a model checker or a seeded simulation
-//! can drive exactly the code the product runs.
+//! can drive exactly the code the product runs. The core depends on nothing
+//! above it: its types ([`RetryPolicy`], [`PreparedResult`], ...) are
+//! defined here and re-exported by the crate root.
 //!
 //! ```
 //! use std::time::Duration;
@@ -64,9 +66,11 @@
 //! ```
 
 mod machine;
+mod retry;
 mod types;
 
 pub use machine::{Limits, PlantedBug, Transaction};
+pub use retry::RetryPolicy;
 pub use types::{
     AbortCause, Action, CallFailure, CoreError, Decision, Event, Operation, ParticipantError, Peer,
     Phase2Status, PrepareStatus, PreparedResult, TransactionState,
