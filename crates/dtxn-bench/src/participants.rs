@@ -16,6 +16,10 @@ impl Participant for Noop {
     fn name(&self) -> &str {
         "noop"
     }
+    // For durable coordinators (a decision log requires one).
+    fn recovery_key(&self) -> Option<&str> {
+        Some("noop")
+    }
     async fn prepare(&self, _txn: TransactionId) -> PreparedResult {
         PreparedResult::Ready
     }

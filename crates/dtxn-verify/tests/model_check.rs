@@ -174,8 +174,10 @@ struct Call {
     attempt: u32,
 }
 
-impl From<&Action> for Call {
-    fn from(action: &Action) -> Self {
+impl Call {
+    /// The participant call `action` asks for (`None`: a decision-log
+    /// write, which this model's core, kept without a log, never asks for).
+    fn of(action: &Action) -> Option<Self> {
         let (participant, kind, attempt) = match *action {
             Action::Prepare { participant } => (participant, Kind::Prepare, 1),
             Action::Commit {
@@ -186,12 +188,13 @@ impl From<&Action> for Call {
                 participant,
                 attempt,
             } => (participant, Kind::Rollback, attempt),
+            Action::LogCommit { .. } => return None,
         };
-        Self {
+        Some(Self {
             participant,
             kind,
             attempt,
-        }
+        })
     }
 }
 
@@ -315,8 +318,9 @@ struct Broken {
     stability: bool,
     /// A client call or timer was not handled as the API table says.
     client_api: bool,
-    /// The answer to an outstanding call was refused, or the core reported
-    /// an illegal transition.
+    /// The answer to an outstanding call was refused, the core reported
+    /// an illegal transition, or it asked for a decision-log write without
+    /// a log.
     answer_refused: bool,
     /// A late or duplicate answer was accepted or changed something.
     late_answer_accepted: bool,
@@ -361,7 +365,10 @@ impl State {
     fn issue(&mut self, actions: &[Action]) {
         let decision = self.state().decision();
         for action in actions {
-            let call = Call::from(action);
+            let Some(call) = Call::of(action) else {
+                self.broken.answer_refused = true;
+                continue;
+            };
             let preparing = self.preparing(call.participant);
             let told = &mut self.told[call.participant];
             let bump = |n: &mut u8| *n = (*n + 1).min(COUNT_CAP);

@@ -45,4 +45,14 @@ pub enum CoordinatorError {
     /// was called: no new transactions are begun.
     #[error("the coordinator is shutting down: no new transactions")]
     ShuttingDown,
+    /// The coordinator keeps a [decision log](crate::log) and the
+    /// participant has no [`recovery_key`](crate::Participant::recovery_key):
+    /// a Commit decision could not be delivered to it after a restart.
+    #[error("participant {participant} of transaction {txn} has no recovery key, which a coordinator with a decision log requires")]
+    NotRecoverable {
+        /// The transaction.
+        txn: TransactionId,
+        /// The participant's name.
+        participant: String,
+    },
 }

@@ -114,6 +114,7 @@ pub mod core;
 mod driver;
 mod error;
 mod id;
+pub mod log;
 mod outcome;
 mod participant;
 

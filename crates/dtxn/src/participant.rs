@@ -294,6 +294,19 @@ pub trait Participant: Send + Sync {
         std::any::type_name::<Self>()
     }
 
+    /// The stable name under which the application can find this
+    /// participant again after a coordinator restart, for a coordinator
+    /// with a [decision log](crate::log): it is logged with each Commit
+    /// decision, and recovery looks it up in a
+    /// [`ParticipantResolver`](crate::log::ParticipantResolver) to deliver
+    /// `commit` again. A remote participant returns its URL. The default,
+    /// `None`, is fine without a log; with one, registering such a
+    /// participant is refused
+    /// ([`CoordinatorError::NotRecoverable`](crate::CoordinatorError::NotRecoverable)).
+    fn recovery_key(&self) -> Option<&str> {
+        None
+    }
+
     /// Phase 1: prepare to commit `txn` and vote.
     async fn prepare(&self, txn: TransactionId) -> PreparedResult;
 

@@ -81,6 +81,23 @@ struct Clock {
     retry_until: Duration,
 }
 
+/// The Commit decision's record in the decision log (see
+/// [`Transaction::with_decision_log`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Record {
+    /// No decision log: a Commit decision is delivered at once.
+    NotKept,
+    /// Kept, nothing written (no Commit decision yet, or one with nobody
+    /// to deliver it to).
+    Unwritten,
+    /// Write `attempt` is under way.
+    Writing { attempt: u32 },
+    /// Write `attempt - 1` failed; write `attempt` is due at `due`.
+    Retrying { attempt: u32, due: Duration },
+    /// Durable: phase 2 is delivered.
+    Durable,
+}
+
 /// The phase-2 call of `attempt` for the decision (`commit` or not).
 fn phase2_action(commit: bool, participant: usize, attempt: u32) -> Action {
     if commit {
@@ -93,6 +110,16 @@ fn phase2_action(commit: bool, participant: usize, attempt: u32) -> Action {
             participant,
             attempt,
         }
+    }
+}
+
+/// Whether `peer` gets `commit` after a Commit decision: it voted `Ready`
+/// (or, with the planted bug, `ReadOnly`).
+fn gets_commit(peer: &Peer, read_only_too: bool) -> bool {
+    match peer.prepare {
+        PrepareStatus::Voted(PreparedResult::Ready) => true,
+        PrepareStatus::Voted(PreparedResult::ReadOnly) => read_only_too,
+        _ => false,
     }
 }
 
@@ -143,6 +170,7 @@ pub struct Transaction {
     /// Their status is already `InFlight` with the new attempt; the action
     /// is issued by [`Transaction::handle_timeout`] once due.
     scheduled: Vec<(usize, Duration)>,
+    record: Record,
     #[cfg(feature = "planted-bugs")]
     planted: Option<PlantedBug>,
 }
@@ -201,6 +229,7 @@ impl Transaction {
                 peers: Vec::new(),
             },
             scheduled: Vec::new(),
+            record: Record::NotKept,
             #[cfg(feature = "planted-bugs")]
             planted: None,
         }
@@ -222,6 +251,48 @@ impl Transaction {
     pub fn with_seed(mut self, seed: u64) -> Self {
         self.clock.rng = seed;
         self
+    }
+
+    /// With a decision log (PROTOCOL.md rule 16, presumed abort): a Commit
+    /// decision with participants to deliver it to first asks for
+    /// [`Action::LogCommit`], and its `commit` calls are issued only once
+    /// [`Event::CommitLogged`] reports it durable. Abort decisions are not
+    /// logged. Until then the transaction is Committing but
+    /// [`awaiting_log`](Self::awaiting_log): nobody may be told it
+    /// committed, since a crash now would abort it.
+    #[must_use]
+    pub fn with_decision_log(mut self) -> Self {
+        self.record = Record::Unwritten;
+        self
+    }
+
+    /// Whether the transaction keeps its Commit decision in a decision log.
+    pub fn keeps_decision_log(&self) -> bool {
+        self.record != Record::NotKept
+    }
+
+    /// The Commit decision is taken but not durable yet: a write to the
+    /// decision log is under way or waits to be retried. An outcome query
+    /// must then be answered "pending", not "committed".
+    pub fn awaiting_log(&self) -> bool {
+        matches!(
+            self.record,
+            Record::Writing { .. } | Record::Retrying { .. }
+        )
+    }
+
+    /// The write of the decision log under way, if one is (its attempt).
+    pub fn log_write_in_flight(&self) -> Option<u32> {
+        match self.record {
+            Record::Writing { attempt } => Some(attempt),
+            _ => None,
+        }
+    }
+
+    /// The Commit decision is durable in the decision log (so its end, once
+    /// every participant acknowledged, is worth an end record).
+    pub fn commit_logged(&self) -> bool {
+        self.record == Record::Durable
     }
 
     /// Switches on a deliberate bug (verification only).
@@ -314,10 +385,14 @@ impl Transaction {
     }
 
     /// The next time the core needs [`handle_timeout`](Self::handle_timeout):
-    /// the deadline while Active or Prepared, or the earliest phase-2
-    /// attempt waiting out its backoff. `None`: no timer is needed.
+    /// the deadline while Active or Prepared, the earliest phase-2
+    /// attempt waiting out its backoff, or the next write of the decision
+    /// log after a failed one. `None`: no timer is needed.
     pub fn poll_timeout(&self) -> Option<Duration> {
-        let retry = self.scheduled.iter().map(|&(_, due)| due).min();
+        let mut retry = self.scheduled.iter().map(|&(_, due)| due).min();
+        if let Record::Retrying { due, .. } = self.record {
+            retry = Some(retry.map_or(due, |r| r.min(due)));
+        }
         let deadline = matches!(
             self.state,
             TransactionState::Active | TransactionState::Prepared
@@ -445,6 +520,12 @@ impl Transaction {
     ) -> Result<(), CoreError> {
         self.clock.now = self.clock.now.max(now);
         self.abandon_if_due(actions)?;
+        if let Record::Retrying { attempt, due } = self.record {
+            if due <= self.clock.now {
+                self.record = Record::Writing { attempt };
+                actions.push(Action::LogCommit { attempt });
+            }
+        }
         if self.scheduled.is_empty() {
             return Ok(());
         }
@@ -538,22 +619,17 @@ impl Transaction {
                 Prepared => {
                     self.transit(Committing)?;
                     let read_only_too = self.planted(PlantedBug::CommitReadOnly);
-                    for (participant, peer) in self.peers.iter_mut().enumerate() {
-                        if matches!(peer.prepare, PrepareStatus::Voted(PreparedResult::Ready))
-                            || (read_only_too
-                                && matches!(
-                                    peer.prepare,
-                                    PrepareStatus::Voted(PreparedResult::ReadOnly)
-                                ))
-                        {
-                            peer.phase2 = Phase2Status::InFlight { attempt: 1 };
-                            self.outstanding += 1;
-                            actions.push(Action::Commit {
-                                participant,
-                                attempt: 1,
-                            });
-                        }
+                    let to_deliver = self
+                        .peers
+                        .iter()
+                        .filter(|peer| gets_commit(peer, read_only_too))
+                        .count();
+                    if self.record == Record::Unwritten && to_deliver > 0 {
+                        self.record = Record::Writing { attempt: 1 };
+                        actions.push(Action::LogCommit { attempt: 1 });
+                        return Ok(());
                     }
+                    self.deliver_commit(actions);
                     self.finish_if_done()
                 }
                 Committing | Committed => Ok(()),
@@ -596,7 +672,64 @@ impl Transaction {
                 result,
                 retry_budget_spent,
             } => self.phase2_done(participant, attempt, result, retry_budget_spent, actions),
+            Event::CommitLogged { attempt, result } => {
+                self.commit_logged_at(attempt, result, actions)
+            }
         }
+    }
+
+    /// Issues the first `commit` call to every participant that gets one.
+    fn deliver_commit(&mut self, actions: &mut Vec<Action>) {
+        let read_only_too = self.planted(PlantedBug::CommitReadOnly);
+        for (participant, peer) in self.peers.iter_mut().enumerate() {
+            if gets_commit(peer, read_only_too) {
+                peer.phase2 = Phase2Status::InFlight { attempt: 1 };
+                self.outstanding += 1;
+                actions.push(Action::Commit {
+                    participant,
+                    attempt: 1,
+                });
+            }
+        }
+    }
+
+    /// The end of a write of the Commit decision to the log.
+    fn commit_logged_at(
+        &mut self,
+        attempt: u32,
+        result: Result<(), CallFailure>,
+        actions: &mut Vec<Action>,
+    ) -> Result<(), CoreError> {
+        if self.record != (Record::Writing { attempt }) {
+            return Err(CoreError::StaleLogAnswer { attempt });
+        }
+        if result.is_ok() {
+            self.record = Record::Durable;
+            // Phase 2 starts now: its time budget runs from here.
+            self.clock.retry_until = self
+                .clock
+                .now
+                .saturating_add(self.limits.retry.max_elapsed());
+            self.deliver_commit(actions);
+            return self.finish_if_done();
+        }
+        // The write may have reached the disk: neither deliver nor give up,
+        // write again (the backoff of the retry policy, without its limits).
+        let attempt = attempt.saturating_add(1);
+        let base = self.limits.retry.backoff(attempt);
+        let delay = if base.is_zero() {
+            Duration::ZERO
+        } else {
+            RetryPolicy::jitter(base, self.sample())
+        };
+        if delay.is_zero() {
+            self.record = Record::Writing { attempt };
+            actions.push(Action::LogCommit { attempt });
+        } else {
+            let due = self.clock.now.saturating_add(delay);
+            self.record = Record::Retrying { attempt, due };
+        }
+        Ok(())
     }
 
     fn invalid(&self, operation: Operation) -> CoreError {
@@ -798,7 +931,7 @@ impl Transaction {
     }
 
     fn finish_if_done(&mut self) -> Result<(), CoreError> {
-        if self.outstanding > 0 {
+        if self.outstanding > 0 || self.awaiting_log() {
             return Ok(());
         }
         match self.state {
@@ -1299,5 +1432,145 @@ mod tests {
         step(&mut t, vote(0, PreparedResult::Ready));
         assert_eq!(step(&mut t, Event::DeadlineExpired).len(), 1);
         assert_eq!(t.abort_cause(), Some(&AbortCause::DeadlineExpired));
+    }
+
+    /// A prepared transaction with a decision log: `ready` Ready voters
+    /// and one ReadOnly voter.
+    fn logged_prepared(ready: usize, retry: RetryPolicy) -> Transaction {
+        let mut t = Transaction::new(Limits {
+            max_participants: 4,
+            retry,
+        })
+        .with_seed(7)
+        .with_decision_log();
+        for _ in 0..=ready {
+            t.handle(Event::Register, &mut Vec::new()).unwrap();
+        }
+        step(&mut t, Event::Prepare);
+        for i in 0..ready {
+            step(&mut t, vote(i, PreparedResult::Ready));
+        }
+        step(&mut t, vote(ready, PreparedResult::ReadOnly));
+        assert_eq!(t.state(), Prepared);
+        t
+    }
+
+    fn logged(attempt: u32, ok: bool) -> Event {
+        Event::CommitLogged {
+            attempt,
+            result: if ok {
+                Ok(())
+            } else {
+                Err(CallFailure::Error(ParticipantError::transient("disk")))
+            },
+        }
+    }
+
+    #[test]
+    fn with_a_log_commit_calls_wait_for_the_decision_to_be_durable() {
+        let mut t = logged_prepared(2, RetryPolicy::default());
+        assert!(t.keeps_decision_log() && !t.awaiting_log());
+        assert_eq!(
+            step(&mut t, Event::Commit),
+            [Action::LogCommit { attempt: 1 }]
+        );
+        assert_eq!(t.state(), Committing);
+        assert!(t.awaiting_log() && !t.commit_logged());
+        assert_eq!(t.log_write_in_flight(), Some(1));
+        // Nothing ends a transaction waiting for its log, nor repeats it.
+        assert!(step(&mut t, Event::Commit).is_empty());
+        assert!(step(&mut t, Event::Shutdown).is_empty());
+        assert_eq!(
+            step(&mut t, logged(1, true)),
+            [
+                Action::Commit {
+                    participant: 0,
+                    attempt: 1
+                },
+                Action::Commit {
+                    participant: 1,
+                    attempt: 1
+                }
+            ]
+        );
+        assert!(t.commit_logged() && !t.awaiting_log());
+        step(&mut t, ack(0, 1));
+        step(&mut t, ack(1, 1));
+        assert_eq!(t.state(), Committed);
+    }
+
+    #[test]
+    fn a_failed_log_write_is_written_again_after_a_backoff_however_often() {
+        let retry = RetryPolicy::new(2, 10 * MS, 40 * MS).unwrap();
+        let mut t = logged_prepared(1, retry);
+        step(&mut t, Event::Commit);
+        let mut now = Duration::ZERO;
+        // Far more failures than the policy's attempts: a write that may
+        // have reached the disk is never given up on.
+        for attempt in 1..6 {
+            now += MS;
+            assert!(step_at(&mut t, logged(attempt, false), now).is_empty());
+            assert!(t.awaiting_log() && t.log_write_in_flight().is_none());
+            let due = t.poll_timeout().expect("the next write is a timer");
+            assert!(due > now && due <= now + 40 * MS, "{due:?}");
+            assert!(timeout_at(&mut t, due - MS).is_empty());
+            assert_eq!(
+                timeout_at(&mut t, due),
+                [Action::LogCommit {
+                    attempt: attempt + 1
+                }]
+            );
+            now = due;
+        }
+        assert_eq!(
+            step_at(&mut t, logged(6, true), now + MS),
+            [Action::Commit {
+                participant: 0,
+                attempt: 1
+            }]
+        );
+    }
+
+    #[test]
+    fn stale_log_answers_are_refused_and_change_nothing() {
+        let mut t = logged_prepared(1, RetryPolicy::default());
+        let mut out = Vec::new();
+        let before = t.clone();
+        assert_eq!(
+            t.handle(logged(1, true), &mut out),
+            Err(CoreError::StaleLogAnswer { attempt: 1 })
+        );
+        assert_eq!(t, before);
+        step(&mut t, Event::Commit);
+        let before = t.clone();
+        assert_eq!(
+            t.handle(logged(2, true), &mut out),
+            Err(CoreError::StaleLogAnswer { attempt: 2 })
+        );
+        assert_eq!((t, out.len()), (before, 0));
+    }
+
+    #[test]
+    fn nothing_is_logged_without_a_log_for_aborts_or_for_read_only_voters() {
+        let mut t = logged_prepared(0, RetryPolicy::default());
+        assert!(step(&mut t, Event::Commit).is_empty());
+        assert_eq!(t.state(), Committed);
+        assert!(!t.commit_logged());
+
+        let mut t = logged_prepared(2, RetryPolicy::default());
+        let out = step(&mut t, Event::Rollback);
+        assert!(out.iter().all(|a| matches!(a, Action::Rollback { .. })));
+
+        let mut t = txn_with(1);
+        step(&mut t, Event::Prepare);
+        step(&mut t, vote(0, PreparedResult::Ready));
+        assert!(!t.keeps_decision_log());
+        assert_eq!(
+            step(&mut t, Event::Commit),
+            [Action::Commit {
+                participant: 0,
+                attempt: 1
+            }]
+        );
     }
 }

@@ -252,6 +252,16 @@ pub enum Event {
         /// `true` forces it.
         retry_budget_spent: bool,
     },
+    /// A [`LogCommit`](Action::LogCommit) write ended: the Commit decision
+    /// is durable (`Ok`), or the write failed and is retried after a
+    /// backoff (the decision may or may not be on disk, so it is neither
+    /// delivered nor given up: see [`Action::LogCommit`]).
+    CommitLogged {
+        /// Which write.
+        attempt: u32,
+        /// Durable, or why not.
+        result: Result<(), CallFailure>,
+    },
 }
 
 /// A participant call the driver must make, returned by
@@ -278,15 +288,27 @@ pub enum Action {
         /// 1-based attempt.
         attempt: u32,
     },
+    /// Make the Commit decision durable in the decision log, with the
+    /// participants to deliver it to (only with
+    /// [`with_decision_log`](super::Transaction::with_decision_log)). No
+    /// `commit` call is issued before [`Event::CommitLogged`] says it is
+    /// durable (PROTOCOL.md rule 16). A failed write is retried after a
+    /// backoff, for as long as it takes: once a write may have reached the
+    /// disk, only a durable one may end it.
+    LogCommit {
+        /// 1-based attempt.
+        attempt: u32,
+    },
 }
 
 impl Action {
-    /// The participant the action calls.
-    pub fn participant(&self) -> usize {
+    /// The participant the action calls (`None`: the decision log).
+    pub fn participant(&self) -> Option<usize> {
         match *self {
             Self::Prepare { participant }
             | Self::Commit { participant, .. }
-            | Self::Rollback { participant, .. } => participant,
+            | Self::Rollback { participant, .. } => Some(participant),
+            Self::LogCommit { .. } => None,
         }
     }
 }
@@ -314,6 +336,13 @@ pub enum CoreError {
     Stale {
         /// The participant.
         participant: usize,
+    },
+    /// A decision-log answer with no such write outstanding (a duplicate
+    /// or late answer). It changed nothing.
+    #[error("stale answer from the decision log (write {attempt})")]
+    StaleLogAnswer {
+        /// The write it claims to answer.
+        attempt: u32,
     },
     /// A state change outside the protocol's diagram: a bug in the core.
     #[error("illegal transition {from} -> {to}")]

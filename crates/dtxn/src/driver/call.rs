@@ -31,7 +31,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::entry::{drop_user, safe_name, Call, Entry};
+use super::entry::{drop_user, safe_name, Entry, ParticipantCall};
 use crate::core::{Action, CallFailure, Event};
 use crate::{CallContext, Participant, ParticipantError, Phase, PreparedResult, TransactionId};
 
@@ -101,11 +101,11 @@ pub(crate) struct InFlight {
 /// panic is caught and becomes the call's answer).
 pub(crate) fn start(
     entry: &Arc<Entry>,
-    call: Call,
+    call: ParticipantCall,
     prepare_timeout: Duration,
     phase2_timeout: Duration,
 ) -> Result<InFlight, Event> {
-    let Call {
+    let ParticipantCall {
         participant,
         action,
         payload,
@@ -114,6 +114,16 @@ pub(crate) fn start(
         Action::Prepare { .. } => (Phase::Prepare, 1, prepare_timeout),
         Action::Commit { attempt, .. } => (Phase::Commit, attempt, phase2_timeout),
         Action::Rollback { attempt, .. } => (Phase::Rollback, attempt, phase2_timeout),
+        Action::LogCommit { attempt } => {
+            let failure = CallFailure::Error(ParticipantError::permanent(
+                "internal: a decision-log write was routed to a participant",
+            ));
+            tracing::error!(txn = %entry.id, attempt, "{failure}");
+            return Err(Event::CommitLogged {
+                attempt,
+                result: Err(failure),
+            });
+        }
     };
     let owner = if attempt == 1 && payload.is_none() {
         OwnContext::None
@@ -187,7 +197,8 @@ impl InFlight {
                 }),
             ) => guarded(f, cx, started).map(|result| acked(txn, p, participant, attempt, result)),
             // `start` makes the future that matches the action.
-            (Answer::Prepare(_), _) | (Answer::Phase2(_), Action::Prepare { .. }) => {
+            (Answer::Prepare(_), _)
+            | (Answer::Phase2(_), Action::Prepare { .. } | Action::LogCommit { .. }) => {
                 unreachable!("a call's future always matches its action")
             }
         }
@@ -300,6 +311,11 @@ fn failed(txn: TransactionId, p: &dyn Participant, action: &Action, failure: Cal
             participant,
             attempt,
         } => acked(txn, p, participant, attempt, Err(failure)),
+        // `start` refuses these before any call exists.
+        Action::LogCommit { attempt } => Event::CommitLogged {
+            attempt,
+            result: Err(failure),
+        },
     }
 }
 

@@ -12,21 +12,57 @@ use tokio::time::Instant;
 use super::call::Borrowed;
 use super::{scratch, Shared};
 use crate::core::{
-    AbortCause, Action, CallFailure, CoreError, Event, Peer, Phase2Status, Transaction,
-    TransactionState,
+    AbortCause, Action, CallFailure, CoreError, Event, Peer, Phase2Status, PrepareStatus,
+    Transaction, TransactionState,
 };
+use crate::log::{CommitRecord, LoggedParticipant};
 use crate::outcome::{
     AbortReason, Hazard, ParticipantReport, TransactionOutcome, TransactionReport,
 };
 use crate::{CallContext, Participant, Payload, Phase, TransactionId};
 
 /// A participant call ready to be performed by the executor.
-pub(crate) struct Call {
+pub(crate) struct ParticipantCall {
     /// The participant, borrowed from the entry's list (see
     /// [`Borrowed`]): no reference count is touched per call.
     pub participant: Borrowed,
+    /// A `Prepare`, `Commit` or `Rollback` action.
     pub action: Action,
     pub payload: Option<Payload>,
+}
+
+/// What a step asks the executor to do.
+pub(crate) enum Call {
+    /// Call a participant.
+    Participant(ParticipantCall),
+    /// Write the Commit decision to the decision log.
+    Log { attempt: u32, record: CommitRecord },
+}
+
+impl Call {
+    /// The core's action this performs.
+    pub fn action(&self) -> Action {
+        match self {
+            Self::Participant(call) => call.action.clone(),
+            Self::Log { attempt, .. } => Action::LogCommit { attempt: *attempt },
+        }
+    }
+}
+
+/// A recovered transaction's participants, their recovery keys, and their
+/// payloads by index.
+pub(crate) type Logged = (
+    Vec<Arc<dyn Participant>>,
+    Vec<Arc<str>>,
+    Vec<(u32, Payload)>,
+);
+
+/// What becomes of a logged Commit decision once its phase 2 ended.
+enum LogEnd {
+    /// Every participant acknowledged: the decision can leave the log.
+    Ended,
+    /// A participant was given up on: the decision stays in the log.
+    Hazard,
 }
 
 thread_local! {
@@ -59,6 +95,8 @@ struct Inner {
     /// no allocation, so they pay one word-triple and nothing per
     /// participant.
     payloads: Vec<(u32, Payload)>,
+    /// Each participant's recovery key, with a decision log (else empty).
+    keys: Vec<Arc<str>>,
     /// Which participants may already be registered: a 256-bit Bloom
     /// filter over their addresses, so most registrations skip the linear
     /// duplicate scan (which made registering N participants O(N²)).
@@ -158,12 +196,37 @@ impl Entry {
                 machine,
                 participants: Vec::new(),
                 payloads: Vec::new(),
+                keys: Vec::new(),
                 registered: Registered::default(),
             }),
             state: StateCell::new(),
             contexts: [Phase::Prepare, Phase::Commit, Phase::Rollback]
                 .map(|phase| CallContext::new(id, phase)),
         }
+    }
+
+    /// The entry of a transaction recovered from the decision log, its
+    /// machine replayed to Committing: participants, their recovery keys
+    /// and payloads (by index) as logged.
+    pub fn recovered(
+        id: TransactionId,
+        machine: Transaction,
+        begun: Instant,
+        (participants, keys, payloads): Logged,
+    ) -> Self {
+        let state = machine.state();
+        let entry = Self::new(id, machine, begun, begun);
+        {
+            let mut inner = lock(&entry.inner);
+            for p in &participants {
+                inner.registered.insert(Arc::as_ptr(p) as *const ());
+            }
+            inner.participants = participants;
+            inner.keys = keys;
+            inner.payloads = payloads;
+        }
+        entry.state.set(state);
+        entry
     }
 
     /// The context of a first call without a payload in `phase`.
@@ -196,8 +259,9 @@ impl Entry {
         &self,
         participant: Arc<dyn Participant>,
         payload: Option<Payload>,
+        key: Option<Arc<str>>,
     ) -> Result<bool, CoreError> {
-        let (result, rejected) = self.try_register(participant, payload);
+        let (result, rejected) = self.try_register(participant, payload, key);
         // Outside the entry's lock: it may be the last reference.
         if let Some(p) = rejected {
             drop_user(p);
@@ -209,6 +273,7 @@ impl Entry {
         &self,
         participant: Arc<dyn Participant>,
         payload: Option<Payload>,
+        key: Option<Arc<str>>,
     ) -> (Result<bool, CoreError>, Option<Arc<dyn Participant>>) {
         let mut inner = lock(&self.inner);
         let state = inner.machine.state();
@@ -238,6 +303,7 @@ impl Entry {
             inner.payloads.push((index, payload));
         }
         inner.participants.push(participant);
+        inner.keys.extend(key);
         inner.registered.insert(ptr);
         (Ok(true), None)
     }
@@ -333,15 +399,31 @@ impl Entry {
         } else {
             scratch::take(&CALLS)
         };
-        calls.extend(actions.drain(..).map(|action| {
-            let i = action.participant();
-            Call {
+        calls.extend(actions.drain(..).map(|action| match action.participant() {
+            Some(i) => Call::Participant(ParticipantCall {
                 participant: Borrowed::of(&inner.participants[i]),
                 payload: inner.payload(i),
                 action,
-            }
+            }),
+            None => Call::Log {
+                attempt: match action {
+                    Action::LogCommit { attempt } => attempt,
+                    _ => 1,
+                },
+                record: self.commit_record(&inner),
+            },
         }));
         scratch::give(&ACTIONS, actions);
+        let log_end = (after == TransactionState::Committed
+            && before != TransactionState::Committed
+            && inner.machine.commit_logged())
+        .then(|| {
+            if inner.machine.hazards().next().is_none() {
+                LogEnd::Ended
+            } else {
+                LogEnd::Hazard
+            }
+        });
         let wake_at = Self::phase2_timer(&inner).map(|at| self.instant(at));
         if after.is_terminal() && !before.is_terminal() {
             shared.count_finished(after, inner.machine.hazards().count());
@@ -362,12 +444,45 @@ impl Entry {
                 "participant given up on in phase 2: heuristic hazard"
             );
         }
+        match log_end {
+            Some(LogEnd::Ended) => shared.log_end(self.id),
+            Some(LogEnd::Hazard) => shared.keep_logged_hazard(self.id),
+            None => {}
+        }
         shared.after_step(self, changed_to);
         Applied {
             calls,
             wake_at,
             result,
         }
+    }
+
+    /// The Commit decision as logged: the participants that voted `Ready`,
+    /// by recovery key, with their payloads.
+    fn commit_record(&self, inner: &Inner) -> CommitRecord {
+        let participants = inner
+            .machine
+            .peers()
+            .iter()
+            .enumerate()
+            .filter(|(_, peer)| peer.prepare == PrepareStatus::Voted(crate::PreparedResult::Ready))
+            .filter_map(|(i, _)| {
+                Some(LoggedParticipant {
+                    key: Arc::clone(inner.keys.get(i)?),
+                    payload: inner.payload(i),
+                })
+            })
+            .collect();
+        CommitRecord {
+            txn: self.id,
+            participants,
+        }
+    }
+
+    /// Whether the Commit decision waits to be made durable (see
+    /// [`Transaction::awaiting_log`]).
+    pub fn awaiting_log(&self) -> bool {
+        lock(&self.inner).machine.awaiting_log()
     }
 
     /// Waits until the state satisfies `pred`. Cancel safe.
@@ -398,6 +513,12 @@ impl Entry {
     pub fn abandoned_calls(&self) -> Vec<Event> {
         let inner = lock(&self.inner);
         let mut events = Vec::new();
+        if let Some(attempt) = inner.machine.log_write_in_flight() {
+            events.push(Event::CommitLogged {
+                attempt,
+                result: Err(CallFailure::Abandoned),
+            });
+        }
         for (participant, peer) in inner.machine.peers().iter().enumerate() {
             if peer.prepare == crate::core::PrepareStatus::InFlight {
                 events.push(Event::PrepareDone {

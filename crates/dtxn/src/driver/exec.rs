@@ -10,10 +10,12 @@ use tokio::time::Instant;
 use tracing::Instrument;
 
 use super::call::{self, InFlight};
-use super::entry::{Applied, Entry, CALLS};
+use super::entry::{Applied, Call, Entry, CALLS};
 use super::scratch;
 use super::Shared;
-use crate::core::{Event, TransactionState};
+use crate::core::{CallFailure, Event, TransactionState};
+use crate::log::{LogError, LogFuture};
+use crate::ParticipantError;
 
 /// The participant calls of one transaction in flight, and the loop that
 /// feeds their results into the machine.
@@ -67,12 +69,21 @@ impl Runner {
     fn take(&mut self, mut applied: Applied) {
         let config = &self.shared.config;
         for call in applied.calls.drain(..) {
-            self.pending.push(call::start(
-                &self.entry,
-                call,
-                config.prepare_timeout,
-                config.phase2_timeout,
-            ));
+            match call {
+                Call::Participant(call) => self.pending.push(call::start(
+                    &self.entry,
+                    call,
+                    config.prepare_timeout,
+                    config.phase2_timeout,
+                )),
+                Call::Log { attempt, record } => {
+                    let write = match &self.shared.log {
+                        Some(log) => log.log_commit(record),
+                        None => Box::pin(std::future::ready(Err(LogError::Closed))),
+                    };
+                    self.pending.push_log(attempt, write);
+                }
+            }
         }
         scratch::give(&CALLS, applied.calls);
         self.wake_at = applied.wake_at;
@@ -213,8 +224,22 @@ thread_local! {
 
 enum Slot {
     Running(InFlight),
+    /// A write of the Commit decision to the decision log (attempt). It
+    /// has no timeout of ours: the log's backend bounds its operations.
+    Logging(u32, LogFuture<()>),
     Answered(Event),
     Done,
+}
+
+/// The event that answers the decision-log write `attempt`.
+fn logged(attempt: u32, result: Result<(), LogError>) -> Event {
+    if let Err(e) = &result {
+        tracing::warn!(attempt, error = %e, "the Commit decision could not be logged; writing it again after a backoff");
+    }
+    Event::CommitLogged {
+        attempt,
+        result: result.map_err(|e| CallFailure::Error(ParticipantError::transient(e.to_string()))),
+    }
 }
 
 impl Pending {
@@ -256,6 +281,18 @@ impl Pending {
         }
     }
 
+    /// Adds a write of the decision log.
+    fn push_log(&mut self, attempt: u32, write: LogFuture<()>) {
+        if self.running == 0 && self.answered == 0 {
+            self.slots.clear();
+        }
+        if self.slots.capacity() == 0 {
+            self.slots = scratch::take(&SLOTS);
+        }
+        self.slots.push(Slot::Logging(attempt, write));
+        self.running += 1;
+    }
+
     /// Polls every call still running once, and (with `arm_timer`) the
     /// timer of the earliest timeout among those pending, timing out every
     /// call whose timeout has passed when it fires; returns whether any
@@ -263,6 +300,22 @@ impl Pending {
     fn poll_all(&mut self, cx: &mut std::task::Context<'_>, arm_timer: bool) -> bool {
         let mut earliest: Option<Instant> = None;
         for slot in &mut self.slots {
+            if let Slot::Logging(attempt, write) = slot {
+                let polled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    write.as_mut().poll(cx)
+                }));
+                let result = match polled {
+                    Ok(std::task::Poll::Pending) => continue,
+                    Ok(std::task::Poll::Ready(result)) => result,
+                    Err(_) => Err(LogError::Backend {
+                        message: "the decision log panicked".to_owned(),
+                    }),
+                };
+                *slot = Slot::Answered(logged(*attempt, result));
+                self.running -= 1;
+                self.answered += 1;
+                continue;
+            }
             let Slot::Running(call) = slot else { continue };
             match call.poll(cx) {
                 std::task::Poll::Ready(event) => {

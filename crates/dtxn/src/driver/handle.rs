@@ -1,6 +1,6 @@
 //! The public handle: [`TransactionCoordinator`] and what it reports.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -10,6 +10,7 @@ use tokio::time::Instant;
 use super::entry::{lock, Entry};
 use super::{deadline_after, map_core_error, IdHash, Shared, FIBONACCI, SHARDS};
 use crate::core::{Event, Limits, Operation, Transaction, TransactionState};
+use crate::log::{DecisionLog, LogError, ParticipantResolver, Recovery};
 use crate::outcome::{
     OutcomeStatus, PrepareOutcome, Registration, TransactionOutcome, TransactionReport,
 };
@@ -104,6 +105,10 @@ impl TransactionCoordinator {
 
     /// A coordinator with `config`.
     pub fn with_config(config: CoordinatorConfig) -> Self {
+        Self::build(config, None)
+    }
+
+    fn build(config: CoordinatorConfig, log: Option<Arc<dyn DecisionLog>>) -> Self {
         let jitter_seed = config.jitter_seed.unwrap_or_else(|| fastrand::u64(..));
         let shared = Arc::new(Shared {
             limits: Limits {
@@ -129,11 +134,74 @@ impl TransactionCoordinator {
             wake_sweeper: Notify::new(),
             sweeper_wakes: AtomicU64::new(0),
             epoch: Instant::now(),
+            log,
+            incarnations: Mutex::new(Vec::new()),
+            logged_hazards: Mutex::new(HashSet::new()),
         });
         shared.ensure_sweeper();
         Self {
             handle: Arc::new(Handle { shared }),
         }
+    }
+
+    /// A coordinator that keeps its Commit decisions in `log`, so that
+    /// they survive a crash (see [`dtxn::log`](crate::log)): opens the log,
+    /// and delivers again every Commit decision it holds whose phase 2 had
+    /// not ended, finding each participant by its
+    /// [`recovery_key`](crate::Participant::recovery_key) through
+    /// `participants`. Returns once that redelivery has started (it runs in
+    /// the background, with the retry policy, like any phase 2).
+    ///
+    /// With a log, every participant registered must have a recovery key,
+    /// and outcome queries answer `aborted` for ids that this log's
+    /// coordinators issued and that are not held (presumed abort).
+    ///
+    /// ```
+    /// # #[cfg(feature = "sqlite")]
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use std::sync::Arc;
+    /// use dtxn::log::{ParticipantRegistry, SqliteLog};
+    /// use dtxn::{CoordinatorConfig, TransactionCoordinator};
+    ///
+    /// # let dir = std::env::temp_dir().join(format!("dtxn-doc-{}", std::process::id()));
+    /// # std::fs::create_dir_all(&dir)?;
+    /// let log = SqliteLog::open(dir.join("decisions.db")).await?;
+    /// let registry = ParticipantRegistry::new(); // insert your participants here
+    /// let (coordinator, recovery) =
+    ///     TransactionCoordinator::recover(CoordinatorConfig::default(), Arc::new(log), &registry).await?;
+    /// assert!(recovery.redelivering.is_empty());
+    /// # drop(coordinator); std::fs::remove_dir_all(&dir)?;
+    /// # Ok(()) }
+    /// # #[cfg(not(feature = "sqlite"))]
+    /// # fn main() {}
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// The [`LogError`] of opening the log (in use by another coordinator,
+    /// written by a newer version, unreadable).
+    pub async fn recover(
+        config: CoordinatorConfig,
+        log: Arc<dyn DecisionLog>,
+        participants: &dyn ParticipantResolver,
+    ) -> Result<(Self, Recovery), LogError> {
+        let coordinator = Self::build(config, Some(Arc::clone(&log)));
+        let shared = coordinator.shared();
+        let contents = log.open(shared.nonce).await?;
+        *lock(&shared.incarnations) = contents.incarnations;
+        let mut recovery = Recovery::default();
+        for record in contents.in_doubt {
+            shared.redeliver(record, participants, &mut recovery);
+        }
+        if !recovery.redelivering.is_empty() {
+            tracing::info!(
+                transactions = recovery.redelivering.len(),
+                unresolved = recovery.unresolved.len(),
+                "delivering logged Commit decisions again"
+            );
+        }
+        Ok((coordinator, recovery))
     }
 
     fn shared(&self) -> &Arc<Shared> {
@@ -236,6 +304,9 @@ impl TransactionCoordinator {
         if let Some(bug) = shared.config.planted_bug {
             machine.plant(bug);
         }
+        if shared.log.is_some() {
+            machine = machine.with_decision_log();
+        }
         let deadline = deadline_after(now, shared.config.transaction_deadline);
         let entry = Arc::new(Entry::new(id, machine, now, deadline));
         let refused = {
@@ -333,7 +404,23 @@ impl TransactionCoordinator {
         let shared = self.shared();
         let entry = shared.get(txn)?;
         self.expire_if_due(&entry);
-        match entry.register(participant, payload) {
+        // User code, so outside every lock, with a panic caught.
+        let key = match &shared.log {
+            None => None,
+            Some(_) => {
+                let key = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    participant.recovery_key().map(Arc::<str>::from)
+                }))
+                .ok()
+                .flatten();
+                if key.is_none() {
+                    let participant = super::entry::safe_name(&*participant);
+                    return Err(CoordinatorError::NotRecoverable { txn, participant });
+                }
+                key
+            }
+        };
+        match entry.register(participant, payload, key) {
             Ok(true) => Ok(Registration::Registered),
             Ok(false) => Ok(Registration::AlreadyRegistered),
             Err(e) => Err(map_core_error(&entry, e, Operation::Register)),
@@ -509,9 +596,14 @@ impl TransactionCoordinator {
         match self.shared().get(txn) {
             Ok(entry) => {
                 self.expire_if_due(&entry);
-                OutcomeStatus::of(entry.state())
+                let state = entry.state();
+                // Not durable yet: a crash now would abort it.
+                if state == TransactionState::Committing && entry.awaiting_log() {
+                    return OutcomeStatus::Pending;
+                }
+                OutcomeStatus::of(state)
             }
-            Err(_) => OutcomeStatus::Unknown,
+            Err(_) => self.shared().outcome_of_unknown(txn),
         }
     }
 

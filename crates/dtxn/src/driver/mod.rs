@@ -19,7 +19,7 @@ mod sweeper;
 
 pub use handle::{CoordinatorStats, TransactionCoordinator, TransactionSummary};
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -27,7 +27,8 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use crate::core::{Action, CoreError, Event, Limits, Operation, TransactionState};
-use crate::{CoordinatorConfig, CoordinatorError, TransactionId};
+use crate::log::DecisionLog;
+use crate::{CoordinatorConfig, CoordinatorError, OutcomeStatus, TransactionId};
 use entry::{lock, Entry};
 
 /// How far in the future "never" is, for deadlines too large for the
@@ -126,6 +127,14 @@ pub(crate) struct Shared {
     /// deadline or retention expiry earlier than this wakes it.
     sweeper_wakes: AtomicU64,
     epoch: Instant,
+    /// The decision log, if the coordinator keeps one.
+    log: Option<Arc<dyn DecisionLog>>,
+    /// With a log: the nonces of every coordinator that used it, whose
+    /// ids are this log's (presumed abort answers for them).
+    incarnations: Mutex<Vec<u64>>,
+    /// Logged Commit decisions that ended with a participant given up on:
+    /// kept in the log, and answered `committed` even once forgotten here.
+    logged_hazards: Mutex<HashSet<TransactionId>>,
 }
 
 impl Shared {
@@ -197,6 +206,108 @@ impl Shared {
         };
         self.forget(oldest.map(|(_, id)| id));
         self.wake_sweeper_by(deadline_after(now, self.config.retention_period));
+    }
+
+    /// Puts a logged Commit decision back in the table and delivers it
+    /// again. The transaction is replayed through the core to Committing,
+    /// then told its decision is durable, which issues the `commit` calls.
+    fn redeliver(
+        self: &Arc<Self>,
+        record: crate::log::CommitRecord,
+        resolver: &dyn crate::log::ParticipantResolver,
+        recovery: &mut crate::log::Recovery,
+    ) {
+        let txn = record.txn;
+        let count = record.participants.len();
+        let mut participants: Vec<Arc<dyn crate::Participant>> = Vec::with_capacity(count);
+        let mut keys = Vec::with_capacity(count);
+        let mut payloads = Vec::new();
+        for (i, logged) in record.participants.into_iter().enumerate() {
+            let found = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                resolver.resolve(&logged.key)
+            }))
+            .ok()
+            .flatten();
+            participants.push(found.unwrap_or_else(|| {
+                tracing::error!(%txn, key = %logged.key, "no participant for this recovery key: it is given up on");
+                recovery.unresolved.push((txn, logged.key.to_string()));
+                Arc::new(Unresolved(Arc::clone(&logged.key)))
+            }));
+            keys.push(logged.key);
+            if let Some(payload) = logged.payload {
+                payloads.push((u32::try_from(i).unwrap_or(u32::MAX), payload));
+            }
+        }
+        // A lower limit since the decision was logged must not refuse it.
+        let limits = Limits {
+            max_participants: self.limits.max_participants.max(count),
+            ..self.limits
+        };
+        let mut machine = crate::core::Transaction::new(limits)
+            .with_seed(self.jitter_seed ^ txn.as_u128() as u64)
+            .with_decision_log();
+        let mut ignored = Vec::new();
+        let replayed = (0..count)
+            .map(|_| Event::Register)
+            .chain([Event::Prepare])
+            .chain((0..count).map(|participant| Event::PrepareDone {
+                participant,
+                result: Ok(crate::PreparedResult::Ready),
+            }))
+            .chain([Event::Commit])
+            .try_for_each(|event| machine.handle(event, &mut ignored));
+        if let Err(e) = replayed {
+            tracing::error!(%txn, error = %e, "a logged decision could not be replayed");
+            return;
+        }
+        let now = Instant::now();
+        let entry = Arc::new(Entry::recovered(
+            txn,
+            machine,
+            now,
+            (participants, keys, payloads),
+        ));
+        self.unfinished.fetch_add(1, Ordering::AcqRel);
+        lock(self.shard(txn)).insert(txn, Arc::clone(&entry));
+        recovery.redelivering.push(txn);
+        let durable = Event::CommitLogged {
+            attempt: 1,
+            result: Ok(()),
+        };
+        let applied = entry.apply(durable, self);
+        self.run_detached(&entry, applied);
+    }
+
+    /// Lets the log drop `txn`'s decision: every participant acknowledged.
+    fn log_end(&self, txn: TransactionId) {
+        if let Some(log) = &self.log {
+            log.log_end(txn);
+        }
+    }
+
+    /// Remembers a logged Commit that ended with a hazard: its decision
+    /// stays in the log, and queries answer `committed` for good.
+    fn keep_logged_hazard(&self, txn: TransactionId) {
+        tracing::warn!(%txn, "committed with a participant given up on: the decision stays in the log");
+        lock(&self.logged_hazards).insert(txn);
+    }
+
+    /// The outcome of a transaction this coordinator does not hold: with a
+    /// log, presumed abort for the ids its coordinators issued (PROTOCOL.md
+    /// rule 16); otherwise unknown (rule 15).
+    fn outcome_of_unknown(&self, txn: TransactionId) -> OutcomeStatus {
+        if self.log.is_none() {
+            return OutcomeStatus::Unknown;
+        }
+        if lock(&self.logged_hazards).contains(&txn) {
+            return OutcomeStatus::Committed;
+        }
+        let issuer = (txn.as_u128() >> 64) as u64;
+        if issuer == self.nonce || lock(&self.incarnations).contains(&issuer) {
+            OutcomeStatus::Aborted
+        } else {
+            OutcomeStatus::Unknown
+        }
     }
 
     /// Nanoseconds from `epoch` to `at` (saturating).
@@ -315,7 +426,7 @@ impl Shared {
         let queued: Vec<Action> = lock(&self.orphans)
             .iter()
             .filter(|(orphan, _)| Arc::ptr_eq(orphan, entry))
-            .flat_map(|(_, calls)| calls.iter().map(|call| call.action.clone()))
+            .flat_map(|(_, calls)| calls.iter().map(entry::Call::action))
             .collect();
         let mut calls = Vec::new();
         for event in entry.abandoned_calls() {
@@ -333,6 +444,33 @@ impl Shared {
     }
 }
 
+/// A participant of a logged decision that no resolver knew at restart:
+/// every call fails permanently, so it is given up on at once (a hazard)
+/// and the decision stays in the log for the next start.
+struct Unresolved(Arc<str>);
+
+#[async_trait::async_trait]
+impl crate::Participant for Unresolved {
+    fn name(&self) -> &str {
+        &self.0
+    }
+    fn recovery_key(&self) -> Option<&str> {
+        Some(&self.0)
+    }
+    async fn prepare(&self, _: TransactionId) -> crate::PreparedResult {
+        crate::PreparedResult::Aborted("no participant under this recovery key".to_owned())
+    }
+    async fn commit(&self, _: TransactionId) -> Result<(), crate::ParticipantError> {
+        Err(crate::ParticipantError::permanent(format!(
+            "no participant registered under the recovery key {:?} at restart",
+            self.0
+        )))
+    }
+    async fn rollback(&self, txn: TransactionId) -> Result<(), crate::ParticipantError> {
+        self.commit(txn).await
+    }
+}
+
 fn map_core_error(entry: &Entry, e: CoreError, operation: Operation) -> CoordinatorError {
     let txn = entry.id;
     match e {
@@ -346,7 +484,9 @@ fn map_core_error(entry: &Entry, e: CoreError, operation: Operation) -> Coordina
         }
         // Client events are never stale and the core never makes an illegal
         // move on one; should it ever, refuse the call rather than panic.
-        CoreError::Stale { .. } | CoreError::IllegalTransition { .. } => {
+        CoreError::Stale { .. }
+        | CoreError::StaleLogAnswer { .. }
+        | CoreError::IllegalTransition { .. } => {
             tracing::error!(%txn, error = %e, "core refused a client event unexpectedly");
             CoordinatorError::InvalidState {
                 txn,
@@ -378,6 +518,7 @@ fn answers(event: &Event, action: &Action) -> bool {
                 attempt: a,
             },
         ) => participant == p && attempt == a,
+        (Event::CommitLogged { attempt, .. }, Action::LogCommit { attempt: a }) => attempt == a,
         _ => false,
     }
 }

@@ -120,6 +120,10 @@ impl Participant for Mock {
         &self.name
     }
 
+    fn recovery_key(&self) -> Option<&str> {
+        Some(&self.name)
+    }
+
     async fn prepare(&self, txn: TransactionId) -> PreparedResult {
         run(self.next(Kind::Prepare, txn))
             .await

@@ -1,0 +1,294 @@
+//! The optional decision log: Commit decisions that survive a coordinator
+//! crash (PROTOCOL.md rule 16, presumed abort).
+//!
+//! Without a log (the default) a coordinator keeps everything in memory,
+//! and one that dies between its Commit decision and the last
+//! acknowledgement loses the decision. With one, started by
+//! [`TransactionCoordinator::recover`](crate::TransactionCoordinator::recover):
+//!
+//! * a Commit decision, with the participants to deliver it to (each by
+//!   its [`recovery_key`](crate::Participant::recovery_key), with its
+//!   [`Payload`]), is durable before any `commit` call is sent. Concurrent
+//!   decisions share one sync of the log (group commit).
+//! * Abort decisions are not logged: whatever the log does not hold was
+//!   not committed (*presumed abort*).
+//! * When every participant has acknowledged, the decision is removed from
+//!   the log, lazily and in batches. A decision with a participant given up
+//!   on (a heuristic hazard) stays until an operator resolves it.
+//! * On start, [`recover`](crate::TransactionCoordinator::recover) reads
+//!   the decisions still in the log and delivers them again (phase 2 is
+//!   idempotent), finding each participant again by its key through a
+//!   [`ParticipantResolver`], such as a [`ParticipantRegistry`] that the
+//!   application fills at start.
+//! * Outcome queries answer `aborted` for an id that this log's
+//!   coordinators issued and no longer hold: presumed abort, now safe.
+//!
+//! What survives which crash: everything a participant was told. A
+//! participant that voted `Ready` and heard nothing learns the decision from
+//! a redelivered `commit`, or, when there was none, from an outcome query
+//! (`aborted`). A client whose `commit_transaction` had not returned when
+//! the coordinator died does not know the outcome; it asks
+//! ([`TransactionCoordinator::outcome`](crate::TransactionCoordinator::outcome)).
+//!
+//! Backends: [`SqliteLog`] (feature `sqlite`), an embedded file needing no
+//! server, and anything implementing [`DecisionLog`].
+
+use std::collections::HashMap;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use crate::{Participant, Payload, TransactionId};
+
+#[cfg(feature = "sqlite")]
+mod sqlite;
+#[cfg(feature = "sqlite")]
+pub use sqlite::SqliteLog;
+
+/// The future of a [`DecisionLog`] operation. It borrows nothing, so a
+/// coordinator can hold it beside its participant calls.
+pub type LogFuture<T> = Pin<Box<dyn Future<Output = Result<T, LogError>> + Send + 'static>>;
+
+/// A logged Commit decision: what recovery needs to deliver it again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommitRecord {
+    /// The transaction.
+    pub txn: TransactionId,
+    /// The participants to deliver `commit` to: those that voted `Ready`,
+    /// in registration order.
+    pub participants: Vec<LoggedParticipant>,
+}
+
+/// One participant of a [`CommitRecord`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoggedParticipant {
+    /// Its [`recovery_key`](crate::Participant::recovery_key).
+    pub key: Arc<str>,
+    /// The payload registered with it, handed to it again with `commit`.
+    pub payload: Option<Payload>,
+}
+
+/// What a decision log holds when a coordinator opens it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct LogContents {
+    /// Commit decisions whose phase 2 has not ended with every
+    /// participant acknowledged, oldest first.
+    pub in_doubt: Vec<CommitRecord>,
+    /// The nonces of every coordinator that opened the log, this one
+    /// included: the transaction ids they issued are this log's, and an
+    /// unknown one of them was not committed.
+    pub incarnations: Vec<u64>,
+}
+
+impl LogContents {
+    /// Contents with `in_doubt` decisions and `incarnations`.
+    pub fn new(in_doubt: Vec<CommitRecord>, incarnations: Vec<u64>) -> Self {
+        Self {
+            in_doubt,
+            incarnations,
+        }
+    }
+}
+
+/// Where Commit decisions are made durable (see the [module docs](self)).
+///
+/// Implementations must make [`log_commit`](Self::log_commit) durable
+/// before its future completes with `Ok`, and should let concurrent calls
+/// share one sync (group commit). Every method may be called from any
+/// thread; the futures must not borrow the log.
+pub trait DecisionLog: Send + Sync + 'static {
+    /// Opens the log for a coordinator whose transaction ids carry
+    /// `incarnation` (their upper 64 bits): records it durably among the
+    /// log's incarnations, and returns what the log holds.
+    ///
+    /// # Errors
+    ///
+    /// [`LogError::Locked`] when another coordinator has it open;
+    /// [`LogError::NewerFormat`], [`LogError::Corrupt`] or
+    /// [`LogError::Backend`] when it cannot be read.
+    fn open(&self, incarnation: u64) -> LogFuture<LogContents>;
+
+    /// Makes `record` durable; writing the same record again is harmless.
+    ///
+    /// # Errors
+    ///
+    /// Any [`LogError`]: the record may or may not be durable, and the
+    /// coordinator writes it again until it is.
+    fn log_commit(&self, record: CommitRecord) -> LogFuture<()>;
+
+    /// Records that `txn`'s phase 2 ended with every participant
+    /// acknowledged, so its decision can be dropped. May be lazy and
+    /// batched: an end lost in a crash only makes recovery deliver
+    /// `commit` again, which participants accept (it is idempotent).
+    fn log_end(&self, txn: TransactionId);
+}
+
+/// A decision log operation failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum LogError {
+    /// Another coordinator has the log open.
+    #[error("the decision log {location} is in use by another coordinator")]
+    Locked {
+        /// Where the log is.
+        location: String,
+    },
+    /// The log was written by a newer version of dtxn.
+    #[error("the decision log is in format {found}, newer than this dtxn's {supported}")]
+    NewerFormat {
+        /// The log's format.
+        found: u32,
+        /// The newest this version reads.
+        supported: u32,
+    },
+    /// A record could not be decoded.
+    #[error("the decision log holds a damaged record: {detail}")]
+    Corrupt {
+        /// What was wrong.
+        detail: String,
+    },
+    /// The log was closed (its background writer stopped).
+    #[error("the decision log is closed")]
+    Closed,
+    /// The storage refused an operation (I/O error, disk full, read-only
+    /// file, lost connection).
+    #[error("decision log: {message}")]
+    Backend {
+        /// The storage's error.
+        message: String,
+    },
+}
+
+/// Finds a participant again after a restart, by its
+/// [`recovery_key`](crate::Participant::recovery_key). Implemented by
+/// [`ParticipantRegistry`] and by closures
+/// `Fn(&str) -> Option<Arc<dyn Participant>>` (to make a remote participant
+/// from a URL, say).
+pub trait ParticipantResolver: Send + Sync {
+    /// The participant registered under `key`, if any.
+    fn resolve(&self, key: &str) -> Option<Arc<dyn Participant>>;
+}
+
+impl<F> ParticipantResolver for F
+where
+    F: Fn(&str) -> Option<Arc<dyn Participant>> + Send + Sync,
+{
+    fn resolve(&self, key: &str) -> Option<Arc<dyn Participant>> {
+        self(key)
+    }
+}
+
+/// In-process participants by [`recovery_key`](crate::Participant::recovery_key),
+/// filled by the application at start so that
+/// [`recover`](crate::TransactionCoordinator::recover) can deliver logged
+/// decisions to them.
+///
+/// ```
+/// use std::sync::Arc;
+/// use dtxn::log::ParticipantRegistry;
+/// # use dtxn::{async_trait, Participant, ParticipantError, PreparedResult, TransactionId};
+/// # struct Inventory;
+/// # #[async_trait]
+/// # impl Participant for Inventory {
+/// #     fn recovery_key(&self) -> Option<&str> { Some("inventory") }
+/// #     async fn prepare(&self, _: TransactionId) -> PreparedResult { PreparedResult::Ready }
+/// #     async fn commit(&self, _: TransactionId) -> Result<(), ParticipantError> { Ok(()) }
+/// #     async fn rollback(&self, _: TransactionId) -> Result<(), ParticipantError> { Ok(()) }
+/// # }
+///
+/// let mut registry = ParticipantRegistry::new();
+/// registry.insert(Arc::new(Inventory))?;
+/// assert!(registry.get("inventory").is_some());
+/// # Ok::<(), dtxn::log::RegistryError>(())
+/// ```
+#[derive(Clone, Default)]
+pub struct ParticipantRegistry {
+    by_key: HashMap<Arc<str>, Arc<dyn Participant>>,
+}
+
+/// A participant could not be added to a [`ParticipantRegistry`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RegistryError {
+    /// It has no [`recovery_key`](crate::Participant::recovery_key).
+    #[error("participant {name} has no recovery key")]
+    NoKey {
+        /// Its name.
+        name: String,
+    },
+    /// Another participant has the same key.
+    #[error("two participants share the recovery key {key:?}")]
+    Duplicate {
+        /// The key.
+        key: String,
+    },
+}
+
+impl ParticipantRegistry {
+    /// An empty registry.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds `participant` under its recovery key.
+    ///
+    /// # Errors
+    ///
+    /// [`RegistryError::NoKey`] or [`RegistryError::Duplicate`].
+    pub fn insert(&mut self, participant: Arc<dyn Participant>) -> Result<(), RegistryError> {
+        let Some(key) = participant.recovery_key().map(Arc::<str>::from) else {
+            return Err(RegistryError::NoKey {
+                name: participant.name().to_owned(),
+            });
+        };
+        if self.by_key.contains_key(&key) {
+            return Err(RegistryError::Duplicate {
+                key: key.to_string(),
+            });
+        }
+        self.by_key.insert(key, participant);
+        Ok(())
+    }
+
+    /// The participant registered under `key`.
+    pub fn get(&self, key: &str) -> Option<&Arc<dyn Participant>> {
+        self.by_key.get(key)
+    }
+
+    /// How many participants are registered.
+    pub fn len(&self) -> usize {
+        self.by_key.len()
+    }
+
+    /// Whether none is.
+    pub fn is_empty(&self) -> bool {
+        self.by_key.is_empty()
+    }
+}
+
+impl fmt::Debug for ParticipantRegistry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_set().entries(self.by_key.keys()).finish()
+    }
+}
+
+impl ParticipantResolver for ParticipantRegistry {
+    fn resolve(&self, key: &str) -> Option<Arc<dyn Participant>> {
+        self.get(key).cloned()
+    }
+}
+
+/// What [`recover`](crate::TransactionCoordinator::recover) found in the
+/// log.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Recovery {
+    /// Logged Commit decisions whose phase 2 is being delivered again.
+    pub redelivering: Vec<TransactionId>,
+    /// Participants of those decisions that no resolver knew: they are
+    /// given up on (a heuristic hazard each) and their decision stays in
+    /// the log for the next start. (transaction, recovery key)
+    pub unresolved: Vec<(TransactionId, String)>,
+}

@@ -1,0 +1,349 @@
+//! The decision log (PROTOCOL.md rule 16): what is logged and when, what a
+//! failing log does, and recovery after a crash. An in-memory log stands in
+//! for the storage here (the SQLite backend has its own tests), so failures
+//! can be scripted; every timeout runs on tokio's paused clock.
+
+mod common;
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Arc, Mutex};
+
+use common::{config, ms, Kind, Mock, Step};
+use dtxn::log::{CommitRecord, DecisionLog, LogContents, LogError, LogFuture, ParticipantRegistry};
+use dtxn::{
+    async_trait, CoordinatorError, OutcomeStatus, Participant, ParticipantError, PreparedResult,
+    TransactionCoordinator, TransactionId, TransactionState,
+};
+
+/// What the "disk" holds: it outlives every coordinator using it.
+#[derive(Default)]
+struct Disk {
+    commits: BTreeMap<TransactionId, CommitRecord>,
+    incarnations: Vec<u64>,
+    /// Every operation, in order: ("commit" | "end", txn).
+    journal: Vec<(&'static str, TransactionId)>,
+    /// Scripted answers of the next writes (default: durable).
+    failures: VecDeque<LogError>,
+}
+
+#[derive(Clone, Default)]
+struct MemoryLog(Arc<Mutex<Disk>>);
+
+impl MemoryLog {
+    fn fail_next(&self, n: usize) {
+        let mut disk = self.0.lock().unwrap();
+        for _ in 0..n {
+            disk.failures.push_back(LogError::Backend {
+                message: "disk unavailable".into(),
+            });
+        }
+    }
+    fn logged(&self) -> Vec<TransactionId> {
+        self.0.lock().unwrap().commits.keys().copied().collect()
+    }
+    fn journal(&self) -> Vec<(&'static str, TransactionId)> {
+        self.0.lock().unwrap().journal.clone()
+    }
+}
+
+impl DecisionLog for MemoryLog {
+    fn open(&self, incarnation: u64) -> LogFuture<LogContents> {
+        let mut disk = self.0.lock().unwrap();
+        disk.incarnations.push(incarnation);
+        let contents = LogContents::new(
+            disk.commits.values().cloned().collect(),
+            disk.incarnations.clone(),
+        );
+        Box::pin(async move { Ok(contents) })
+    }
+
+    fn log_commit(&self, record: CommitRecord) -> LogFuture<()> {
+        let disk = self.0.clone();
+        Box::pin(async move {
+            // A write takes a little time, as a sync does.
+            tokio::time::sleep(ms(1)).await;
+            let mut disk = disk.lock().unwrap();
+            if let Some(e) = disk.failures.pop_front() {
+                return Err(e);
+            }
+            disk.journal.push(("commit", record.txn));
+            disk.commits.insert(record.txn, record);
+            Ok(())
+        })
+    }
+
+    fn log_end(&self, txn: TransactionId) {
+        let mut disk = self.0.lock().unwrap();
+        disk.journal.push(("end", txn));
+        disk.commits.remove(&txn);
+    }
+}
+
+/// A participant that checks, when asked to commit, that the decision is
+/// already in the log.
+struct Witness {
+    log: MemoryLog,
+    logged_at_commit: Mutex<Vec<bool>>,
+}
+
+#[async_trait]
+impl Participant for Witness {
+    fn recovery_key(&self) -> Option<&str> {
+        Some("witness")
+    }
+    async fn prepare(&self, _: TransactionId) -> PreparedResult {
+        PreparedResult::Ready
+    }
+    async fn commit(&self, txn: TransactionId) -> Result<(), ParticipantError> {
+        let logged = self.log.logged().contains(&txn);
+        self.logged_at_commit.lock().unwrap().push(logged);
+        Ok(())
+    }
+    async fn rollback(&self, _: TransactionId) -> Result<(), ParticipantError> {
+        Ok(())
+    }
+}
+
+async fn durable(log: &MemoryLog, registry: &ParticipantRegistry) -> TransactionCoordinator {
+    let (c, recovery) =
+        TransactionCoordinator::recover(config().build().unwrap(), Arc::new(log.clone()), registry)
+            .await
+            .unwrap();
+    assert!(recovery.unresolved.is_empty());
+    c
+}
+
+fn register(c: &TransactionCoordinator, txn: TransactionId, ps: &[Arc<Mock>]) {
+    for p in ps {
+        c.register_participant(txn, p.clone() as Arc<dyn Participant>)
+            .unwrap();
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_commit_decision_is_durable_before_any_commit_call() {
+    let log = MemoryLog::default();
+    let c = durable(&log, &ParticipantRegistry::new()).await;
+    let witness = Arc::new(Witness {
+        log: log.clone(),
+        logged_at_commit: Mutex::default(),
+    });
+    let txn = c.begin_transaction().unwrap();
+    c.register_participant(txn, witness.clone()).unwrap();
+    register(&c, txn, &[Mock::new("b").arc()]);
+    c.prepare_transaction(txn).await.unwrap();
+    assert!(c.commit_transaction(txn).await.unwrap().is_committed());
+    assert_eq!(*witness.logged_at_commit.lock().unwrap(), [true]);
+    // Every participant acknowledged: the end record followed.
+    assert_eq!(log.journal(), [("commit", txn), ("end", txn)]);
+    assert!(log.logged().is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn abort_decisions_and_read_only_commits_are_not_logged() {
+    let log = MemoryLog::default();
+    let c = durable(&log, &ParticipantRegistry::new()).await;
+    let aborted = c.begin_transaction().unwrap();
+    register(
+        &c,
+        aborted,
+        &[Mock::new("no").on_prepare(Step::aborted("no stock")).arc()],
+    );
+    assert!(!c.prepare_transaction(aborted).await.unwrap().is_prepared());
+    let read_only = c.begin_transaction().unwrap();
+    register(
+        &c,
+        read_only,
+        &[Mock::new("ro")
+            .on_prepare(Step::Vote(PreparedResult::ReadOnly))
+            .arc()],
+    );
+    c.prepare_transaction(read_only).await.unwrap();
+    assert!(c
+        .commit_transaction(read_only)
+        .await
+        .unwrap()
+        .is_committed());
+    assert!(log.journal().is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failing_log_delays_the_commit_calls_until_a_write_is_durable() {
+    let log = MemoryLog::default();
+    let c = durable(&log, &ParticipantRegistry::new()).await;
+    let p = Mock::new("p").arc();
+    let txn = c.begin_transaction().unwrap();
+    register(&c, txn, std::slice::from_ref(&p));
+    c.prepare_transaction(txn).await.unwrap();
+    log.fail_next(2);
+    let commit = tokio::spawn({
+        let c = c.clone();
+        async move { c.commit_transaction(txn).await }
+    });
+    // The first write fails, the second (after 10 ms of backoff) too.
+    tokio::time::sleep(ms(5)).await;
+    assert_eq!(
+        c.get_transaction_state(txn).unwrap(),
+        TransactionState::Committing
+    );
+    assert_eq!(c.outcome(txn), OutcomeStatus::Pending, "not durable yet");
+    assert_eq!(p.count(Kind::Commit), 0);
+    let outcome = commit.await.unwrap().unwrap();
+    assert!(outcome.is_committed());
+    assert_eq!(p.calls(), [Kind::Prepare, Kind::Commit]);
+    assert_eq!(log.journal(), [("commit", txn), ("end", txn)]);
+}
+
+/// A current-thread runtime on a paused clock. Dropping it while tasks are
+/// pending is the crash: every call of the coordinator on it stops there.
+fn paused_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .start_paused(true)
+        .build()
+        .unwrap()
+}
+
+/// Runs a coordinator on `log` until its Commit decision for a
+/// transaction of `participants` is durable and `a` acknowledged, then
+/// crashes it (its runtime is dropped with the other calls pending).
+fn crash_during_phase_2(log: &MemoryLog, participants: &[Arc<Mock>]) -> TransactionId {
+    let runtime = paused_runtime();
+    let txn = runtime.block_on(async {
+        let first = durable(log, &ParticipantRegistry::new()).await;
+        let txn = first.begin_transaction().unwrap();
+        register(&first, txn, participants);
+        first.prepare_transaction(txn).await.unwrap();
+        tokio::spawn({
+            let first = first.clone();
+            async move { first.commit_transaction(txn).await }
+        });
+        tokio::time::sleep(ms(20)).await;
+        txn
+    });
+    drop(runtime);
+    txn
+}
+
+#[test]
+fn recovery_delivers_a_logged_commit_again_after_a_crash() {
+    let log = MemoryLog::default();
+    let a = Mock::new("a").arc();
+    // `b` never answers the first coordinator's commit: it dies meanwhile.
+    let b = Mock::new("b").on_commit(Step::Hang).arc();
+    let txn = crash_during_phase_2(&log, &[a.clone(), b.clone()]);
+    assert_eq!(a.count(Kind::Commit), 1);
+    assert_eq!(b.count(Kind::Commit), 1);
+    assert_eq!(log.logged(), [txn]);
+
+    paused_runtime().block_on(async {
+        let mut registry = ParticipantRegistry::new();
+        registry.insert(a.clone()).unwrap();
+        registry.insert(b.clone()).unwrap();
+        let (second, recovery) = TransactionCoordinator::recover(
+            config().build().unwrap(),
+            Arc::new(log.clone()),
+            &registry,
+        )
+        .await
+        .unwrap();
+        assert_eq!(recovery.redelivering, [txn]);
+        let outcome = second.commit_transaction(txn).await.unwrap();
+        assert!(outcome.is_committed() && outcome.hazards.is_empty());
+        assert_eq!(
+            a.count(Kind::Commit),
+            2,
+            "delivered again: commit is idempotent"
+        );
+        assert_eq!(b.count(Kind::Commit), 2);
+        assert_eq!(second.outcome(txn), OutcomeStatus::Committed);
+        tokio::time::sleep(ms(100)).await;
+        assert!(log.logged().is_empty(), "the end record followed");
+    });
+}
+
+#[tokio::test(start_paused = true)]
+async fn with_a_log_unknown_ids_of_this_log_are_presumed_aborted() {
+    let log = MemoryLog::default();
+    let first = durable(&log, &ParticipantRegistry::new()).await;
+    // Prepared, then the coordinator died before deciding.
+    let p = Mock::new("p").arc();
+    let in_doubt = first.begin_transaction().unwrap();
+    register(&first, in_doubt, &[p]);
+    first.prepare_transaction(in_doubt).await.unwrap();
+    std::mem::forget(first);
+
+    let second = durable(&log, &ParticipantRegistry::new()).await;
+    assert_eq!(second.outcome(in_doubt), OutcomeStatus::Aborted);
+    let own = second.begin_transaction().unwrap();
+    assert_eq!(second.outcome(own), OutcomeStatus::Pending);
+    let foreign: TransactionId = "00000000000000010000000000000001".parse().unwrap();
+    assert_eq!(second.outcome(foreign), OutcomeStatus::Unknown);
+    // Without a log, never presumed: unknown.
+    let memory = TransactionCoordinator::with_config(config().build().unwrap());
+    assert_eq!(memory.outcome(in_doubt), OutcomeStatus::Unknown);
+}
+
+struct Keyless;
+
+#[async_trait]
+impl Participant for Keyless {
+    async fn prepare(&self, _: TransactionId) -> PreparedResult {
+        PreparedResult::Ready
+    }
+    async fn commit(&self, _: TransactionId) -> Result<(), ParticipantError> {
+        Ok(())
+    }
+    async fn rollback(&self, _: TransactionId) -> Result<(), ParticipantError> {
+        Ok(())
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn with_a_log_a_participant_without_recovery_key_is_refused() {
+    let log = MemoryLog::default();
+    let c = durable(&log, &ParticipantRegistry::new()).await;
+    let txn = c.begin_transaction().unwrap();
+    let refused = c.register_participant(txn, Arc::new(Keyless));
+    assert!(matches!(
+        refused,
+        Err(CoordinatorError::NotRecoverable { txn: t, .. }) if t == txn
+    ));
+    // The transaction is unharmed.
+    register(&c, txn, &[Mock::new("p").arc()]);
+    c.prepare_transaction(txn).await.unwrap();
+    assert!(c.commit_transaction(txn).await.unwrap().is_committed());
+    // Without a log it is welcome.
+    let memory = TransactionCoordinator::with_config(config().build().unwrap());
+    let txn = memory.begin_transaction().unwrap();
+    memory.register_participant(txn, Arc::new(Keyless)).unwrap();
+}
+
+#[test]
+fn an_unresolved_participant_is_a_hazard_and_its_decision_stays_logged() {
+    let log = MemoryLog::default();
+    let a = Mock::new("a").on_commit(Step::Hang).arc();
+    let gone = Mock::new("gone").on_commit(Step::Hang).arc();
+    let txn = crash_during_phase_2(&log, &[a.clone(), gone]);
+    paused_runtime().block_on(async {
+        // Only `a` is registered again.
+        let mut registry = ParticipantRegistry::new();
+        registry.insert(a.clone()).unwrap();
+        let (second, recovery) = TransactionCoordinator::recover(
+            config().build().unwrap(),
+            Arc::new(log.clone()),
+            &registry,
+        )
+        .await
+        .unwrap();
+        assert_eq!(recovery.unresolved, [(txn, "gone".to_owned())]);
+        let outcome = second.commit_transaction(txn).await.unwrap();
+        assert!(outcome.is_committed());
+        assert_eq!(outcome.hazards.len(), 1);
+        assert_eq!(outcome.hazards[0].participant, "gone");
+        assert_eq!(a.count(Kind::Commit), 2);
+        tokio::time::sleep(ms(100)).await;
+        assert_eq!(log.logged(), [txn], "kept for the next start");
+        assert_eq!(second.outcome(txn), OutcomeStatus::Committed);
+    });
+}
