@@ -72,6 +72,20 @@ async fn main() {
             .map(|(m, d)| d.throughput() / m.throughput())
             .collect::<Vec<_>>(),
     );
+    // Latency without queueing: one transaction at a time.
+    let (mut alone_memory, mut alone_durable) = (Vec::new(), Vec::new());
+    for run in 0..runs {
+        let c = Contender::Dtxn(TransactionCoordinator::with_config(config()));
+        alone_memory.push(drive(&c, &participants, 2000, 1, true).await);
+        let path = dir.path().join(format!("alone-{run}.db"));
+        let log = SqliteLog::open(&path).await.expect("the log opens");
+        let (coordinator, _) =
+            TransactionCoordinator::recover(config(), Arc::new(log), &ParticipantRegistry::new())
+                .await
+                .expect("recovery of an empty log");
+        alone_durable
+            .push(drive(&Contender::Dtxn(coordinator), &participants, 2000, 1, true).await);
+    }
     let fsync = fsync_median(dir.path(), 50);
     println!(
         "medians of {runs} runs, {transactions} transactions each, {IN_FLIGHT} in flight x 3 no-op participants:"
@@ -88,6 +102,11 @@ async fn main() {
         med(&durable, &|d| d.quantile_ms(0.5)),
         med(&durable, &|d| d.quantile_ms(0.99)),
         ratio
+    );
+    println!(
+        "  one at a time: p50 in memory {:.3} ms, durable {:.3} ms",
+        med(&alone_memory, &|d| d.quantile_ms(0.5)),
+        med(&alone_durable, &|d| d.quantile_ms(0.5)),
     );
     println!(
         "  one fsync of a 4 KiB write here: {:.3} ms (median of 50)",

@@ -74,7 +74,7 @@ pub struct LoggedParticipant {
 #[non_exhaustive]
 pub struct LogContents {
     /// Commit decisions whose phase 2 has not ended with every
-    /// participant acknowledged, oldest first.
+    /// participant acknowledged, in transaction id order.
     pub in_doubt: Vec<CommitRecord>,
     /// The nonces of every coordinator that opened the log, this one
     /// included: the transaction ids they issued are this log's, and an

@@ -154,7 +154,7 @@ async fn schema(conn: &mut SqliteConnection) -> Result<(), SchemaError> {
         .execute(&mut *tx)
         .await?;
     sqlx::query(
-        "CREATE TABLE IF NOT EXISTS dtxn_commits (txn BLOB PRIMARY KEY, participants BLOB NOT NULL)",
+        "CREATE TABLE IF NOT EXISTS dtxn_commits (txn BLOB PRIMARY KEY, participants BLOB NOT NULL) WITHOUT ROWID",
     )
     .execute(&mut *tx)
     .await?;
@@ -237,24 +237,71 @@ async fn write(conn: &mut SqliteConnection, batch: &mut Vec<Request>, location: 
     }
 }
 
+/// Rows per statement, largest first: a batch is written in as few
+/// statements as these sizes allow (each size's statement is prepared once
+/// and cached by the connection), since every statement is a round trip to
+/// SQLite's thread.
+const CHUNKS: [usize; 5] = [256, 64, 16, 4, 1];
+
+/// `head` followed by `rows` groups of `group`, comma-separated.
+fn statement(head: &str, group: &str, rows: usize) -> String {
+    let mut sql = String::with_capacity(head.len() + rows * (group.len() + 1));
+    sql.push_str(head);
+    for i in 0..rows {
+        if i > 0 {
+            sql.push(',');
+        }
+        sql.push_str(group);
+    }
+    sql
+}
+
 async fn write_all(
     conn: &mut SqliteConnection,
     commits: &[(CommitRecord, oneshot::Sender<Result<(), LogError>>)],
     ends: &[TransactionId],
 ) -> Result<(), sqlx::Error> {
+    let rows: Vec<([u8; 16], Vec<u8>)> = commits
+        .iter()
+        .map(|(record, _)| {
+            (
+                record.txn.as_u128().to_be_bytes(),
+                encode(&record.participants),
+            )
+        })
+        .collect();
+    let ends: Vec<[u8; 16]> = ends.iter().map(|t| t.as_u128().to_be_bytes()).collect();
     let mut tx = conn.begin().await?;
-    for (record, _) in commits {
-        sqlx::query("INSERT OR REPLACE INTO dtxn_commits (txn, participants) VALUES (?, ?)")
-            .bind(&record.txn.as_u128().to_be_bytes()[..])
-            .bind(encode(&record.participants))
-            .execute(&mut *tx)
-            .await?;
+    let mut rest = &rows[..];
+    for size in CHUNKS {
+        while rest.len() >= size {
+            let (chunk, tail) = rest.split_at(size);
+            let sql = statement(
+                "INSERT OR REPLACE INTO dtxn_commits (txn, participants) VALUES ",
+                "(?, ?)",
+                size,
+            );
+            let mut query = sqlx::query(&sql);
+            for (txn, participants) in chunk {
+                query = query.bind(&txn[..]).bind(&participants[..]);
+            }
+            query.execute(&mut *tx).await?;
+            rest = tail;
+        }
     }
-    for txn in ends {
-        sqlx::query("DELETE FROM dtxn_commits WHERE txn = ?")
-            .bind(&txn.as_u128().to_be_bytes()[..])
-            .execute(&mut *tx)
-            .await?;
+    let mut rest = &ends[..];
+    for size in CHUNKS {
+        while rest.len() >= size {
+            let (chunk, tail) = rest.split_at(size);
+            let mut sql = statement("DELETE FROM dtxn_commits WHERE txn IN (", "?", size);
+            sql.push(')');
+            let mut query = sqlx::query(&sql);
+            for txn in chunk {
+                query = query.bind(&txn[..]);
+            }
+            query.execute(&mut *tx).await?;
+            rest = tail;
+        }
     }
     tx.commit().await
 }
@@ -279,7 +326,7 @@ async fn open(
         .map(|row| row.try_get::<i64, _>(0).map(|n| n as u64))
         .collect::<Result<Vec<_>, _>>()
         .map_err(sql)?;
-    let rows = sqlx::query("SELECT txn, participants FROM dtxn_commits ORDER BY rowid")
+    let rows = sqlx::query("SELECT txn, participants FROM dtxn_commits ORDER BY txn")
         .fetch_all(&mut *conn)
         .await
         .map_err(sql)?;
