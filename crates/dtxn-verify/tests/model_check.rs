@@ -55,6 +55,21 @@
 //!   core must refuse it as `Stale` and change nothing, so this action yields
 //!   no new state unless the core misbehaves.
 //!
+//! With a decision log ([`TwoPhaseCommit::with_log`]), the core is made
+//! with `with_decision_log` and the environment also plays the log and the
+//! coordinator's crash:
+//!
+//! * the write of a Commit decision ends durable, or fails (within a
+//!   budget) either lost or *persisted anyway* (an error after the write
+//!   landed);
+//! * the coordinator crashes, once, anywhere: its memory, calls and write
+//!   in flight are lost. If the decision is on disk, the restarted
+//!   coordinator replays it through the core (as `recover` does) and
+//!   delivers `commit` again; if not, the transaction is gone and every
+//!   participant that may hold work learns `aborted` by asking (presumed
+//!   abort). The properties then judge both incarnations together, so a
+//!   `commit` sent before its decision was durable breaks agreement.
+//!
 //! # Bounds
 //!
 //! All participants are registered up front (registration is only possible
@@ -78,6 +93,8 @@
 //! | 2            | 34 706        | 1.8 s  |
 //! | 3            | 1 199 748     | 81 s   |
 //! | 4            | not re-run since time moved into the core (13.2 M states, 17 min, 4 GB before) (`#[ignore]`d) |
+//! | 1, with a log and a crash | 2 128 | 66 ms |
+//! | 2, with a log and a crash | 74 790 | 3.0 s |
 //!
 //! # Properties
 //!
@@ -157,6 +174,10 @@ const COUNT_CAP: u8 = 3;
 const DEADLINE: Duration = Duration::from_secs(60);
 /// The phase-2 retry time budget, from the decision.
 const RETRY_BUDGET: Duration = Duration::from_secs(30);
+/// With a decision log: coordinator crashes in one run.
+const CRASHES: u8 = 1;
+/// With a decision log: writes of the decision that fail, in one run.
+const LOG_FAILURES: u8 = 1;
 
 /// Which participant call.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -284,6 +305,22 @@ enum Step {
     Lose { call: Call },
     /// A late or duplicate answer to a call already answered.
     Redeliver(Event),
+    /// The write of the decision to the log ends.
+    LogWritten { attempt: u32, outcome: LogOutcome },
+    /// The coordinator crashes and restarts on its log: its memory, its
+    /// calls in flight and its log write in flight are lost.
+    Crash,
+}
+
+/// How a write of the decision log ends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum LogOutcome {
+    /// Durable, and reported so.
+    Durable,
+    /// Reported failed, and not on disk.
+    FailedLost,
+    /// Reported failed, yet on disk (an error after the write landed).
+    FailedPersisted,
 }
 
 /// What one participant was told and answered, as it saw it.
@@ -343,16 +380,95 @@ struct State {
     /// The first decision observed.
     decision: Option<Decision>,
     broken: Broken,
+    /// With a decision log: the write of the decision outstanding.
+    log_write: Option<u32>,
+    /// With a decision log: the decision is on disk.
+    durable: bool,
+    log_failures_left: u8,
+    crashes_left: u8,
+    /// A crash found nothing in the log: the transaction is gone, and
+    /// every participant that may hold work learns `aborted` by asking
+    /// (presumed abort).
+    presumed_abort: bool,
+    /// A crash found the decision in the log and delivers it again.
+    recovered: bool,
 }
 
 impl State {
     fn state(&self) -> TransactionState {
+        if self.presumed_abort {
+            return TransactionState::Aborted;
+        }
         self.txn.state()
     }
 
     /// Whether the core lists participant `i` among its hazards.
     fn reported(&self, i: usize) -> bool {
-        self.txn.hazards().any(|(j, _, _)| j == i)
+        !self.presumed_abort && self.txn.hazards().any(|(j, _, _)| j == i)
+    }
+
+    /// The crash: whatever the log holds decides what follows.
+    fn crash(&mut self, limits: Limits) {
+        self.crashes_left -= 1;
+        self.calls.clear();
+        self.log_write = None;
+        if !self.durable {
+            // Nothing logged: presumed abort. Participants that may hold
+            // work ask the outcome, hear `aborted` and roll back.
+            self.presumed_abort = true;
+            for told in &mut self.told {
+                if !told.voted.is_some_and(PrepareReply::holds_no_work) {
+                    told.rollback = told.rollback.max(1);
+                    told.acked = true;
+                }
+            }
+            return;
+        }
+        // Recovery replays the logged decision (its Ready voters) through
+        // the core, then is told it is durable: `commit` goes out again.
+        let mut txn = Transaction::new(limits)
+            .with_deadline(DEADLINE)
+            .with_decision_log();
+        let mut ignored = Vec::new();
+        let n = self.told.len();
+        let replay = (0..n)
+            .map(|_| Event::Register)
+            .chain([Event::Prepare])
+            .chain(self.told.iter().enumerate().map(|(participant, told)| {
+                let vote = if told.voted == Some(PrepareReply::Ready) {
+                    PreparedResult::Ready
+                } else {
+                    PreparedResult::ReadOnly
+                };
+                Event::PrepareDone {
+                    participant,
+                    result: Ok(vote),
+                }
+            }))
+            .chain([Event::Commit]);
+        for event in replay {
+            if txn.handle(event, &mut ignored).is_err() {
+                self.broken.answer_refused = true;
+            }
+        }
+        // The replay's own actions (prepare calls, the write) are not
+        // performed: only what follows the durable decision is. The
+        // restarted coordinator judges its outcome by what it hears itself:
+        // an acknowledgement to the coordinator that died is not one.
+        self.txn = txn;
+        self.recovered = true;
+        for told in &mut self.told {
+            told.acked = false;
+        }
+        let mut actions = Vec::new();
+        let durable = Event::CommitLogged {
+            attempt: 1,
+            result: Ok(()),
+        };
+        if self.txn.handle(durable, &mut actions).is_err() {
+            self.broken.answer_refused = true;
+        }
+        self.issue(&actions);
     }
 
     fn preparing(&self, participant: usize) -> bool {
@@ -366,7 +482,12 @@ impl State {
         let decision = self.state().decision();
         for action in actions {
             let Some(call) = Call::of(action) else {
-                self.broken.answer_refused = true;
+                match action {
+                    Action::LogCommit { attempt } if self.txn.keeps_decision_log() => {
+                        self.log_write = Some(*attempt);
+                    }
+                    _ => self.broken.answer_refused = true,
+                }
                 continue;
             };
             let preparing = self.preparing(call.participant);
@@ -391,6 +512,10 @@ impl State {
 
     /// Records what clients now observe, flagging any change of decision.
     fn observe(&mut self, before: TransactionState) {
+        if self.txn.awaiting_log() {
+            // Not durable yet: outcome queries answer "pending".
+            return;
+        }
         let now = self.state();
         if before.is_terminal() && now != before {
             self.broken.stability = true;
@@ -517,6 +642,8 @@ struct TwoPhaseCommit {
     participants: usize,
     environment: Environment,
     planted: Option<PlantedBug>,
+    /// The core keeps a decision log, and the coordinator may crash.
+    log: bool,
 }
 
 impl TwoPhaseCommit {
@@ -525,6 +652,27 @@ impl TwoPhaseCommit {
             participants,
             environment: Environment::CoreContract,
             planted: None,
+            log: false,
+        }
+    }
+
+    fn with_log(participants: usize) -> Self {
+        Self {
+            log: true,
+            ..Self::new(participants)
+        }
+    }
+
+    fn limits(&self) -> Limits {
+        Limits {
+            max_participants: self.participants,
+            // The retry time budget is shorter than the deadline: phase 2
+            // decided before the clock jumps to the deadline has spent its
+            // budget after it, so a failure then is given up on although
+            // attempts are left (`retry_budget_spent`).
+            retry: RetryPolicy::new(MAX_ATTEMPTS, Duration::ZERO, Duration::ZERO)
+                .and_then(|policy| policy.with_max_elapsed(RETRY_BUDGET))
+                .expect("a valid retry policy"),
         }
     }
 
@@ -548,17 +696,10 @@ impl Model for TwoPhaseCommit {
     type Action = Step;
 
     fn init_states(&self) -> Vec<State> {
-        let limits = Limits {
-            max_participants: self.participants,
-            // The retry time budget is shorter than the deadline: phase 2
-            // decided before the clock jumps to the deadline has spent its
-            // budget after it, so a failure then is given up on although
-            // attempts are left (`retry_budget_spent`).
-            retry: RetryPolicy::new(MAX_ATTEMPTS, Duration::ZERO, Duration::ZERO)
-                .and_then(|policy| policy.with_max_elapsed(RETRY_BUDGET))
-                .expect("a valid retry policy"),
-        };
-        let mut txn = Transaction::new(limits).with_deadline(DEADLINE);
+        let mut txn = Transaction::new(self.limits()).with_deadline(DEADLINE);
+        if self.log {
+            txn = txn.with_decision_log();
+        }
         if let Some(bug) = self.planted {
             txn.plant(bug);
         }
@@ -577,10 +718,42 @@ impl Model for TwoPhaseCommit {
             losses_left: u8::from(self.environment == Environment::LosesCalls),
             decision: None,
             broken: Broken::default(),
+            log_write: None,
+            durable: false,
+            log_failures_left: if self.log { LOG_FAILURES } else { 0 },
+            crashes_left: if self.log { CRASHES } else { 0 },
+            presumed_abort: false,
+            recovered: false,
         }]
     }
 
     fn actions(&self, s: &State, actions: &mut Vec<Step>) {
+        if s.presumed_abort {
+            // The transaction is gone: nothing of it is left to happen.
+            return;
+        }
+        if let Some(attempt) = s.log_write {
+            actions.push(Step::LogWritten {
+                attempt,
+                outcome: LogOutcome::Durable,
+            });
+            if s.log_failures_left > 0 {
+                actions.extend(
+                    [LogOutcome::FailedLost, LogOutcome::FailedPersisted]
+                        .map(|outcome| Step::LogWritten { attempt, outcome }),
+                );
+            }
+        }
+        if s.crashes_left > 0 {
+            actions.push(Step::Crash);
+        }
+        if self.log && s.log_write != Some(1) {
+            // A late answer of the log (the first write) must be refused.
+            actions.push(Step::Redeliver(Event::CommitLogged {
+                attempt: 1,
+                result: Ok(()),
+            }));
+        }
         if !s.shut_down {
             actions.extend([
                 Step::ClientPrepare,
@@ -674,7 +847,7 @@ impl Model for TwoPhaseCommit {
             let mut actions = Vec::new();
             let refused = matches!(
                 txn.handle(event.clone(), &mut actions),
-                Err(CoreError::Stale { .. })
+                Err(CoreError::Stale { .. } | CoreError::StaleLogAnswer { .. })
             );
             if refused && actions.is_empty() && txn == s.txn {
                 return None;
@@ -760,6 +933,32 @@ impl Model for TwoPhaseCommit {
                     next.calls.remove(at);
                 }
             }
+            Step::LogWritten { attempt, outcome } => {
+                next.log_write = None;
+                let result = match outcome {
+                    LogOutcome::Durable => {
+                        next.durable = true;
+                        Ok(())
+                    }
+                    LogOutcome::FailedLost | LogOutcome::FailedPersisted => {
+                        next.log_failures_left -= 1;
+                        next.durable |= outcome == LogOutcome::FailedPersisted;
+                        Err(Failure::Transient.call_failure())
+                    }
+                };
+                let before = next.state();
+                let mut actions = Vec::new();
+                if next
+                    .txn
+                    .handle(Event::CommitLogged { attempt, result }, &mut actions)
+                    .is_err()
+                {
+                    next.broken.answer_refused = true;
+                }
+                next.issue(&actions);
+                next.observe(before);
+            }
+            Step::Crash => next.crash(self.limits()),
             Step::Redeliver(_) => unreachable!("handled above"),
         }
         (next != *s).then_some(next)
@@ -818,6 +1017,7 @@ impl Model for TwoPhaseCommit {
             Property::eventually(TERMINATION, |_, s: &State| s.state().is_terminal()),
             Property::always(NO_STUCK_PHASE, |_, s: &State| {
                 !s.calls.is_empty()
+                    || s.log_write.is_some()
                     || !matches!(
                         s.state(),
                         TransactionState::Preparing
@@ -836,6 +1036,12 @@ impl Model for TwoPhaseCommit {
             }),
             Property::sometimes(ABORTS_WITH_HAZARD, |_, s: &State| {
                 s.state() == TransactionState::Aborted && s.txn.hazards().next().is_some()
+            }),
+            Property::sometimes(RECOVERED_COMMITS, |_, s: &State| {
+                s.recovered && s.state() == TransactionState::Committed
+            }),
+            Property::sometimes(PRESUMED_ABORT_AFTER_PREPARED, |_, s: &State| {
+                s.presumed_abort && s.told.iter().all(|t| t.voted == Some(PrepareReply::Ready))
             }),
             Property::sometimes(BUDGET_GIVES_UP, |_, s: &State| {
                 // Given up on after a transient failure with attempts left:
@@ -862,6 +1068,9 @@ const LATE_ANSWERS: &str = "late answers change nothing";
 const COMMITS: &str = "sometimes: committed";
 const COMMITS_WITH_HAZARD: &str = "sometimes: committed with a hazard";
 const ABORTS_WITH_HAZARD: &str = "sometimes: aborted with a hazard";
+const RECOVERED_COMMITS: &str = "sometimes: a logged decision delivered again after a crash";
+const PRESUMED_ABORT_AFTER_PREPARED: &str =
+    "sometimes: presumed abort after a crash with every participant prepared";
 const BUDGET_GIVES_UP: &str = "sometimes: given up on when the retry time budget is spent";
 
 /// A counterexample as one line per step: the step, then the core's state
@@ -965,6 +1174,25 @@ fn three_participants_satisfy_every_rule() {
 fn four_participants_satisfy_every_rule() {
     let checker = explore("4 participants", TwoPhaseCommit::new(4));
     assert_rules_hold(&checker, &ALL_OUTCOMES);
+}
+
+const CRASH_OUTCOMES: [&str; 4] = [
+    COMMITS,
+    COMMITS_WITH_HAZARD,
+    RECOVERED_COMMITS,
+    PRESUMED_ABORT_AFTER_PREPARED,
+];
+
+#[test]
+fn with_a_decision_log_one_participant_survives_a_crash_anywhere() {
+    let checker = explore("1 participant, log, crash", TwoPhaseCommit::with_log(1));
+    assert_rules_hold(&checker, &CRASH_OUTCOMES);
+}
+
+#[test]
+fn with_a_decision_log_two_participants_survive_a_crash_anywhere() {
+    let checker = explore("2 participants, log, crash", TwoPhaseCommit::with_log(2));
+    assert_rules_hold(&checker, &CRASH_OUTCOMES);
 }
 
 /// A shortest counterexample to `property`: stateright keeps the *last*
@@ -1085,5 +1313,19 @@ fn driver_that_loses_a_call_is_caught_by_no_stuck_phase_and_late_answers() {
         "LosesCalls",
         TwoPhaseCommit::with_environment(1, Environment::LosesCalls),
         &[NO_STUCK_PHASE, LATE_ANSWERS],
+    );
+}
+
+#[test]
+fn commit_before_the_decision_is_durable_is_caught_by_agreement() {
+    // A crash after `commit` went out but before the write landed: the
+    // restarted coordinator presumes abort, the others roll back.
+    assert_caught(
+        "CommitBeforeLogged",
+        TwoPhaseCommit {
+            planted: Some(PlantedBug::CommitBeforeLogged),
+            ..TwoPhaseCommit::with_log(2)
+        },
+        &[AGREEMENT],
     );
 }

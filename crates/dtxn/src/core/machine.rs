@@ -197,6 +197,10 @@ pub enum PlantedBug {
     HideHazard,
     /// `ReadOnly` voters also get `commit` (breaks phase discipline).
     CommitReadOnly,
+    /// With a decision log, `commit` calls go out with the write of the
+    /// decision instead of after it is durable (breaks agreement when the
+    /// coordinator crashes before the write lands: presumed abort).
+    CommitBeforeLogged,
     /// A deadline or shutdown that arrives while phase 1 runs is forgotten:
     /// a transaction that then reaches Prepared with no client left is
     /// never rolled back (breaks termination).
@@ -627,6 +631,9 @@ impl Transaction {
                     if self.record == Record::Unwritten && to_deliver > 0 {
                         self.record = Record::Writing { attempt: 1 };
                         actions.push(Action::LogCommit { attempt: 1 });
+                        if self.planted(PlantedBug::CommitBeforeLogged) {
+                            self.deliver_commit(actions);
+                        }
                         return Ok(());
                     }
                     self.deliver_commit(actions);
@@ -705,6 +712,10 @@ impl Transaction {
         }
         if result.is_ok() {
             self.record = Record::Durable;
+            if self.planted(PlantedBug::CommitBeforeLogged) {
+                // Delivered with the write already.
+                return self.finish_if_done();
+            }
             // Phase 2 starts now: its time budget runs from here.
             self.clock.retry_until = self
                 .clock
