@@ -4,8 +4,10 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
+use dtxn::log::SqliteLog;
 use dtxn::{CoordinatorConfig, RetryPolicy, TransactionCoordinator};
 use dtxn_http::server::{self, ServerConfig};
 
@@ -203,6 +205,13 @@ pub struct ServeArgs {
     #[arg(long, env = "DTXN_SHUTDOWN_GRACE", value_name = "DURATION",
           default_value_t = HumanDuration(ServerConfig::DEFAULT_SHUTDOWN_GRACE))]
     pub shutdown_grace: HumanDuration,
+
+    /// Keep Commit decisions in this SQLite file (created if missing), so
+    /// they survive a crash: on start, the decisions it holds whose phase
+    /// 2 had not ended are delivered again. Without it, everything is in
+    /// memory. One coordinator at a time per file.
+    #[arg(long, env = "DTXN_LOG", value_name = "PATH")]
+    pub log: Option<std::path::PathBuf>,
 }
 
 /// A [`Duration`] written for humans: a whole number and a unit, `ms`,
@@ -399,8 +408,17 @@ pub async fn execute(args: ServeArgs) -> ExitCode {
         eprintln!("dtxn serve: {e}");
         return ExitCode::from(2);
     }
+    let coordinator = match &args.log {
+        None => TransactionCoordinator::with_config(config),
+        Some(path) => match recover(config, &server_config, path).await {
+            Ok(coordinator) => coordinator,
+            Err(e) => {
+                eprintln!("dtxn serve: {e}");
+                return ExitCode::from(2);
+            }
+        },
+    };
     println!("dtxn coordinator listening on http://{address}");
-    let coordinator = TransactionCoordinator::with_config(config);
     match server::serve(listener, coordinator, server_config, shutdown_signal()).await {
         // The server logs its shutdown report itself.
         Ok(_report) => ExitCode::SUCCESS,
@@ -409,6 +427,32 @@ pub async fn execute(args: ServeArgs) -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// Opens the decision log at `path` and starts a coordinator on it,
+/// delivering again the decisions it holds.
+async fn recover(
+    config: CoordinatorConfig,
+    server_config: &ServerConfig,
+    path: &std::path::Path,
+) -> Result<TransactionCoordinator, String> {
+    let log = SqliteLog::open(path)
+        .await
+        .map_err(|e| format!("--log: {e}"))?;
+    let resolver = server::recovery_resolver(server_config).map_err(|e| e.to_string())?;
+    let (coordinator, recovery) = TransactionCoordinator::recover(config, Arc::new(log), &resolver)
+        .await
+        .map_err(|e| format!("--log: {e}"))?;
+    tracing::info!(
+        log = %path.display(),
+        redelivering = recovery.redelivering.len(),
+        unresolved = recovery.unresolved.len(),
+        "decision log opened"
+    );
+    for (txn, key) in &recovery.unresolved {
+        eprintln!("dtxn serve: transaction {txn}: no participant at {key} any more; it is reported as a hazard and stays in the log");
+    }
+    Ok(coordinator)
 }
 
 /// Completes on Ctrl-C or (on Unix) SIGTERM.

@@ -508,6 +508,15 @@ impl Participant for HttpParticipant {
         &self.name
     }
 
+    /// Its base URL: a coordinator with a decision log logs it with each
+    /// Commit decision and finds the participant again by it after a
+    /// restart ([`server::recovery_resolver`](crate::server::recovery_resolver)).
+    /// Headers and tokens are not logged: a restarted server takes them
+    /// from its configuration of the participant with that URL.
+    fn recovery_key(&self) -> Option<&str> {
+        Some(self.base.as_str())
+    }
+
     /// Votes with [`try_prepare`](Self::try_prepare); a failed call becomes
     /// an `Aborted` vote here. The coordinator calls
     /// [`prepare_with`](Self::prepare_with).

@@ -165,6 +165,36 @@ pub fn router(
     Ok(build(coordinator, &config, None)?.0)
 }
 
+/// Finds the participants of logged Commit decisions again after a
+/// restart, for [`TransactionCoordinator::recover`]: by the base URL an
+/// [`HttpParticipant`](crate::HttpParticipant) logs as its recovery key,
+/// among `config`'s known participants (with their credentials) or, if
+/// the allow-list admits it, as an ad hoc participant.
+///
+/// # Errors
+///
+/// As [`router`]: a configuration that cannot make its participants.
+pub fn recovery_resolver(config: &ServerConfig) -> Result<RecoveryResolver, ServerError> {
+    config.check_settings()?;
+    Ok(RecoveryResolver(Participants::new(config, None)?))
+}
+
+/// Resolves recovery keys (base URLs) to HTTP participants; see
+/// [`recovery_resolver`].
+pub struct RecoveryResolver(Participants);
+
+impl std::fmt::Debug for RecoveryResolver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RecoveryResolver").finish_non_exhaustive()
+    }
+}
+
+impl dtxn::log::ParticipantResolver for RecoveryResolver {
+    fn resolve(&self, key: &str) -> Option<Arc<dyn dtxn::Participant>> {
+        self.0.by_url(key).map(|p| p as Arc<dyn dtxn::Participant>)
+    }
+}
+
 fn build(
     coordinator: TransactionCoordinator,
     config: &ServerConfig,

@@ -231,6 +231,22 @@ impl Participants {
         })
     }
 
+    /// The participant whose base URL is `url`, for recovery: a known one
+    /// (with its configured credentials), else an ad hoc one if the
+    /// allow-list still admits it.
+    pub fn by_url(&self, url: &str) -> Option<Arc<HttpParticipant>> {
+        if let Some(known) = self.known.values().find(|p| p.base_url().as_str() == url) {
+            return Some(Arc::clone(known));
+        }
+        let name = Url::parse(url).ok().and_then(|u| {
+            u.host_str().map(|host| match u.port() {
+                Some(port) => format!("{host}:{port}"),
+                None => host.to_owned(),
+            })
+        })?;
+        self.resolve_base(&name, Some(url)).ok()
+    }
+
     /// The participant a registration request names: a known one by `name`,
     /// or (when the allow-list admits its host) the one at `url`; with
     /// `headers`, that participant sending them too. The same request

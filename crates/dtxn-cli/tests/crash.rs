@@ -1,0 +1,250 @@
+//! `dtxn serve --log`: a coordinator process killed with SIGKILL during
+//! phase 2 finishes the transaction after a restart on the same log, and
+//! answers `aborted` for what it had not decided (presumed abort). The
+//! participant services run in this test process, so they see the calls
+//! of both coordinator processes.
+
+#![cfg(unix)]
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use dtxn::{async_trait, Participant, ParticipantError, PreparedResult, TransactionId};
+use serde_json::{json, Value};
+
+/// Votes `Ready`; counts `commit` calls; while `hang` is set, a `commit`
+/// never answers (the call is dropped with its connection).
+#[derive(Default)]
+struct Service {
+    commits: AtomicUsize,
+    acked: AtomicUsize,
+    rollbacks: AtomicUsize,
+    hang: AtomicBool,
+}
+
+#[async_trait]
+impl Participant for Service {
+    async fn prepare(&self, _: TransactionId) -> PreparedResult {
+        PreparedResult::Ready
+    }
+    async fn commit(&self, _: TransactionId) -> Result<(), ParticipantError> {
+        self.commits.fetch_add(1, Ordering::SeqCst);
+        while self.hang.load(Ordering::SeqCst) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        self.acked.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+    async fn rollback(&self, _: TransactionId) -> Result<(), ParticipantError> {
+        self.rollbacks.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+/// Serves `service` over HTTP on loopback; returns its base URL.
+async fn serve(service: Arc<Service>) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/", listener.local_addr().unwrap());
+    let router = dtxn_http::participant_router(service);
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    url
+}
+
+/// A `dtxn serve` process, killed when dropped.
+struct Coordinator {
+    child: Child,
+    url: String,
+}
+
+impl Coordinator {
+    fn start(args: &[String]) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_dtxn"))
+            .arg("serve")
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("dtxn serve starts");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let url = line
+            .trim()
+            .split_once(" listening on ")
+            .map(|(_, url)| format!("{}/", url.trim_end_matches('/')))
+            .unwrap_or_else(|| panic!("no address in {line:?}"));
+        Self { child, url }
+    }
+
+    /// SIGKILL, and waits for the process to be gone.
+    fn kill_9(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+}
+
+impl Drop for Coordinator {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn post(client: &reqwest::Client, url: String, body: Value) -> Value {
+    let response = client.post(&url).json(&body).send().await.unwrap();
+    let status = response.status();
+    let body: Value = response.json().await.unwrap();
+    assert!(status.is_success(), "{url}: {status} {body}");
+    body
+}
+
+async fn outcome(client: &reqwest::Client, coordinator: &str, txn: &str) -> String {
+    let url = format!("{coordinator}transactions/{txn}/outcome");
+    let body: Value = client.get(&url).send().await.unwrap().json().await.unwrap();
+    body["outcome"].as_str().unwrap().to_owned()
+}
+
+/// Waits (up to 20 s of wall time) for `done`.
+async fn until(what: &str, mut done: impl AsyncFnMut() -> bool) {
+    let started = Instant::now();
+    while !done().await {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "timed out: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[test]
+fn a_coordinator_killed_during_phase_2_finishes_it_after_a_restart() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let (a, b) = (Arc::new(Service::default()), Arc::new(Service::default()));
+    b.hang.store(true, Ordering::SeqCst);
+    let (url_a, url_b) =
+        runtime.block_on(async { (serve(a.clone()).await, serve(b.clone()).await) });
+    let dir = tempfile::tempdir().unwrap();
+    let args: Vec<String> = [
+        "--listen",
+        "127.0.0.1:0",
+        "--log",
+        dir.path().join("decisions.db").to_str().unwrap(),
+        "--participant",
+        &format!("a={url_a}"),
+        "--participant",
+        &format!("b={url_b}"),
+        "--phase2-timeout",
+        "200ms",
+        "--retry-initial-backoff",
+        "50ms",
+        "--retry-max-backoff",
+        "100ms",
+    ]
+    .map(String::from)
+    .to_vec();
+    let client = reqwest::Client::new();
+
+    let first = Coordinator::start(&args);
+    let (txn, undecided) = runtime.block_on(async {
+        let begin = format!("{}transactions", first.url);
+        let txn = post(&client, begin.clone(), json!({})).await["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        for name in ["a", "b"] {
+            post(
+                &client,
+                format!("{}transactions/{txn}/participants", first.url),
+                json!({ "name": name }),
+            )
+            .await;
+        }
+        let prepared = post(
+            &client,
+            format!("{}transactions/{txn}/prepare", first.url),
+            json!({}),
+        )
+        .await;
+        assert_eq!(prepared["outcome"], "prepared", "{prepared}");
+        // Commit: `a` acknowledges, `b` hangs and is retried.
+        let commit = client
+            .post(format!("{}transactions/{txn}/commit", first.url))
+            .json(&json!({}))
+            .send();
+        tokio::spawn(async move { drop(commit.await) });
+        until("a committed and b asked twice", async || {
+            a.acked.load(Ordering::SeqCst) == 1 && b.commits.load(Ordering::SeqCst) >= 2
+        })
+        .await;
+        // Another transaction, prepared and never decided.
+        let undecided = post(&client, begin, json!({})).await["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        post(
+            &client,
+            format!("{}transactions/{undecided}/participants", first.url),
+            json!({ "name": "a" }),
+        )
+        .await;
+        post(
+            &client,
+            format!("{}transactions/{undecided}/prepare", first.url),
+            json!({}),
+        )
+        .await;
+        assert_eq!(outcome(&client, &first.url, &txn).await, "committed");
+        (txn, undecided)
+    });
+    first.kill_9();
+    assert_eq!(b.acked.load(Ordering::SeqCst), 0, "b never acknowledged");
+    b.hang.store(false, Ordering::SeqCst);
+
+    let second = Coordinator::start(&args);
+    runtime.block_on(async {
+        until("the decision delivered again", async || {
+            b.acked.load(Ordering::SeqCst) >= 1
+        })
+        .await;
+        assert_eq!(outcome(&client, &second.url, &txn).await, "committed");
+        assert_eq!(
+            outcome(&client, &second.url, &undecided).await,
+            "aborted",
+            "presumed abort for an undecided transaction of the dead coordinator"
+        );
+        let foreign = "00000000000000010000000000000001";
+        assert_eq!(outcome(&client, &second.url, foreign).await, "unknown");
+    });
+    // `a` is told again (commit is idempotent); nobody rolled back.
+    assert_eq!(a.commits.load(Ordering::SeqCst), 2);
+    assert_eq!(
+        a.rollbacks.load(Ordering::SeqCst) + b.rollbacks.load(Ordering::SeqCst),
+        0
+    );
+}
+
+#[test]
+fn a_second_coordinator_on_the_same_log_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("decisions.db");
+    let args: Vec<String> = ["--listen", "127.0.0.1:0", "--log", log.to_str().unwrap()]
+        .map(String::from)
+        .to_vec();
+    let _first = Coordinator::start(&args);
+    let output = Command::new(env!("CARGO_BIN_EXE_dtxn"))
+        .arg("serve")
+        .args(&args)
+        .output()
+        .expect("dtxn serve runs");
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("in use by another coordinator"), "{stderr}");
+}
