@@ -278,6 +278,7 @@ impl Transaction {
     /// The Commit decision is taken but not durable yet: a write to the
     /// decision log is under way or waits to be retried. An outcome query
     /// must then be answered "pending", not "committed".
+    #[inline]
     pub fn awaiting_log(&self) -> bool {
         matches!(
             self.record,
@@ -623,12 +624,12 @@ impl Transaction {
                 Prepared => {
                     self.transit(Committing)?;
                     let read_only_too = self.planted(PlantedBug::CommitReadOnly);
-                    let to_deliver = self
-                        .peers
-                        .iter()
-                        .filter(|peer| gets_commit(peer, read_only_too))
-                        .count();
-                    if self.record == Record::Unwritten && to_deliver > 0 {
+                    if self.record == Record::Unwritten
+                        && self
+                            .peers
+                            .iter()
+                            .any(|peer| gets_commit(peer, read_only_too))
+                    {
                         self.record = Record::Writing { attempt: 1 };
                         actions.push(Action::LogCommit { attempt: 1 });
                         if self.planted(PlantedBug::CommitBeforeLogged) {
@@ -941,6 +942,7 @@ impl Transaction {
         self.finish_if_done()
     }
 
+    #[inline]
     fn finish_if_done(&mut self) -> Result<(), CoreError> {
         if self.outstanding > 0 || self.awaiting_log() {
             return Ok(());

@@ -31,7 +31,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::entry::{drop_user, safe_name, Entry, ParticipantCall};
+use super::entry::{drop_user, safe_name, Call, Entry};
 use crate::core::{Action, CallFailure, Event};
 use crate::{CallContext, Participant, ParticipantError, Phase, PreparedResult, TransactionId};
 
@@ -101,11 +101,11 @@ pub(crate) struct InFlight {
 /// panic is caught and becomes the call's answer).
 pub(crate) fn start(
     entry: &Arc<Entry>,
-    call: ParticipantCall,
+    call: Call,
     prepare_timeout: Duration,
     phase2_timeout: Duration,
 ) -> Result<InFlight, Event> {
-    let ParticipantCall {
+    let Call {
         participant,
         action,
         payload,

@@ -22,7 +22,7 @@ use crate::outcome::{
 use crate::{CallContext, Participant, Payload, Phase, TransactionId};
 
 /// A participant call ready to be performed by the executor.
-pub(crate) struct ParticipantCall {
+pub(crate) struct Call {
     /// The participant, borrowed from the entry's list (see
     /// [`Borrowed`]): no reference count is touched per call.
     pub participant: Borrowed,
@@ -31,22 +31,19 @@ pub(crate) struct ParticipantCall {
     pub payload: Option<Payload>,
 }
 
-/// What a step asks the executor to do.
-pub(crate) enum Call {
-    /// Call a participant.
-    Participant(ParticipantCall),
-    /// Write the Commit decision to the decision log.
-    Log { attempt: u32, record: CommitRecord },
+/// A write of the Commit decision to the decision log, ready to be
+/// performed by the executor (the core asks for one at a time).
+pub(crate) struct LogWrite {
+    pub attempt: u32,
+    pub record: CommitRecord,
 }
 
-impl Call {
-    /// The core's action this performs.
-    pub fn action(&self) -> Action {
-        match self {
-            Self::Participant(call) => call.action.clone(),
-            Self::Log { attempt, .. } => Action::LogCommit { attempt: *attempt },
-        }
-    }
+/// What becomes of a logged Commit decision once its phase 2 ended.
+enum LogEnd {
+    /// Every participant acknowledged: the decision can leave the log.
+    Ended,
+    /// A participant was given up on: the decision stays in the log.
+    Hazard,
 }
 
 /// A recovered transaction's participants, their recovery keys, and their
@@ -56,14 +53,6 @@ pub(crate) type Logged = (
     Vec<Arc<str>>,
     Vec<(u32, Payload)>,
 );
-
-/// What becomes of a logged Commit decision once its phase 2 ended.
-enum LogEnd {
-    /// Every participant acknowledged: the decision can leave the log.
-    Ended,
-    /// A participant was given up on: the decision stays in the log.
-    Hazard,
-}
 
 thread_local! {
     /// A step's actions (see [`scratch`]).
@@ -76,6 +65,8 @@ thread_local! {
 /// `result` is an error: an expired deadline may have been applied first.
 pub(crate) struct Applied {
     pub calls: Vec<Call>,
+    /// The decision-log write the step asked for, if any.
+    pub log: Option<LogWrite>,
     /// When the core next needs its timer while phase 2 is delivered (an
     /// attempt waiting out its backoff). The deadline of an undecided
     /// transaction is the sweeper's, not in here.
@@ -399,19 +390,32 @@ impl Entry {
         } else {
             scratch::take(&CALLS)
         };
-        calls.extend(actions.drain(..).map(|action| match action.participant() {
-            Some(i) => Call::Participant(ParticipantCall {
+        // A write of the log is asked for only while the machine awaits
+        // it: the common step pays one check.
+        let log = inner
+            .machine
+            .awaiting_log()
+            .then(|| {
+                let at = actions
+                    .iter()
+                    .position(|a| matches!(a, Action::LogCommit { .. }))?;
+                let Action::LogCommit { attempt } = actions.remove(at) else {
+                    return None;
+                };
+                Some(LogWrite {
+                    attempt,
+                    record: self.commit_record(&inner),
+                })
+            })
+            .flatten();
+        // Only participant calls are left.
+        calls.extend(actions.drain(..).map(|action| {
+            let i = action.participant().unwrap_or_default();
+            Call {
                 participant: Borrowed::of(&inner.participants[i]),
                 payload: inner.payload(i),
                 action,
-            }),
-            None => Call::Log {
-                attempt: match action {
-                    Action::LogCommit { attempt } => attempt,
-                    _ => 1,
-                },
-                record: self.commit_record(&inner),
-            },
+            }
         }));
         scratch::give(&ACTIONS, actions);
         let log_end = (after == TransactionState::Committed
@@ -452,6 +456,7 @@ impl Entry {
         shared.after_step(self, changed_to);
         Applied {
             calls,
+            log,
             wake_at,
             result,
         }

@@ -10,7 +10,7 @@ use tokio::time::Instant;
 use tracing::Instrument;
 
 use super::call::{self, InFlight};
-use super::entry::{Applied, Call, Entry, CALLS};
+use super::entry::{Applied, Entry, LogWrite, CALLS};
 use super::scratch;
 use super::Shared;
 use crate::core::{CallFailure, Event, TransactionState};
@@ -69,21 +69,19 @@ impl Runner {
     fn take(&mut self, mut applied: Applied) {
         let config = &self.shared.config;
         for call in applied.calls.drain(..) {
-            match call {
-                Call::Participant(call) => self.pending.push(call::start(
-                    &self.entry,
-                    call,
-                    config.prepare_timeout,
-                    config.phase2_timeout,
-                )),
-                Call::Log { attempt, record } => {
-                    let write = match &self.shared.log {
-                        Some(log) => log.log_commit(record),
-                        None => Box::pin(std::future::ready(Err(LogError::Closed))),
-                    };
-                    self.pending.push_log(attempt, write);
-                }
-            }
+            self.pending.push(call::start(
+                &self.entry,
+                call,
+                config.prepare_timeout,
+                config.phase2_timeout,
+            ));
+        }
+        if let Some(LogWrite { attempt, record }) = applied.log.take() {
+            let write = match &self.shared.log {
+                Some(log) => log.log_commit(record),
+                None => Box::pin(std::future::ready(Err(LogError::Closed))),
+            };
+            self.pending.log = Some((attempt, write));
         }
         scratch::give(&CALLS, applied.calls);
         self.wake_at = applied.wake_at;
@@ -215,6 +213,8 @@ pub(crate) struct Pending {
     /// One timer for all the calls: armed for the earliest timeout of the
     /// calls found pending (each runs from that call's first poll).
     timer: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// The write of the decision log under way (its attempt).
+    log: Option<(u32, LogFuture<()>)>,
 }
 
 thread_local! {
@@ -224,9 +224,6 @@ thread_local! {
 
 enum Slot {
     Running(InFlight),
-    /// A write of the Commit decision to the decision log (attempt). It
-    /// has no timeout of ours: the log's backend bounds its operations.
-    Logging(u32, LogFuture<()>),
     Answered(Event),
     Done,
 }
@@ -243,9 +240,9 @@ fn logged(attempt: u32, result: Result<(), LogError>) -> Event {
 }
 
 impl Pending {
-    /// No call is running (answers may wait to be applied).
+    /// No call or log write is running (answers may wait to be applied).
     fn is_empty(&self) -> bool {
-        self.running == 0
+        self.running == 0 && self.log.is_none()
     }
 
     /// Takes the answers, in call order.
@@ -281,16 +278,29 @@ impl Pending {
         }
     }
 
-    /// Adds a write of the decision log.
-    fn push_log(&mut self, attempt: u32, write: LogFuture<()>) {
-        if self.running == 0 && self.answered == 0 {
-            self.slots.clear();
-        }
+    /// Polls the decision-log write; once it ends, its answer waits with
+    /// the calls' answers. It has no timeout of ours: the log's backend
+    /// bounds its operations.
+    fn poll_log(&mut self, cx: &mut std::task::Context<'_>) {
+        let Some((attempt, write)) = &mut self.log else {
+            return;
+        };
+        let polled =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| write.as_mut().poll(cx)));
+        let result = match polled {
+            Ok(std::task::Poll::Pending) => return,
+            Ok(std::task::Poll::Ready(result)) => result,
+            Err(_) => Err(LogError::Backend {
+                message: "the decision log panicked".to_owned(),
+            }),
+        };
+        let answer = logged(*attempt, result);
+        self.log = None;
         if self.slots.capacity() == 0 {
             self.slots = scratch::take(&SLOTS);
         }
-        self.slots.push(Slot::Logging(attempt, write));
-        self.running += 1;
+        self.slots.push(Slot::Answered(answer));
+        self.answered += 1;
     }
 
     /// Polls every call still running once, and (with `arm_timer`) the
@@ -299,23 +309,10 @@ impl Pending {
     /// answer waits to be applied.
     fn poll_all(&mut self, cx: &mut std::task::Context<'_>, arm_timer: bool) -> bool {
         let mut earliest: Option<Instant> = None;
+        if self.log.is_some() {
+            self.poll_log(cx);
+        }
         for slot in &mut self.slots {
-            if let Slot::Logging(attempt, write) = slot {
-                let polled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    write.as_mut().poll(cx)
-                }));
-                let result = match polled {
-                    Ok(std::task::Poll::Pending) => continue,
-                    Ok(std::task::Poll::Ready(result)) => result,
-                    Err(_) => Err(LogError::Backend {
-                        message: "the decision log panicked".to_owned(),
-                    }),
-                };
-                *slot = Slot::Answered(logged(*attempt, result));
-                self.running -= 1;
-                self.answered += 1;
-                continue;
-            }
             let Slot::Running(call) = slot else { continue };
             match call.poll(cx) {
                 std::task::Poll::Ready(event) => {

@@ -92,6 +92,10 @@ impl std::hash::Hasher for IdHasher {
     }
 }
 
+/// What a transaction's runner left to do when it was dropped with its
+/// runtime: the calls and the log write that follow.
+type Orphan = (Arc<Entry>, Vec<entry::Call>, Option<entry::LogWrite>);
+
 /// State shared by the handles, the executor tasks and the sweeper.
 pub(crate) struct Shared {
     pub config: CoordinatorConfig,
@@ -111,7 +115,7 @@ pub(crate) struct Shared {
     finished: Mutex<VecDeque<(Instant, TransactionId)>>,
     /// Calls that follow calls abandoned with their runtime, waiting for
     /// the next sweep on a live one.
-    orphans: Mutex<Vec<(Arc<Entry>, Vec<entry::Call>)>>,
+    orphans: Mutex<Vec<Orphan>>,
     /// The runtime the sweeper runs on, for work started outside any
     /// runtime (the last handle dropped in plain code). Cleared when that
     /// runtime shuts down.
@@ -425,19 +429,29 @@ impl Shared {
     pub(crate) fn abandoned(&self, entry: &Arc<Entry>) {
         let queued: Vec<Action> = lock(&self.orphans)
             .iter()
-            .filter(|(orphan, _)| Arc::ptr_eq(orphan, entry))
-            .flat_map(|(_, calls)| calls.iter().map(entry::Call::action))
+            .filter(|(orphan, ..)| Arc::ptr_eq(orphan, entry))
+            .flat_map(|(_, calls, log)| {
+                calls
+                    .iter()
+                    .map(|call| call.action.clone())
+                    .chain(log.as_ref().map(|write| Action::LogCommit {
+                        attempt: write.attempt,
+                    }))
+            })
             .collect();
         let mut calls = Vec::new();
+        let mut log = None;
         for event in entry.abandoned_calls() {
             if queued.iter().any(|action| answers(&event, action)) {
                 continue;
             }
-            calls.extend(entry.apply(event, self).calls);
+            let applied = entry.apply(event, self);
+            calls.extend(applied.calls);
+            log = applied.log.or(log);
         }
         tracing::warn!(txn = %entry.id, "participant calls abandoned with their runtime");
-        if !calls.is_empty() || entry.wake_at().is_some() {
-            lock(&self.orphans).push((Arc::clone(entry), calls));
+        if !calls.is_empty() || log.is_some() || entry.wake_at().is_some() {
+            lock(&self.orphans).push((Arc::clone(entry), calls, log));
             // The sweeper resumes them, on whichever runtime it lives.
             self.wake_sweeper.notify_one();
         }

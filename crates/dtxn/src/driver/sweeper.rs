@@ -16,10 +16,11 @@ impl Shared {
     /// timers of their transactions.
     fn adopt_orphans(self: &Arc<Self>) {
         let orphans = std::mem::take(&mut *lock(&self.orphans));
-        for (entry, calls) in orphans {
+        for (entry, calls, log) in orphans {
             tracing::info!(txn = %entry.id, "resuming participant calls abandoned with a runtime");
             let applied = entry::Applied {
                 calls,
+                log,
                 wake_at: entry.wake_at(),
                 result: Ok(()),
             };
