@@ -126,7 +126,7 @@ enum Only {
 async fn main() {
     let mut args = std::env::args().skip(1);
     let runs: usize = args.next().and_then(|s| s.parse().ok()).unwrap_or(3);
-    let transactions: usize = args.next().and_then(|s| s.parse().ok()).unwrap_or(20_000);
+    let transactions: usize = args.next().and_then(|s| s.parse().ok()).unwrap_or(10_000);
     let only = match args.next().as_deref() {
         None | Some("both") => Only::Both,
         Some("dtxn") => Only::Dtxn,
@@ -154,17 +154,20 @@ async fn main() {
                 m = Some(measure_dtmrs(&path, &participants, transactions).await);
             }
         }
-        let mut line = format!("run {run}:");
+        let mut parts = Vec::new();
         if let Some(x) = &x {
-            line += &format!(" dtxn durable {}", figures(x));
+            parts.push(format!("dtxn durable {}", figures(x)));
         }
         if let Some(m) = &m {
-            line += &format!(" | dtmrs xa {}", figures(m));
+            parts.push(format!("dtmrs xa {}", figures(m)));
         }
         if let (Some(x), Some(m)) = (&x, &m) {
-            line += &format!(" | dtxn/dtmrs {:.1}x", x.throughput() / m.throughput());
+            parts.push(format!(
+                "dtxn/dtmrs {:.1}x",
+                x.throughput() / m.throughput()
+            ));
         }
-        println!("{line}");
+        println!("run {run}: {}", parts.join(" | "));
         dtxn_runs.extend(x);
         dtmrs_runs.extend(m);
     }
@@ -248,7 +251,16 @@ async fn measure_dtmrs(
         true,
     )
     .await;
-    assert_eq!(d.failed, 0, "dtmrs committed every transaction");
+    assert_eq!(
+        d.failed,
+        0,
+        "dtmrs committed every transaction (first error: {})",
+        tc.first_error
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_deref()
+            .unwrap_or("none")
+    );
     let limit = i64::try_from(transactions + 1).expect("a row count");
     let rows = tc
         .store
@@ -284,6 +296,8 @@ struct DtmrsTc {
     urls: Vec<(String, String)>,
     /// `commit` calls acknowledged.
     commits: Arc<AtomicU64>,
+    /// The first failed transaction's error.
+    first_error: Mutex<Option<String>>,
     stop: watch::Sender<bool>,
     poller: Mutex<Option<JoinHandle<()>>>,
 }
@@ -340,20 +354,31 @@ impl DtmrsTc {
             ids,
             urls,
             commits,
+            first_error: Mutex::new(None),
             stop,
             poller: Mutex::new(Some(poller)),
         })
     }
 
-    /// One XA transaction over every participant, to its end.
+    /// One XA transaction over every participant, to its end; on failure
+    /// keeps the first error.
     async fn cycle(&self, key: u64) -> bool {
+        match self.transaction(key).await {
+            Ok(()) => true,
+            Err(e) => {
+                let mut first = self.first_error.lock().unwrap_or_else(|e| e.into_inner());
+                first.get_or_insert_with(|| format!("transaction {key}: {e}"));
+                false
+            }
+        }
+    }
+
+    async fn transaction(&self, key: u64) -> anyhow::Result<()> {
         let gid = key.to_string();
         let id = self.ids.get(key);
-        if self.api.prepare(&gid, "xa", &[], "", None).await.is_err() {
-            return false;
-        }
+        self.api.prepare(&gid, "xa", &[], "", None).await?;
         // Phase 1, the branches concurrently: register, then prepare.
-        let votes = join_all(self.participants.iter().zip(&self.urls).enumerate().map(
+        let phase1 = join_all(self.participants.iter().zip(&self.urls).enumerate().map(
             |(i, (p, (commit, rollback)))| {
                 let branch = RegisterBranch {
                     gid: gid.clone(),
@@ -363,15 +388,18 @@ impl DtmrsTc {
                     ..Default::default()
                 };
                 async move {
-                    self.api.register_branch(&branch).await.is_ok()
-                        && !matches!(p.prepare(id).await, PreparedResult::Aborted(_))
+                    self.api.register_branch(&branch).await?;
+                    match p.prepare(id).await {
+                        PreparedResult::Aborted(reason) => anyhow::bail!("voted no: {reason}"),
+                        _ => Ok(()),
+                    }
                 }
             },
         ))
         .await;
-        if !votes.into_iter().all(|ready| ready) {
+        if let Some(Err(e)) = phase1.into_iter().find(Result::is_err) {
             let _ = self.api.abort(&gid).await;
-            return false;
+            return Err(e);
         }
         // `Api::submit` for XA with the inline driver, with `process`
         // awaited instead of spawned.
@@ -379,10 +407,10 @@ impl DtmrsTc {
         match self
             .store
             .submit_prepared(&gid, &self.driver.owner, lease)
-            .await
+            .await?
         {
-            Ok(SubmitOutcome::Advanced(g)) => self.driver.process(&g).await.is_ok(),
-            _ => false,
+            SubmitOutcome::Advanced(g) => self.driver.process(&g).await,
+            _ => anyhow::bail!("not submitted"),
         }
     }
 

@@ -108,6 +108,13 @@ async fn outcome(client: &reqwest::Client, coordinator: &str, txn: &str) -> Stri
     body["outcome"].as_str().unwrap().to_owned()
 }
 
+/// `GET /admin/decisions`: the logged decisions not ended yet.
+async fn decisions(client: &reqwest::Client, coordinator: &str) -> Value {
+    let url = format!("{coordinator}admin/decisions");
+    let body: Value = client.get(&url).send().await.unwrap().json().await.unwrap();
+    body["decisions"].clone()
+}
+
 /// Waits (up to 20 s of wall time) for `done`.
 async fn until(what: &str, mut done: impl AsyncFnMut() -> bool) {
     let started = Instant::now();
@@ -202,6 +209,11 @@ fn a_coordinator_killed_during_phase_2_finishes_it_after_a_restart() {
         )
         .await;
         assert_eq!(outcome(&client, &first.url, &txn).await, "committed");
+        let logged = decisions(&client, &first.url).await;
+        assert_eq!(
+            logged,
+            json!([{ "id": txn.clone(), "state": "committing", "hazards": [] }])
+        );
         (txn, undecided)
     });
     first.kill_9();
@@ -220,6 +232,16 @@ fn a_coordinator_killed_during_phase_2_finishes_it_after_a_restart() {
             "aborted",
             "presumed abort for an undecided transaction of the dead coordinator"
         );
+        until("the decision left the log", async || {
+            decisions(&client, &second.url).await == json!([])
+        })
+        .await;
+        let refused = client
+            .post(format!("{}transactions/{undecided}/resolve", second.url))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(refused.status(), 404, "no hazard to resolve");
         let foreign = "00000000000000010000000000000001";
         assert_eq!(outcome(&client, &second.url, foreign).await, "unknown");
     });

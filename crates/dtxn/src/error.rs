@@ -45,6 +45,13 @@ pub enum CoordinatorError {
     /// was called: no new transactions are begun.
     #[error("the coordinator is shutting down: no new transactions")]
     ShuttingDown,
+    /// [`resolve_hazard`](crate::TransactionCoordinator::resolve_hazard) of
+    /// a transaction that is no logged decision with a hazard.
+    #[error("transaction {txn} is no logged decision with a participant given up on")]
+    NoLoggedHazard {
+        /// The transaction.
+        txn: TransactionId,
+    },
     /// The coordinator keeps a [decision log](crate::log) and the
     /// participant has no [`recovery_key`](crate::Participant::recovery_key):
     /// a Commit decision could not be delivered to it after a restart.

@@ -347,3 +347,71 @@ fn an_unresolved_participant_is_a_hazard_and_its_decision_stays_logged() {
         assert_eq!(second.outcome(txn), OutcomeStatus::Committed);
     });
 }
+
+#[tokio::test(start_paused = true)]
+async fn an_operator_lists_logged_decisions_retries_now_and_resolves_hazards() {
+    let log = MemoryLog::default();
+    let slow_retries = config()
+        .retry(dtxn::RetryPolicy::new(5, ms(10_000), ms(10_000)).unwrap())
+        .build()
+        .unwrap();
+    let (c, _) = TransactionCoordinator::recover(
+        slow_retries,
+        Arc::new(log.clone()),
+        &ParticipantRegistry::new(),
+    )
+    .await
+    .unwrap();
+    assert!(c.logged_decisions().is_empty());
+
+    // One participant fails its first commit: the retry waits 5-10 s.
+    let flaky = Mock::new("flaky")
+        .on_commit(Step::Fail(ParticipantError::transient("busy")))
+        .arc();
+    let txn = c.begin_transaction().unwrap();
+    register(&c, txn, std::slice::from_ref(&flaky));
+    c.prepare_transaction(txn).await.unwrap();
+    let commit = tokio::spawn({
+        let c = c.clone();
+        async move { c.commit_transaction(txn).await }
+    });
+    tokio::time::sleep(ms(10)).await;
+    let listed = c.logged_decisions();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(
+        (listed[0].txn, listed[0].state),
+        (txn, TransactionState::Committing)
+    );
+    assert_eq!(flaky.count(Kind::Commit), 1);
+    // Retry now: no waiting out the backoff.
+    c.retry_now(txn).unwrap();
+    let outcome = tokio::time::timeout(ms(100), commit)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert!(outcome.is_committed() && outcome.hazards.is_empty());
+    assert_eq!(flaky.count(Kind::Commit), 2);
+    assert!(c.logged_decisions().is_empty());
+
+    // A participant that fails for good: a hazard, kept until resolved.
+    let gone = Mock::new("gone")
+        .on_commit(Step::Fail(ParticipantError::permanent("gone")))
+        .arc();
+    let txn = c.begin_transaction().unwrap();
+    register(&c, txn, &[gone]);
+    c.prepare_transaction(txn).await.unwrap();
+    assert_eq!(c.commit_transaction(txn).await.unwrap().hazards.len(), 1);
+    let listed = c.logged_decisions();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].state, TransactionState::Committed);
+    assert_eq!(listed[0].hazards, ["gone"]);
+    assert_eq!(log.logged(), [txn]);
+    c.resolve_hazard(txn).unwrap();
+    assert!(c.logged_decisions().is_empty());
+    assert!(log.logged().is_empty(), "the decision left the log");
+    assert!(matches!(
+        c.resolve_hazard(txn),
+        Err(CoordinatorError::NoLoggedHazard { .. })
+    ));
+}

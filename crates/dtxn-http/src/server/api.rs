@@ -16,9 +16,10 @@ use tokio::time::Instant;
 use super::error::ApiError;
 use super::metrics::{self, Phase};
 use super::model::{
-    HealthResponse, HealthStatus, ListQuery, OutcomeQueryResponse, OutcomeResponse,
-    PrepareResponse, ReadyResponse, ReadyStatus, RegisterRequest, RegisterResponse, ReportResponse,
-    TransactionList, TransactionStatus, TxnState, UnfinishedTransaction,
+    HealthResponse, HealthStatus, ListQuery, LoggedDecisionBody, LoggedDecisionList,
+    OutcomeQueryResponse, OutcomeResponse, PrepareResponse, ReadyResponse, ReadyStatus,
+    RegisterRequest, RegisterResponse, ReportResponse, TransactionList, TransactionStatus,
+    TxnState, UnfinishedTransaction,
 };
 use super::AppState;
 use crate::wire::ErrorBody;
@@ -135,6 +136,78 @@ pub(super) async fn get_state(
         id,
         state: current.into(),
     }))
+}
+
+/// The Commit decisions held in the decision log whose phase 2 has not
+/// ended with every participant acknowledged: still being delivered, or
+/// committed with participants given up on (until resolved). Empty
+/// without `--log`.
+#[utoipa::path(
+    get,
+    path = "/admin/decisions",
+    tag = "admin",
+    responses(
+        (status = 200, description = "The logged decisions", body = LoggedDecisionList),
+        (status = 401, description = "Missing or wrong bearer token", body = ErrorBody),
+    )
+)]
+pub(super) async fn logged_decisions(State(state): St) -> Json<LoggedDecisionList> {
+    let decisions = state
+        .coordinator
+        .logged_decisions()
+        .into_iter()
+        .map(|d| LoggedDecisionBody {
+            id: d.txn,
+            state: d.state.into(),
+            hazards: d.hazards,
+        })
+        .collect();
+    Json(LoggedDecisionList { decisions })
+}
+
+/// Makes now the phase-2 retries of a transaction that wait out their
+/// backoff (once a participant is back, say). Answers its state.
+#[utoipa::path(
+    post,
+    path = "/transactions/{id}/retry",
+    tag = "admin",
+    params(("id" = String, Path, description = "Transaction id, 32 hex digits")),
+    responses(
+        (status = 200, description = "Its state", body = TransactionStatus),
+        (status = 400, description = "`invalid_id`", body = ErrorBody),
+        (status = 401, description = "Missing or wrong bearer token", body = ErrorBody),
+        (status = 404, description = "`not_found`", body = ErrorBody),
+    )
+)]
+pub(super) async fn retry(
+    State(state): St,
+    TxnId(id): TxnId,
+) -> AppResult<Json<TransactionStatus>> {
+    let current = state.coordinator.retry_now(id)?;
+    Ok(Json(TransactionStatus {
+        id,
+        state: current.into(),
+    }))
+}
+
+/// Marks resolved a logged decision committed with participants given up
+/// on, once an operator made them commit by hand: the decision leaves the
+/// log.
+#[utoipa::path(
+    post,
+    path = "/transactions/{id}/resolve",
+    tag = "admin",
+    params(("id" = String, Path, description = "Transaction id, 32 hex digits")),
+    responses(
+        (status = 204, description = "Resolved"),
+        (status = 400, description = "`invalid_id`", body = ErrorBody),
+        (status = 401, description = "Missing or wrong bearer token", body = ErrorBody),
+        (status = 404, description = "`no_logged_hazard`", body = ErrorBody),
+    )
+)]
+pub(super) async fn resolve(State(state): St, TxnId(id): TxnId) -> AppResult<StatusCode> {
+    state.coordinator.resolve_hazard(id)?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// What was decided for a transaction: `committed`, `aborted`, `pending`

@@ -126,6 +126,12 @@ impl From<CoordinatorError> for ApiError {
                     .retry_after(1)
             }
             CoordinatorError::ShuttingDown => Self::shutting_down(),
+            CoordinatorError::NoLoggedHazard { .. } => {
+                Self::new(StatusCode::NOT_FOUND, "no_logged_hazard", message)
+            }
+            CoordinatorError::NotRecoverable { .. } => {
+                Self::new(StatusCode::UNPROCESSABLE_ENTITY, "not_recoverable", message)
+            }
             // A kind of error newer than this server: an internal error,
             // with the library's message.
             _ => Self::new(
@@ -203,6 +209,19 @@ mod tests {
                 "capacity_exceeded",
             ),
             (CoordinatorError::ShuttingDown, 503, "shutting_down"),
+            (
+                CoordinatorError::NoLoggedHazard { txn },
+                404,
+                "no_logged_hazard",
+            ),
+            (
+                CoordinatorError::NotRecoverable {
+                    txn,
+                    participant: "p".into(),
+                },
+                422,
+                "not_recoverable",
+            ),
         ];
         for (error, status, code) in cases {
             let api = ApiError::from(error);

@@ -19,6 +19,9 @@
 //! | `POST /transactions/{id}/prepare` | `200` [`PrepareResponse`](model::PrepareResponse): `prepared`, or `aborted` with the reason |
 //! | `POST /transactions/{id}/commit` | `200` [`OutcomeResponse`](model::OutcomeResponse) |
 //! | `POST /transactions/{id}/rollback` | `200` [`OutcomeResponse`](model::OutcomeResponse) |
+//! | `POST /transactions/{id}/retry` | `200` [`TransactionStatus`](model::TransactionStatus): phase-2 retries waiting out their backoff are made now |
+//! | `POST /transactions/{id}/resolve` | `204`: a logged decision committed with participants given up on leaves the log (`404 no_logged_hazard` otherwise) |
+//! | `GET /admin/decisions` | `200` [`LoggedDecisionList`](model::LoggedDecisionList): Commit decisions in the decision log not yet ended |
 //! | `GET /health` | liveness: always `200` [`HealthResponse`](model::HealthResponse) (`ok`, or `draining` while shutting down) |
 //! | `GET /ready` | readiness: `200` [`ReadyResponse`](model::ReadyResponse) `ready`; `503` `shutting_down` or `saturated` |
 //! | `GET /metrics` | Prometheus text format |
@@ -234,6 +237,9 @@ fn build(
         .route("/transactions/{id}/prepare", post(api::prepare))
         .route("/transactions/{id}/commit", post(api::commit))
         .route("/transactions/{id}/rollback", post(api::rollback))
+        .route("/transactions/{id}/retry", post(api::retry))
+        .route("/transactions/{id}/resolve", post(api::resolve))
+        .route("/admin/decisions", get(api::logged_decisions))
         .method_not_allowed_fallback(api::method_not_allowed)
         .layer(load_shedding);
     let operations = Router::new()

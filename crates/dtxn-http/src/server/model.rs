@@ -88,6 +88,29 @@ pub struct TransactionStatus {
     pub state: TxnState,
 }
 
+/// The answer of `GET /admin/decisions`: the Commit decisions held in the
+/// decision log whose phase 2 has not ended with every participant
+/// acknowledged (empty without `--log`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct LoggedDecisionList {
+    /// The decisions, by transaction id.
+    pub decisions: Vec<LoggedDecisionBody>,
+}
+
+/// One logged Commit decision.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct LoggedDecisionBody {
+    /// The transaction id.
+    #[schema(value_type = String)]
+    pub id: TransactionId,
+    /// `committing` while phase 2 is delivered, `committed` once it ended
+    /// with participants given up on.
+    pub state: TxnState,
+    /// The participants given up on: resolve them by hand, then
+    /// `POST /transactions/{id}/resolve`.
+    pub hazards: Vec<String>,
+}
+
 /// The answer of `GET /transactions`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct TransactionList {

@@ -25,6 +25,9 @@ use crate::wire;
         api::prepare,
         api::commit,
         api::rollback,
+        api::retry,
+        api::resolve,
+        api::logged_decisions,
         api::health,
         api::ready,
         api::metrics,
@@ -39,6 +42,8 @@ use crate::wire;
         model::OutcomeName,
         model::OutcomeQueryResponse,
         model::TransactionList,
+        model::LoggedDecisionList,
+        model::LoggedDecisionBody,
         model::UnfinishedTransaction,
         model::RegisterRequest,
         model::RegisterResponse,
@@ -68,6 +73,7 @@ use crate::wire;
     tags(
         (name = "transactions", description = "Begin, register, prepare, commit, roll back, inspect"),
         (name = "operations", description = "Health, readiness, metrics, this document"),
+        (name = "admin", description = "The decision log (`dtxn serve --log`): logged decisions, retry now, resolve a hazard"),
     )
 )]
 pub(super) struct ApiDoc;

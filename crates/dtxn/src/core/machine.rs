@@ -549,6 +549,22 @@ impl Transaction {
         Ok(())
     }
 
+    /// An operator's "retry now": brings every phase-2 attempt waiting
+    /// out its backoff, and the next write of the decision log, forward to
+    /// `now`, and issues them (as [`handle_timeout`](Self::handle_timeout)
+    /// would once they are due). Changes nothing else.
+    pub fn retry_now(&mut self, now: Duration, actions: &mut Vec<Action>) -> Result<(), CoreError> {
+        self.clock.now = self.clock.now.max(now);
+        let now = self.clock.now;
+        for (_, due) in &mut self.scheduled {
+            *due = (*due).min(now);
+        }
+        if let Record::Retrying { due, .. } = &mut self.record {
+            *due = (*due).min(now);
+        }
+        self.handle_timeout(now, actions)
+    }
+
     /// Rolls back an Active or Prepared transaction whose deadline passed
     /// or whose coordinator shut down, including one that was Preparing
     /// then and has just reached Prepared.

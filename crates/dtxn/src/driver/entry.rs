@@ -339,6 +339,19 @@ impl Entry {
         })
     }
 
+    /// Issues now the phase-2 retries and the log write waiting out their
+    /// backoff (an operator's "retry now").
+    pub fn retry_now(&self, shared: &Shared) -> Applied {
+        self.step(shared, |inner, now, actions, _| {
+            inner.machine.retry_now(now, actions)
+        })
+    }
+
+    /// Whether the Commit decision is durable in the decision log.
+    pub fn commit_logged(&self) -> bool {
+        lock(&self.inner).machine.commit_logged()
+    }
+
     /// When the machine next needs its timer while phase 2 is delivered.
     pub fn wake_at(&self) -> Option<Instant> {
         let inner = lock(&self.inner);
@@ -450,7 +463,7 @@ impl Entry {
         }
         match log_end {
             Some(LogEnd::Ended) => shared.log_end(self.id),
-            Some(LogEnd::Hazard) => shared.keep_logged_hazard(self.id),
+            Some(LogEnd::Hazard) => shared.keep_logged_hazard(self),
             None => {}
         }
         shared.after_step(self, changed_to);

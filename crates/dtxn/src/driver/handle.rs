@@ -1,6 +1,6 @@
 //! The public handle: [`TransactionCoordinator`] and what it reports.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -80,6 +80,20 @@ pub struct CoordinatorStats {
     pub hazards: u64,
 }
 
+/// A Commit decision held in the decision log, from
+/// [`TransactionCoordinator::logged_decisions`].
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[non_exhaustive]
+pub struct LoggedDecision {
+    /// The transaction.
+    pub txn: TransactionId,
+    /// `Committing` while phase 2 is delivered, `Committed` once it ended
+    /// with participants given up on.
+    pub state: TransactionState,
+    /// The participants given up on (names), for a `Committed` one.
+    pub hazards: Vec<String>,
+}
+
 /// One unfinished transaction, from
 /// [`TransactionCoordinator::unfinished_transactions`].
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -136,7 +150,7 @@ impl TransactionCoordinator {
             epoch: Instant::now(),
             log,
             incarnations: Mutex::new(Vec::new()),
-            logged_hazards: Mutex::new(HashSet::new()),
+            logged_hazards: Mutex::new(HashMap::new()),
         });
         shared.ensure_sweeper();
         Self {
@@ -620,6 +634,75 @@ impl TransactionCoordinator {
         let entry = self.shared().get(txn)?;
         self.expire_if_due(&entry);
         Ok(entry.report())
+    }
+
+    /// The Commit decisions held in the [decision log](crate::log) whose
+    /// phase 2 has not ended with every participant acknowledged: those
+    /// still being delivered (perhaps waiting out a backoff) and those
+    /// committed with a participant given up on, kept until
+    /// [`resolve_hazard`](Self::resolve_hazard). Empty without a log.
+    pub fn logged_decisions(&self) -> Vec<LoggedDecision> {
+        let shared = self.shared();
+        if shared.log.is_none() {
+            return Vec::new();
+        }
+        let mut list: Vec<LoggedDecision> = shared
+            .unfinished_entries()
+            .into_iter()
+            .filter(|entry| entry.state() == TransactionState::Committing && entry.commit_logged())
+            .map(|entry| LoggedDecision {
+                txn: entry.id,
+                state: TransactionState::Committing,
+                hazards: Vec::new(),
+            })
+            .collect();
+        list.extend(
+            lock(&shared.logged_hazards)
+                .iter()
+                .map(|(txn, names)| LoggedDecision {
+                    txn: *txn,
+                    state: TransactionState::Committed,
+                    hazards: names.clone(),
+                }),
+        );
+        list.sort_by_key(|d| d.txn);
+        list
+    }
+
+    /// Makes now the phase-2 retries (and the decision-log write) of `txn`
+    /// that wait out their backoff, as an operator does once a participant
+    /// is back. Returns the transaction's state; one with nothing waiting
+    /// is left as it is.
+    ///
+    /// # Errors
+    ///
+    /// [`NotFound`](CoordinatorError::NotFound).
+    pub fn retry_now(&self, txn: TransactionId) -> Result<TransactionState, CoordinatorError> {
+        let shared = self.shared();
+        let entry = shared.get(txn)?;
+        if !entry.state().is_terminal() {
+            let applied = entry.retry_now(shared);
+            shared.run_detached(&entry, applied);
+        }
+        Ok(entry.state())
+    }
+
+    /// Marks resolved a logged Commit decision that ended with a
+    /// participant given up on, once an operator has made that participant
+    /// commit by other means: the decision leaves the log.
+    ///
+    /// # Errors
+    ///
+    /// [`NoLoggedHazard`](CoordinatorError::NoLoggedHazard) unless `txn` is
+    /// one of [`logged_decisions`](Self::logged_decisions) with hazards.
+    pub fn resolve_hazard(&self, txn: TransactionId) -> Result<(), CoordinatorError> {
+        let shared = self.shared();
+        if lock(&shared.logged_hazards).remove(&txn).is_none() {
+            return Err(CoordinatorError::NoLoggedHazard { txn });
+        }
+        tracing::info!(%txn, "hazard resolved by an operator: the decision leaves the log");
+        shared.log_end(txn);
+        Ok(())
     }
 
     fn expire_if_due(&self, entry: &Arc<Entry>) {

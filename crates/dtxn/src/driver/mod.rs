@@ -17,9 +17,9 @@ mod handle;
 mod scratch;
 mod sweeper;
 
-pub use handle::{CoordinatorStats, TransactionCoordinator, TransactionSummary};
+pub use handle::{CoordinatorStats, LoggedDecision, TransactionCoordinator, TransactionSummary};
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -136,9 +136,10 @@ pub(crate) struct Shared {
     /// With a log: the nonces of every coordinator that used it, whose
     /// ids are this log's (presumed abort answers for them).
     incarnations: Mutex<Vec<u64>>,
-    /// Logged Commit decisions that ended with a participant given up on:
-    /// kept in the log, and answered `committed` even once forgotten here.
-    logged_hazards: Mutex<HashSet<TransactionId>>,
+    /// Logged Commit decisions that ended with a participant given up on,
+    /// with those participants' names: kept in the log until an operator
+    /// resolves them, and answered `committed` even once forgotten here.
+    logged_hazards: Mutex<HashMap<TransactionId, Vec<String>>>,
 }
 
 impl Shared {
@@ -291,9 +292,16 @@ impl Shared {
 
     /// Remembers a logged Commit that ended with a hazard: its decision
     /// stays in the log, and queries answer `committed` for good.
-    fn keep_logged_hazard(&self, txn: TransactionId) {
+    fn keep_logged_hazard(&self, entry: &Entry) {
+        let txn = entry.id;
         tracing::warn!(%txn, "committed with a participant given up on: the decision stays in the log");
-        lock(&self.logged_hazards).insert(txn);
+        let names = entry
+            .outcome()
+            .hazards
+            .into_iter()
+            .map(|h| h.participant)
+            .collect();
+        lock(&self.logged_hazards).insert(txn, names);
     }
 
     /// The outcome of a transaction this coordinator does not hold: with a
@@ -303,7 +311,7 @@ impl Shared {
         if self.log.is_none() {
             return OutcomeStatus::Unknown;
         }
-        if lock(&self.logged_hazards).contains(&txn) {
+        if lock(&self.logged_hazards).contains_key(&txn) {
             return OutcomeStatus::Committed;
         }
         let issuer = (txn.as_u128() >> 64) as u64;
