@@ -65,17 +65,35 @@
 //!    `Api::abort`, and the poller rolls back.)
 //!
 //! So a dtmrs transaction ends, as dtxn's does, when the decision is
-//! recorded and every participant acknowledged its `commit`; it writes 9
-//! SQLite transactions (prepare, 3 registrations, submit, 3 branch updates,
-//! the final status) and reads about 10 times, through the pool. Under
-//! `synchronous = NORMAL` in WAL mode none of these commits waits for an
-//! fsync (SQLite syncs at checkpoints only): a process crash loses nothing,
-//! a power loss may lose the last committed transactions — a weaker
-//! guarantee than dtxn's log, whose Commit decisions are synced before
-//! phase 2. dtmrs keeps its rows (nothing is deleted at the end), dtxn
-//! deletes its decision once acknowledged. dtmrs's own tests are not run
-//! here; correctness is checked after each measurement, untimed: every
-//! global row is `succeed` and every participant got its `commit`.
+//! recorded and every participant acknowledged its `commit`. On the way it
+//! commits 9 SQLite transactions (prepare, 3 registrations, submit, 3
+//! branch updates, the final status) and makes 15 reads (3 of the global
+//! row and 6 read-backs while registering, 1 on submit, 5 of the branch
+//! rows in `process`), each a round trip to one of sqlx's per-connection
+//! SQLite threads; phase 1 runs the 3 branches concurrently (`Embedded`'s
+//! `Xa::prepare_branch` would run them one after another), phase 2 calls
+//! them one after another (dtmrs's driver), where dtxn calls both phases'
+//! participants concurrently. Besides, the poller's 16 workers each look for
+//! due transactions every 200 ms.
+//!
+//! Durability differs. dtmrs sets `synchronous = NORMAL` in WAL mode, so
+//! none of its commits waits for an fsync: a process crash loses nothing,
+//! but a power loss may lose the last transactions it reported done —
+//! weaker than dtxn's log, whose Commit decision is synced before phase 2.
+//! dtmrs does fsync, but when SQLite checkpoints its WAL (each checkpoint
+//! attempt syncs the WAL first; with 32 connections they are frequent), not
+//! as part of a commit: count them with `only` under `strace`. dtmrs keeps
+//! every row (its history); dtxn deletes a decision once acknowledged.
+//!
+//! At 1000 in flight a dtmrs transaction takes seconds, most of it queued
+//! for one of the 32 connections and for SQLite's single write lock, which
+//! dtmrs waits for up to 5 s (its `busy_timeout`); on a slower machine (or
+//! under a tracer) some transactions then fail with `database is locked`,
+//! and the example stops with the first error: every transaction of both
+//! must commit. Correctness is
+//! checked after each dtmrs measurement, untimed: one global row per
+//! transaction, each `succeed`, and one `commit` per participant per
+//! transaction.
 
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -7,7 +7,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use dtxn::log::SqliteLog;
+use dtxn::log::{DecisionLog, LogError, PostgresLog, SqliteLog};
 use dtxn::{CoordinatorConfig, RetryPolicy, TransactionCoordinator};
 use dtxn_http::server::{self, ServerConfig};
 
@@ -206,12 +206,30 @@ pub struct ServeArgs {
           default_value_t = HumanDuration(ServerConfig::DEFAULT_SHUTDOWN_GRACE))]
     pub shutdown_grace: HumanDuration,
 
-    /// Keep Commit decisions in this SQLite file (created if missing), so
-    /// they survive a crash: on start, the decisions it holds whose phase
-    /// 2 had not ended are delivered again. Without it, everything is in
-    /// memory. One coordinator at a time per file.
-    #[arg(long, env = "DTXN_LOG", value_name = "PATH")]
-    pub log: Option<std::path::PathBuf>,
+    /// Keep Commit decisions in a decision log, so they survive a crash:
+    /// an SQLite file (created if missing) or a PostgreSQL URL
+    /// (postgres://user:password@host:port/db). On start, the decisions it
+    /// holds whose phase 2 had not ended are delivered again. Without it,
+    /// everything is in memory. One coordinator at a time per file or per
+    /// PostgreSQL schema.
+    #[arg(
+        long,
+        env = "DTXN_LOG",
+        value_name = "PATH|URL",
+        hide_env_values = true
+    )]
+    pub log: Option<String>,
+
+    /// How long to wait for a --log held by another coordinator (one that
+    /// just died may hold it a moment longer) before giving up.
+    #[arg(long, env = "DTXN_LOG_LOCK_WAIT", value_name = "DURATION",
+          default_value_t = HumanDuration(Duration::from_secs(10)))]
+    pub log_lock_wait: HumanDuration,
+
+    /// With a PostgreSQL --log: the schema holding this coordinator's log.
+    #[arg(long, env = "DTXN_LOG_SCHEMA", value_name = "NAME",
+          default_value = dtxn::log::PostgresLog::DEFAULT_SCHEMA)]
+    pub log_schema: String,
 }
 
 /// A [`Duration`] written for humans: a whole number and a unit, `ms`,
@@ -410,7 +428,7 @@ pub async fn execute(args: ServeArgs) -> ExitCode {
     }
     let coordinator = match &args.log {
         None => TransactionCoordinator::with_config(config),
-        Some(path) => match recover(config, &server_config, path).await {
+        Some(log) => match recover(config, &server_config, log, &args).await {
             Ok(coordinator) => coordinator,
             Err(e) => {
                 eprintln!("dtxn serve: {e}");
@@ -429,22 +447,38 @@ pub async fn execute(args: ServeArgs) -> ExitCode {
     }
 }
 
-/// Opens the decision log at `path` and starts a coordinator on it,
-/// delivering again the decisions it holds.
+/// Opens the decision log `log` (a PostgreSQL URL, else an SQLite file)
+/// and starts a coordinator on it, delivering again the decisions it holds.
 async fn recover(
     config: CoordinatorConfig,
     server_config: &ServerConfig,
-    path: &std::path::Path,
+    log: &str,
+    args: &ServeArgs,
 ) -> Result<TransactionCoordinator, String> {
-    let log = SqliteLog::open(path)
-        .await
-        .map_err(|e| format!("--log: {e}"))?;
+    let give_up = tokio::time::Instant::now() + args.log_lock_wait.0;
+    let opened = loop {
+        let opened: Result<Arc<dyn DecisionLog>, LogError> =
+            if log.starts_with("postgres://") || log.starts_with("postgresql://") {
+                PostgresLog::open_in_schema(log, &args.log_schema)
+                    .await
+                    .map(|l| Arc::new(l) as Arc<dyn DecisionLog>)
+            } else {
+                SqliteLog::open(log)
+                    .await
+                    .map(|l| Arc::new(l) as Arc<dyn DecisionLog>)
+            };
+        match opened {
+            Err(LogError::Locked { .. }) if tokio::time::Instant::now() < give_up => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            other => break other.map_err(|e| format!("--log: {e}"))?,
+        }
+    };
     let resolver = server::recovery_resolver(server_config).map_err(|e| e.to_string())?;
-    let (coordinator, recovery) = TransactionCoordinator::recover(config, Arc::new(log), &resolver)
+    let (coordinator, recovery) = TransactionCoordinator::recover(config, opened, &resolver)
         .await
         .map_err(|e| format!("--log: {e}"))?;
     tracing::info!(
-        log = %path.display(),
         redelivering = recovery.redelivering.len(),
         unresolved = recovery.unresolved.len(),
         "decision log opened"

@@ -129,6 +129,22 @@ async fn until(what: &str, mut done: impl AsyncFnMut() -> bool) {
 
 #[test]
 fn a_coordinator_killed_during_phase_2_finishes_it_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("decisions.db");
+    killed_during_phase_2(&["--log", log.to_str().unwrap()]);
+}
+
+/// The same with the log in PostgreSQL (the server at
+/// `DTXN_TEST_POSTGRES_URL`, which `.ci/run` starts; never skipped).
+#[test]
+fn a_coordinator_killed_during_phase_2_finishes_it_after_a_restart_on_postgres() {
+    let url = std::env::var("DTXN_TEST_POSTGRES_URL")
+        .expect("DTXN_TEST_POSTGRES_URL must name a PostgreSQL server (see .ci/postgres-up)");
+    let schema = format!("dtxn_cli_{:016x}", fastrand::u64(..));
+    killed_during_phase_2(&["--log", &url, "--log-schema", &schema]);
+}
+
+fn killed_during_phase_2(log: &[&str]) {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -138,25 +154,24 @@ fn a_coordinator_killed_during_phase_2_finishes_it_after_a_restart() {
     b.hang.store(true, Ordering::SeqCst);
     let (url_a, url_b) =
         runtime.block_on(async { (serve(a.clone()).await, serve(b.clone()).await) });
-    let dir = tempfile::tempdir().unwrap();
-    let args: Vec<String> = [
-        "--listen",
-        "127.0.0.1:0",
-        "--log",
-        dir.path().join("decisions.db").to_str().unwrap(),
-        "--participant",
-        &format!("a={url_a}"),
-        "--participant",
-        &format!("b={url_b}"),
-        "--phase2-timeout",
-        "200ms",
-        "--retry-initial-backoff",
-        "50ms",
-        "--retry-max-backoff",
-        "100ms",
-    ]
-    .map(String::from)
-    .to_vec();
+    let mut args: Vec<String> = log.iter().map(|s| s.to_string()).collect();
+    args.extend(
+        [
+            "--listen",
+            "127.0.0.1:0",
+            "--participant",
+            &format!("a={url_a}"),
+            "--participant",
+            &format!("b={url_b}"),
+            "--phase2-timeout",
+            "200ms",
+            "--retry-initial-backoff",
+            "50ms",
+            "--retry-max-backoff",
+            "100ms",
+        ]
+        .map(String::from),
+    );
     let client = reqwest::Client::new();
 
     let first = Coordinator::start(&args);
@@ -264,6 +279,7 @@ fn a_second_coordinator_on_the_same_log_is_refused() {
     let output = Command::new(env!("CARGO_BIN_EXE_dtxn"))
         .arg("serve")
         .args(&args)
+        .args(["--log-lock-wait", "300ms"])
         .output()
         .expect("dtxn serve runs");
     assert_eq!(output.status.code(), Some(2));

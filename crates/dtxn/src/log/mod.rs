@@ -31,7 +31,8 @@
 //! ([`TransactionCoordinator::outcome`](crate::TransactionCoordinator::outcome)).
 //!
 //! Backends: [`SqliteLog`] (feature `sqlite`), an embedded file needing no
-//! server, and anything implementing [`DecisionLog`].
+//! server; [`PostgresLog`] (feature `postgres`) for shared deployments;
+//! and anything implementing [`DecisionLog`].
 
 use std::collections::HashMap;
 use std::fmt;
@@ -41,6 +42,12 @@ use std::sync::Arc;
 
 use crate::{Participant, Payload, TransactionId};
 
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+mod group;
+#[cfg(feature = "postgres")]
+mod postgres;
+#[cfg(feature = "postgres")]
+pub use postgres::PostgresLog;
 #[cfg(feature = "sqlite")]
 mod sqlite;
 #[cfg(feature = "sqlite")]
@@ -148,6 +155,12 @@ pub enum LogError {
     Corrupt {
         /// What was wrong.
         detail: String,
+    },
+    /// A PostgreSQL schema name that is not a plain lowercase identifier.
+    #[error("invalid decision log schema {schema:?}: lowercase letters, digits and _, starting with a letter, at most 63 bytes")]
+    InvalidSchema {
+        /// The name given.
+        schema: String,
     },
     /// The log was closed (its background writer stopped).
     #[error("the decision log is closed")]

@@ -6,17 +6,13 @@ use std::time::Duration;
 
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteLockingMode, SqliteSynchronous};
 use sqlx::{Connection, Row, SqliteConnection};
-use tokio::sync::{mpsc, oneshot};
 
-use super::{CommitRecord, DecisionLog, LogContents, LogError, LogFuture, LoggedParticipant};
-use crate::{Payload, TransactionId};
+use super::group::{self, GroupCommit, Store};
+use super::{CommitRecord, DecisionLog, LogContents, LogError, LogFuture};
+use crate::TransactionId;
 
 /// The format this version writes and reads.
 const FORMAT: u32 = 1;
-/// Most requests written in one SQLite transaction (one sync).
-const BATCH: usize = 4096;
-/// How long end records alone wait for company before they are written.
-const END_DELAY: Duration = Duration::from_millis(20);
 
 /// The decision log in an SQLite file: no server, one file (with its
 /// write-ahead log beside it), created on first use.
@@ -35,22 +31,7 @@ const END_DELAY: Duration = Duration::from_millis(20);
 ///
 /// Requires the `sqlite` feature.
 #[derive(Debug, Clone)]
-pub struct SqliteLog {
-    requests: mpsc::UnboundedSender<Request>,
-}
-
-#[derive(Debug)]
-enum Request {
-    Open {
-        incarnation: u64,
-        reply: oneshot::Sender<Result<LogContents, LogError>>,
-    },
-    Commit {
-        record: CommitRecord,
-        reply: oneshot::Sender<Result<(), LogError>>,
-    },
-    End(TransactionId),
-}
+pub struct SqliteLog(GroupCommit);
 
 impl SqliteLog {
     /// Opens (creating if need be) the log at `path` and takes its lock.
@@ -83,39 +64,25 @@ impl SqliteLog {
                 supported: FORMAT,
             },
         })?;
-        let (requests, receiver) = mpsc::unbounded_channel();
-        tokio::spawn(writer(conn, receiver, location));
-        Ok(Self { requests })
-    }
-
-    fn send<T: Send + 'static>(
-        &self,
-        request: impl FnOnce(oneshot::Sender<Result<T, LogError>>) -> Request,
-    ) -> LogFuture<T> {
-        let (reply, answer) = oneshot::channel();
-        let sent = self.requests.send(request(reply)).is_ok();
-        Box::pin(async move {
-            if !sent {
-                return Err(LogError::Closed);
-            }
-            answer.await.unwrap_or(Err(LogError::Closed))
-        })
+        let store = SqliteStore {
+            conn,
+            location: Arc::clone(&location),
+        };
+        Ok(Self(GroupCommit::start(store, location)))
     }
 }
 
 impl DecisionLog for SqliteLog {
     fn open(&self, incarnation: u64) -> LogFuture<LogContents> {
-        self.send(|reply| Request::Open { incarnation, reply })
+        self.0.open(incarnation)
     }
 
     fn log_commit(&self, record: CommitRecord) -> LogFuture<()> {
-        self.send(|reply| Request::Commit { record, reply })
+        self.0.log_commit(record)
     }
 
     fn log_end(&self, txn: TransactionId) {
-        // A closed log loses the end: recovery then delivers `commit` once
-        // more, which participants accept.
-        let _ = self.requests.send(Request::End(txn));
+        self.0.log_end(txn);
     }
 }
 
@@ -162,79 +129,9 @@ async fn schema(conn: &mut SqliteConnection) -> Result<(), SchemaError> {
     Ok(())
 }
 
-/// The log's one writer: takes every request waiting, writes them in one
-/// SQLite transaction, answers them all.
-async fn writer(
-    mut conn: SqliteConnection,
-    mut receiver: mpsc::UnboundedReceiver<Request>,
+struct SqliteStore {
+    conn: SqliteConnection,
     location: Arc<str>,
-) {
-    let mut batch = Vec::new();
-    while let Some(first) = receiver.recv().await {
-        batch.push(first);
-        drain(&mut receiver, &mut batch);
-        if batch.iter().all(|r| matches!(r, Request::End(_))) {
-            // Ends alone are not urgent: wait for more, or a decision.
-            let delay = tokio::time::sleep(END_DELAY);
-            tokio::pin!(delay);
-            while batch.len() < BATCH {
-                tokio::select! {
-                    () = &mut delay => break,
-                    next = receiver.recv() => match next {
-                        Some(request) => {
-                            let urgent = !matches!(request, Request::End(_));
-                            batch.push(request);
-                            if urgent {
-                                break;
-                            }
-                        }
-                        None => break,
-                    },
-                }
-            }
-            drain(&mut receiver, &mut batch);
-        }
-        write(&mut conn, &mut batch, &location).await;
-    }
-    if let Err(e) = conn.close().await {
-        tracing::warn!(log = %location, error = %e, "closing the decision log failed");
-    }
-}
-
-fn drain(receiver: &mut mpsc::UnboundedReceiver<Request>, batch: &mut Vec<Request>) {
-    while batch.len() < BATCH {
-        match receiver.try_recv() {
-            Ok(request) => batch.push(request),
-            Err(_) => break,
-        }
-    }
-}
-
-/// Writes `batch`, answering and emptying it.
-async fn write(conn: &mut SqliteConnection, batch: &mut Vec<Request>, location: &Arc<str>) {
-    let mut commits = Vec::new();
-    let mut ends = Vec::new();
-    for request in batch.drain(..) {
-        match request {
-            Request::Open { incarnation, reply } => {
-                let _ = reply.send(open(conn, incarnation, location).await);
-            }
-            Request::Commit { record, reply } => commits.push((record, reply)),
-            Request::End(txn) => ends.push(txn),
-        }
-    }
-    if commits.is_empty() && ends.is_empty() {
-        return;
-    }
-    let result = write_all(conn, &commits, &ends)
-        .await
-        .map_err(|e| error(location, e));
-    if let Err(e) = &result {
-        tracing::error!(log = %location, error = %e, decisions = commits.len(), "decision log write failed");
-    }
-    for (_, reply) in commits {
-        let _ = reply.send(result.clone());
-    }
 }
 
 /// Rows per statement, largest first: a batch is written in as few
@@ -256,164 +153,110 @@ fn statement(head: &str, group: &str, rows: usize) -> String {
     sql
 }
 
-async fn write_all(
-    conn: &mut SqliteConnection,
-    commits: &[(CommitRecord, oneshot::Sender<Result<(), LogError>>)],
-    ends: &[TransactionId],
-) -> Result<(), sqlx::Error> {
-    let rows: Vec<([u8; 16], Vec<u8>)> = commits
-        .iter()
-        .map(|(record, _)| {
-            (
-                record.txn.as_u128().to_be_bytes(),
-                encode(&record.participants),
-            )
-        })
-        .collect();
-    let ends: Vec<[u8; 16]> = ends.iter().map(|t| t.as_u128().to_be_bytes()).collect();
-    let mut tx = conn.begin().await?;
-    let mut rest = &rows[..];
-    for size in CHUNKS {
-        while rest.len() >= size {
-            let (chunk, tail) = rest.split_at(size);
-            let sql = statement(
-                "INSERT OR REPLACE INTO dtxn_commits (txn, participants) VALUES ",
-                "(?, ?)",
-                size,
-            );
-            let mut query = sqlx::query(&sql);
-            for (txn, participants) in chunk {
-                query = query.bind(&txn[..]).bind(&participants[..]);
+impl SqliteStore {
+    async fn write_all(
+        &mut self,
+        commits: &[&CommitRecord],
+        ends: &[TransactionId],
+    ) -> Result<(), sqlx::Error> {
+        let rows: Vec<([u8; 16], Vec<u8>)> = commits
+            .iter()
+            .map(|record| {
+                (
+                    record.txn.as_u128().to_be_bytes(),
+                    group::encode(&record.participants),
+                )
+            })
+            .collect();
+        let ends: Vec<[u8; 16]> = ends.iter().map(|t| t.as_u128().to_be_bytes()).collect();
+        let mut tx = self.conn.begin().await?;
+        let mut rest = &rows[..];
+        for size in CHUNKS {
+            while rest.len() >= size {
+                let (chunk, tail) = rest.split_at(size);
+                let sql = statement(
+                    "INSERT OR REPLACE INTO dtxn_commits (txn, participants) VALUES ",
+                    "(?, ?)",
+                    size,
+                );
+                let mut query = sqlx::query(&sql);
+                for (txn, participants) in chunk {
+                    query = query.bind(&txn[..]).bind(&participants[..]);
+                }
+                query.execute(&mut *tx).await?;
+                rest = tail;
             }
-            query.execute(&mut *tx).await?;
-            rest = tail;
         }
-    }
-    let mut rest = &ends[..];
-    for size in CHUNKS {
-        while rest.len() >= size {
-            let (chunk, tail) = rest.split_at(size);
-            let mut sql = statement("DELETE FROM dtxn_commits WHERE txn IN (", "?", size);
-            sql.push(')');
-            let mut query = sqlx::query(&sql);
-            for txn in chunk {
-                query = query.bind(&txn[..]);
+        let mut rest = &ends[..];
+        for size in CHUNKS {
+            while rest.len() >= size {
+                let (chunk, tail) = rest.split_at(size);
+                let mut sql = statement("DELETE FROM dtxn_commits WHERE txn IN (", "?", size);
+                sql.push(')');
+                let mut query = sqlx::query(&sql);
+                for txn in chunk {
+                    query = query.bind(&txn[..]);
+                }
+                query.execute(&mut *tx).await?;
+                rest = tail;
             }
-            query.execute(&mut *tx).await?;
-            rest = tail;
         }
+        tx.commit().await
     }
-    tx.commit().await
+
+    async fn read(&mut self, incarnation: u64) -> Result<LogContents, LogError> {
+        let location = Arc::clone(&self.location);
+        let sql = |e| error(&location, e);
+        let conn = &mut self.conn;
+        // SQLite integers are signed: the nonce is stored bit for bit.
+        sqlx::query("INSERT OR IGNORE INTO dtxn_incarnations (nonce) VALUES (?)")
+            .bind(incarnation as i64)
+            .execute(&mut *conn)
+            .await
+            .map_err(sql)?;
+        let incarnations = sqlx::query("SELECT nonce FROM dtxn_incarnations")
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(sql)?
+            .iter()
+            .map(|row| row.try_get::<i64, _>(0).map(|n| n as u64))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(sql)?;
+        let rows = sqlx::query("SELECT txn, participants FROM dtxn_commits ORDER BY txn")
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(sql)?;
+        let mut in_doubt = Vec::with_capacity(rows.len());
+        for row in rows {
+            let txn: Vec<u8> = row.try_get(0).map_err(sql)?;
+            let participants: Vec<u8> = row.try_get(1).map_err(sql)?;
+            in_doubt.push(group::record(&txn, &participants)?);
+        }
+        Ok(LogContents::new(in_doubt, incarnations))
+    }
 }
 
-async fn open(
-    conn: &mut SqliteConnection,
-    incarnation: u64,
-    location: &Arc<str>,
-) -> Result<LogContents, LogError> {
-    let sql = |e| error(location, e);
-    // SQLite integers are signed: the nonce is stored bit for bit.
-    sqlx::query("INSERT OR IGNORE INTO dtxn_incarnations (nonce) VALUES (?)")
-        .bind(incarnation as i64)
-        .execute(&mut *conn)
-        .await
-        .map_err(sql)?;
-    let incarnations = sqlx::query("SELECT nonce FROM dtxn_incarnations")
-        .fetch_all(&mut *conn)
-        .await
-        .map_err(sql)?
-        .iter()
-        .map(|row| row.try_get::<i64, _>(0).map(|n| n as u64))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(sql)?;
-    let rows = sqlx::query("SELECT txn, participants FROM dtxn_commits ORDER BY txn")
-        .fetch_all(&mut *conn)
-        .await
-        .map_err(sql)?;
-    let mut in_doubt = Vec::with_capacity(rows.len());
-    for row in rows {
-        let txn: Vec<u8> = row.try_get(0).map_err(sql)?;
-        let participants: Vec<u8> = row.try_get(1).map_err(sql)?;
-        let txn = <[u8; 16]>::try_from(txn.as_slice()).map_err(|_| LogError::Corrupt {
-            detail: format!("a transaction id of {} bytes", txn.len()),
-        })?;
-        let txn = TransactionId::from_u128(u128::from_be_bytes(txn));
-        in_doubt.push(CommitRecord {
-            txn,
-            participants: decode(&participants).map_err(|detail| LogError::Corrupt {
-                detail: format!("transaction {txn}: {detail}"),
-            })?,
-        });
+impl Store for SqliteStore {
+    async fn open(&mut self, incarnation: u64) -> Result<LogContents, LogError> {
+        self.read(incarnation).await
     }
-    Ok(LogContents::new(in_doubt, incarnations))
-}
 
-/// The participants of a record: a count, then per participant its key
-/// and optional payload, each length-prefixed (u32, little endian).
-fn encode(participants: &[LoggedParticipant]) -> Vec<u8> {
-    let mut out = Vec::new();
-    let len = |n: usize| u32::try_from(n).unwrap_or(u32::MAX).to_le_bytes();
-    out.extend(len(participants.len()));
-    for p in participants {
-        out.extend(len(p.key.len()));
-        out.extend(p.key.as_bytes());
-        match &p.payload {
-            None => out.push(0),
-            Some(payload) => {
-                out.push(1);
-                out.extend(len(payload.len()));
-                out.extend(payload.as_bytes());
-            }
+    async fn write(
+        &mut self,
+        commits: &[&CommitRecord],
+        ends: &[TransactionId],
+    ) -> Result<(), LogError> {
+        let location = Arc::clone(&self.location);
+        self.write_all(commits, ends)
+            .await
+            .map_err(|e| error(&location, e))
+    }
+
+    async fn close(self) {
+        if let Err(e) = self.conn.close().await {
+            tracing::warn!(log = %self.location, error = %e, "closing the decision log failed");
         }
     }
-    out
-}
-
-fn decode(mut bytes: &[u8]) -> Result<Vec<LoggedParticipant>, String> {
-    fn take<'a>(bytes: &mut &'a [u8], n: usize) -> Result<&'a [u8], String> {
-        if bytes.len() < n {
-            return Err(format!(
-                "truncated: {} bytes left, {n} expected",
-                bytes.len()
-            ));
-        }
-        let (head, tail) = bytes.split_at(n);
-        *bytes = tail;
-        Ok(head)
-    }
-    fn len(bytes: &mut &[u8]) -> Result<usize, String> {
-        let raw = take(bytes, 4)?;
-        let n = u32::from_le_bytes([raw[0], raw[1], raw[2], raw[3]]);
-        usize::try_from(n).map_err(|_| format!("length {n} too large"))
-    }
-    let count = len(&mut bytes)?;
-    // Each participant takes at least five bytes: no huge allocation for
-    // a damaged count.
-    if count > bytes.len() / 5 {
-        return Err(format!("{count} participants in {} bytes", bytes.len()));
-    }
-    let mut participants = Vec::with_capacity(count);
-    for _ in 0..count {
-        let key_len = len(&mut bytes)?;
-        let key = std::str::from_utf8(take(&mut bytes, key_len)?)
-            .map_err(|_| "a recovery key that is not UTF-8".to_owned())?;
-        let payload = match take(&mut bytes, 1)?[0] {
-            0 => None,
-            1 => {
-                let n = len(&mut bytes)?;
-                Some(Payload::from(take(&mut bytes, n)?))
-            }
-            other => return Err(format!("payload marker {other}")),
-        };
-        participants.push(LoggedParticipant {
-            key: key.into(),
-            payload,
-        });
-    }
-    if !bytes.is_empty() {
-        return Err(format!("{} bytes after the last participant", bytes.len()));
-    }
-    Ok(participants)
 }
 
 /// The log error for an SQLite error: a lock held by another connection
@@ -430,42 +273,5 @@ fn error(location: &Arc<str>, e: sqlx::Error) -> LogError {
     }
     LogError::Backend {
         message: format!("{location}: {e}"),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::{decode, encode};
-    use crate::log::LoggedParticipant;
-    use crate::Payload;
-
-    #[test]
-    fn participants_round_trip_through_the_encoding() {
-        let participants = vec![
-            LoggedParticipant {
-                key: "users".into(),
-                payload: None,
-            },
-            LoggedParticipant {
-                key: "http://inventory/dtxn".into(),
-                payload: Some(Payload::from(r#"{"sku":"book"}"#)),
-            },
-        ];
-        assert_eq!(decode(&encode(&participants)).unwrap(), participants);
-    }
-
-    #[test]
-    fn damaged_encodings_are_refused_not_misread() {
-        let good = encode(&[LoggedParticipant {
-            key: "users".into(),
-            payload: Some(Payload::from("x")),
-        }]);
-        for cut in 0..good.len() {
-            assert!(decode(&good[..cut]).is_err(), "truncated at {cut}");
-        }
-        let mut extra = good.clone();
-        extra.push(0);
-        assert!(decode(&extra).is_err());
-        assert!(decode(&[0xff, 0xff, 0xff, 0xff]).is_err());
     }
 }
