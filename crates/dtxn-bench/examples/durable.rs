@@ -3,13 +3,16 @@
 //! temporary file, in alternating runs on one 2-worker runtime; then the
 //! cost of one fsync on the same file system. Medians over the runs.
 //!
+//! With `DTXN_BENCH_POSTGRES_URL` set, the same work with the log in
+//! PostgreSQL (a fresh schema per run) is measured too.
+//!
 //! `cargo run --release -p dtxn-bench --example durable -- [runs] [transactions]`
 
 use std::io::Write;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use dtxn::log::{ParticipantRegistry, SqliteLog};
+use dtxn::log::{DecisionLog, ParticipantRegistry, PostgresLog, SqliteLog};
 use dtxn::{CoordinatorConfig, Participant, TransactionCoordinator};
 use dtxn_bench::{drive, median, participants::many, Contender, Noop};
 
@@ -31,8 +34,31 @@ async fn main() {
     let participants: Arc<[Arc<dyn Participant>]> =
         many(3, || Arc::new(Noop) as Arc<dyn Participant>);
     let dir = tempfile::tempdir().expect("a temporary directory");
-    let (mut memory, mut durable) = (Vec::new(), Vec::new());
+    let postgres_url = std::env::var("DTXN_BENCH_POSTGRES_URL").ok();
+    let (mut memory, mut durable, mut postgres) = (Vec::new(), Vec::new(), Vec::new());
     for run in 0..runs {
+        if let Some(url) = &postgres_url {
+            let schema = format!("dtxn_bench_{:016x}", fastrand::u64(..));
+            let log = PostgresLog::open_in_schema(url, &schema)
+                .await
+                .expect("the PostgreSQL log opens");
+            let p = drive(
+                &Contender::Dtxn(coordinator(Arc::new(log)).await),
+                &participants,
+                transactions,
+                IN_FLIGHT,
+                true,
+            )
+            .await;
+            assert_eq!(p.failed, 0);
+            println!(
+                "run {run}: postgres {:.0} tx/s p50 {:.3} ms p99 {:.3} ms",
+                p.throughput(),
+                p.quantile_ms(0.5),
+                p.quantile_ms(0.99)
+            );
+            postgres.push(p);
+        }
         let c = Contender::Dtxn(TransactionCoordinator::with_config(config()));
         let m = drive(&c, &participants, transactions, IN_FLIGHT, true).await;
         let path = dir.path().join(format!("decisions-{run}.db"));
@@ -103,6 +129,14 @@ async fn main() {
         med(&durable, &|d| d.quantile_ms(0.99)),
         ratio
     );
+    if !postgres.is_empty() {
+        println!(
+            "  durable (PostgreSQL log): {:.0} tx/s, p50 {:.3} ms, p99 {:.3} ms",
+            med(&postgres, &|d| d.throughput()),
+            med(&postgres, &|d| d.quantile_ms(0.5)),
+            med(&postgres, &|d| d.quantile_ms(0.99)),
+        );
+    }
     println!(
         "  one at a time: p50 in memory {:.3} ms, durable {:.3} ms",
         med(&alone_memory, &|d| d.quantile_ms(0.5)),
@@ -112,6 +146,14 @@ async fn main() {
         "  one fsync of a 4 KiB write here: {:.3} ms (median of 50)",
         fsync.as_secs_f64() * 1e3
     );
+}
+
+/// A coordinator on `log` (empty: nothing to recover).
+async fn coordinator(log: Arc<dyn DecisionLog>) -> TransactionCoordinator {
+    TransactionCoordinator::recover(config(), log, &ParticipantRegistry::new())
+        .await
+        .expect("recovery of an empty log")
+        .0
 }
 
 /// The median time of writing 4 KiB to a file in `dir` and `fsync`ing it.

@@ -98,6 +98,9 @@
 //!   executes the core's actions, owns timers, tasks and the table.
 //! * [`Participant`] and [`Blocking`]: what services implement.
 //! * [`CoordinatorConfig`], [`RetryPolicy`]: configuration.
+//! * [`log`]: the optional decision log that makes Commit decisions survive
+//!   a crash ([`TransactionCoordinator::recover`]; backends behind the
+//!   features `sqlite` and `postgres`).
 //! * [`CoordinatorError`]: what can be refused.
 //!
 //! Spans and events are emitted with [`tracing`](https://docs.rs/tracing)

@@ -30,8 +30,8 @@
 //! the coordinator died does not know the outcome; it asks
 //! ([`TransactionCoordinator::outcome`](crate::TransactionCoordinator::outcome)).
 //!
-//! Backends: [`SqliteLog`] (feature `sqlite`), an embedded file needing no
-//! server; [`PostgresLog`] (feature `postgres`) for shared deployments;
+//! Backends: `SqliteLog` (feature `sqlite`), an embedded file needing no
+//! server; `PostgresLog` (feature `postgres`) for shared deployments;
 //! and anything implementing [`DecisionLog`].
 
 use std::collections::HashMap;
