@@ -386,6 +386,10 @@ pub trait BlockingParticipant: Send + Sync + 'static {
     fn name(&self) -> &str {
         std::any::type_name::<Self>()
     }
+    /// See [`Participant::recovery_key`].
+    fn recovery_key(&self) -> Option<&str> {
+        None
+    }
     /// See [`Participant::prepare`].
     fn prepare(&self, txn: TransactionId) -> PreparedResult;
     /// See [`Participant::commit`].
@@ -451,6 +455,10 @@ impl<T> fmt::Debug for Blocking<T> {
 impl<T: BlockingParticipant> Participant for Blocking<T> {
     fn name(&self) -> &str {
         self.0.name()
+    }
+
+    fn recovery_key(&self) -> Option<&str> {
+        self.0.recovery_key()
     }
 
     async fn prepare(&self, txn: TransactionId) -> PreparedResult {
