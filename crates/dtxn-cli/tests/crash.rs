@@ -135,7 +135,9 @@ fn a_coordinator_killed_during_phase_2_finishes_it_after_a_restart() {
 }
 
 /// The same with the log in PostgreSQL (the server at
-/// `DTXN_TEST_POSTGRES_URL`, which `.ci/run` starts; never skipped).
+/// `DTXN_TEST_POSTGRES_URL`, which `.ci/run` starts; with the feature
+/// `postgres-tests`; never skipped then).
+#[cfg(feature = "postgres-tests")]
 #[test]
 fn a_coordinator_killed_during_phase_2_finishes_it_after_a_restart_on_postgres() {
     let url = std::env::var("DTXN_TEST_POSTGRES_URL")

@@ -1,9 +1,11 @@
 //! The PostgreSQL decision log against a real server: the one at
 //! `DTXN_TEST_POSTGRES_URL` (`.ci/run` starts one on loopback with
-//! `.ci/postgres-up`). Without it these tests fail: they are never skipped.
+//! `.ci/postgres-up`), with the feature `postgres-tests`
+//! (`cargo test -p dtxn --features postgres-tests`). Without the server they
+//! fail: they are never skipped.
 //! Each test works in a schema of its own.
 
-#![cfg(feature = "postgres")]
+#![cfg(feature = "postgres-tests")]
 
 mod common;
 
