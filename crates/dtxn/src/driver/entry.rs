@@ -484,11 +484,17 @@ impl Entry {
             .iter()
             .enumerate()
             .filter(|(_, peer)| peer.prepare == PrepareStatus::Voted(crate::PreparedResult::Ready))
-            .filter_map(|(i, _)| {
-                Some(LoggedParticipant {
-                    key: Arc::clone(inner.keys.get(i)?),
-                    payload: inner.payload(i),
-                })
+            .map(|(i, _)| LoggedParticipant {
+                // With a log every registration has a key (refused
+                // otherwise). Were one missing, the participant is still
+                // logged, under a key no resolver knows: after a crash it
+                // is a reported hazard, never silently left out.
+                key: inner
+                    .keys
+                    .get(i)
+                    .cloned()
+                    .unwrap_or_else(|| Arc::from("<no recovery key>")),
+                payload: inner.payload(i),
             })
             .collect();
         CommitRecord {
