@@ -24,6 +24,10 @@ struct Disk {
     journal: Vec<(&'static str, TransactionId)>,
     /// Scripted answers of the next writes (default: durable).
     failures: VecDeque<LogError>,
+    /// Writes never complete (the disk stalls): a crash then finds nothing.
+    stall: bool,
+    /// End records are lost (the crash comes before they are written).
+    lose_ends: bool,
 }
 
 #[derive(Clone, Default)]
@@ -62,6 +66,9 @@ impl DecisionLog for MemoryLog {
         Box::pin(async move {
             // A write takes a little time, as a sync does.
             tokio::time::sleep(ms(1)).await;
+            if disk.lock().unwrap().stall {
+                std::future::pending::<()>().await;
+            }
             let mut disk = disk.lock().unwrap();
             if let Some(e) = disk.failures.pop_front() {
                 return Err(e);
@@ -74,6 +81,9 @@ impl DecisionLog for MemoryLog {
 
     fn log_end(&self, txn: TransactionId) {
         let mut disk = self.0.lock().unwrap();
+        if disk.lose_ends {
+            return;
+        }
         disk.journal.push(("end", txn));
         disk.commits.remove(&txn);
     }
@@ -223,6 +233,62 @@ fn crash_during_phase_2(log: &MemoryLog, participants: &[Arc<Mock>]) -> Transact
     });
     drop(runtime);
     txn
+}
+
+/// Restarts on `log` with `participants` registered again; returns the
+/// new coordinator's recovery.
+async fn restart(
+    log: &MemoryLog,
+    participants: &[Arc<Mock>],
+) -> (TransactionCoordinator, dtxn::log::Recovery) {
+    let mut registry = ParticipantRegistry::new();
+    for p in participants {
+        registry.insert(p.clone()).unwrap();
+    }
+    TransactionCoordinator::recover(config().build().unwrap(), Arc::new(log.clone()), &registry)
+        .await
+        .unwrap()
+}
+
+#[test]
+fn a_crash_before_the_decision_is_durable_leaves_it_presumed_aborted() {
+    let log = MemoryLog::default();
+    log.0.lock().unwrap().stall = true;
+    let (a, b) = (Mock::new("a").arc(), Mock::new("b").arc());
+    let txn = crash_during_phase_2(&log, &[a.clone(), b.clone()]);
+    assert_eq!(
+        a.count(Kind::Commit) + b.count(Kind::Commit),
+        0,
+        "nobody told commit"
+    );
+    assert!(log.logged().is_empty());
+    paused_runtime().block_on(async {
+        let (second, recovery) = restart(&log, &[a.clone(), b.clone()]).await;
+        assert!(recovery.redelivering.is_empty());
+        assert_eq!(second.outcome(txn), OutcomeStatus::Aborted);
+        tokio::time::sleep(ms(100)).await;
+        assert_eq!(a.count(Kind::Commit) + b.count(Kind::Commit), 0);
+    });
+}
+
+#[test]
+fn a_crash_after_every_acknowledgement_but_before_the_end_record_delivers_commit_once_more() {
+    let log = MemoryLog::default();
+    log.0.lock().unwrap().lose_ends = true;
+    let (a, b) = (Mock::new("a").arc(), Mock::new("b").arc());
+    let txn = crash_during_phase_2(&log, &[a.clone(), b.clone()]);
+    assert_eq!((a.count(Kind::Commit), b.count(Kind::Commit)), (1, 1));
+    assert_eq!(log.logged(), [txn], "the end record was lost");
+    log.0.lock().unwrap().lose_ends = false;
+    paused_runtime().block_on(async {
+        let (second, recovery) = restart(&log, &[a.clone(), b.clone()]).await;
+        assert_eq!(recovery.redelivering, [txn]);
+        let outcome = second.commit_transaction(txn).await.unwrap();
+        assert!(outcome.is_committed() && outcome.hazards.is_empty());
+        assert_eq!((a.count(Kind::Commit), b.count(Kind::Commit)), (2, 2));
+        tokio::time::sleep(ms(100)).await;
+        assert!(log.logged().is_empty());
+    });
 }
 
 #[test]
