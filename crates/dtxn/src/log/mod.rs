@@ -29,6 +29,12 @@
 //! (`aborted`). A client whose `commit_transaction` had not returned when
 //! the coordinator died does not know the outcome; it asks
 //! ([`TransactionCoordinator::outcome`](crate::TransactionCoordinator::outcome)).
+//! It should ask soon: presumed abort is exact for participants in doubt,
+//! not for clients. A Commit whose phase 2 ended, every participant
+//! acknowledging, leaves the log; once the coordinator has also forgotten
+//! it (after its retention), or restarted, the answer for that id is
+//! `aborted` too. Nobody who acted on the decision asks any more then,
+//! but a client that never heard the answer would be misled.
 //!
 //! Backends: `SqliteLog` (feature `sqlite`), an embedded file needing no
 //! server; `PostgresLog` (feature `postgres`) for shared deployments;

@@ -95,8 +95,7 @@ impl PostgresLog {
                 location: location.to_string(),
             });
         }
-        let store = PgStore::new(conn, schema, Arc::clone(&location));
-        let mut store = store;
+        let mut store = PgStore::new(conn, schema, Arc::clone(&location));
         store.schema().await?;
         Ok(Self(GroupCommit::start(store, location)))
     }
