@@ -399,6 +399,11 @@ impl ServeArgs {
 /// Runs the server until Ctrl-C or SIGTERM, then shuts down gracefully.
 /// Every setting is checked before the listener is bound.
 pub async fn execute(args: ServeArgs) -> ExitCode {
+    #[cfg(feature = "failpoints")]
+    if let Err(e) = kill_at_failpoint() {
+        eprintln!("dtxn serve: {e}");
+        return ExitCode::from(2);
+    }
     let (config, server_config) = match args.configs() {
         Ok(configs) => configs,
         Err(e) => {
@@ -445,6 +450,46 @@ pub async fn execute(args: ServeArgs) -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// `DTXN_KILL_AT=<point>[@<n>]`: the process sends itself `SIGKILL` the
+/// `n`th time (default 1) it reaches the [crash point](dtxn::failpoint)
+/// `point`, e.g. `dtxn::commit_acknowledged@2`.
+#[cfg(feature = "failpoints")]
+fn kill_at_failpoint() -> Result<(), String> {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    let Ok(spec) = std::env::var("DTXN_KILL_AT") else {
+        return Ok(());
+    };
+    let (point, nth) = match spec.split_once('@') {
+        Some((point, n)) => (
+            point,
+            n.parse::<u32>()
+                .ok()
+                .filter(|&n| n > 0)
+                .ok_or_else(|| format!("DTXN_KILL_AT: {n:?} is not a count from 1"))?,
+        ),
+        None => (spec.as_str(), 1),
+    };
+    if !dtxn::failpoint::ALL.contains(&point) {
+        return Err(format!(
+            "DTXN_KILL_AT: no crash point {point:?}; the points are {:?}",
+            dtxn::failpoint::ALL
+        ));
+    }
+    let reached = AtomicU32::new(0);
+    fail::cfg_callback(point, move || {
+        if reached.fetch_add(1, Ordering::SeqCst) + 1 == nth {
+            // A real kill -9: no destructor, no flush, no goodbye.
+            let pid = std::process::id().to_string();
+            let _ = std::process::Command::new("kill")
+                .args(["-KILL", &pid])
+                .status();
+            loop {
+                std::thread::park();
+            }
+        }
+    })
 }
 
 /// Opens the decision log `log` (a PostgreSQL URL, else an SQLite file)

@@ -3,6 +3,12 @@
 //! answers `aborted` for what it had not decided (presumed abort). The
 //! participant services run in this test process, so they see the calls
 //! of both coordinator processes.
+//!
+//! With the `failpoints` feature, the coordinator is also killed at every
+//! named crash point of a logged Commit (`dtxn::failpoint`), on SQLite and
+//! (with `postgres-tests`) on PostgreSQL, and the bank invariant is checked
+//! after the restart: every participant committed, or none did and the
+//! transaction is answered `aborted`; nothing left in the log.
 
 #![cfg(unix)]
 
@@ -61,7 +67,18 @@ struct Coordinator {
 
 impl Coordinator {
     fn start(args: &[String]) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_dtxn"))
+        Self::start_with(args, None)
+    }
+
+    /// Starts `dtxn serve`, killing itself at the crash point `kill_at`
+    /// (`DTXN_KILL_AT`) if given.
+    fn start_with(args: &[String], kill_at: Option<&str>) -> Self {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_dtxn"));
+        command.env_remove("DTXN_KILL_AT");
+        if let Some(point) = kill_at {
+            command.env("DTXN_KILL_AT", point);
+        }
+        let mut child = command
             .arg("serve")
             .args(args)
             .stdout(Stdio::piped())
@@ -84,6 +101,25 @@ impl Coordinator {
     fn kill_9(mut self) {
         self.child.kill().unwrap();
         self.child.wait().unwrap();
+    }
+
+    /// Waits (up to 20 s) for the process to die by SIGKILL of its own
+    /// (`DTXN_KILL_AT`).
+    #[cfg(feature = "failpoints")]
+    fn killed_itself(mut self, point: &str) {
+        use std::os::unix::process::ExitStatusExt;
+        let started = Instant::now();
+        let status = loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                break status;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "the coordinator never reached {point}"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        assert_eq!(status.signal(), Some(9), "{point}: {status:?}");
     }
 }
 
@@ -287,4 +323,154 @@ fn a_second_coordinator_on_the_same_log_is_refused() {
     assert_eq!(output.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("in use by another coordinator"), "{stderr}");
+}
+
+/// Every crash point of a logged Commit with three participants, on an
+/// SQLite file.
+#[cfg(feature = "failpoints")]
+#[test]
+fn a_coordinator_killed_at_any_crash_point_leaves_all_or_nothing_after_a_restart() {
+    for point in crash_points() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("decisions.db");
+        killed_at(&point, &["--log", log.to_str().unwrap()]);
+    }
+}
+
+/// The same on PostgreSQL (a fresh schema per crash point).
+#[cfg(all(feature = "failpoints", feature = "postgres-tests"))]
+#[test]
+fn a_coordinator_killed_at_any_crash_point_leaves_all_or_nothing_on_postgres() {
+    let url = std::env::var("DTXN_TEST_POSTGRES_URL")
+        .expect("DTXN_TEST_POSTGRES_URL must name a PostgreSQL server (see .ci/postgres-up)");
+    for point in crash_points() {
+        let schema = format!("dtxn_cli_{:016x}", fastrand::u64(..));
+        killed_at(&point, &["--log", &url, "--log-schema", &schema]);
+    }
+}
+
+/// `DTXN_KILL_AT` values: every point, the acknowledgement one at each of
+/// the three participants.
+#[cfg(feature = "failpoints")]
+fn crash_points() -> Vec<String> {
+    use dtxn::failpoint::*;
+    let mut points = vec![COMMIT_DECIDED.to_owned(), COMMIT_LOGGED.to_owned()];
+    points.extend((1..=3).map(|n| format!("{COMMIT_ACKNOWLEDGED}@{n}")));
+    points.extend([ALL_ACKNOWLEDGED.to_owned(), END_LOGGED.to_owned()]);
+    assert_eq!(
+        points.len(),
+        ALL.len() + 2,
+        "a point of dtxn::failpoint is not tested"
+    );
+    points
+}
+
+/// Runs one transaction over three services on a coordinator that kills
+/// itself at `point` during commit, restarts it on the same log, and
+/// checks all-or-nothing from the services' side.
+#[cfg(feature = "failpoints")]
+fn killed_at(point: &str, log: &[&str]) {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let services: Vec<Arc<Service>> = (0..3).map(|_| Arc::new(Service::default())).collect();
+    let urls = runtime.block_on(async {
+        let mut urls = Vec::new();
+        for service in &services {
+            urls.push(serve(service.clone()).await);
+        }
+        urls
+    });
+    let mut args: Vec<String> = log.iter().map(|s| s.to_string()).collect();
+    args.extend(["--listen".to_owned(), "127.0.0.1:0".to_owned()]);
+    for (name, url) in ["a", "b", "c"].iter().zip(&urls) {
+        args.extend(["--participant".to_owned(), format!("{name}={url}")]);
+    }
+    let client = reqwest::Client::new();
+
+    let first = Coordinator::start_with(&args, Some(point));
+    let txn = runtime.block_on(async {
+        let txn = post(&client, format!("{}transactions", first.url), json!({})).await["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        for name in ["a", "b", "c"] {
+            post(
+                &client,
+                format!("{}transactions/{txn}/participants", first.url),
+                json!({ "name": name }),
+            )
+            .await;
+        }
+        let prepared = post(
+            &client,
+            format!("{}transactions/{txn}/prepare", first.url),
+            json!({}),
+        )
+        .await;
+        assert_eq!(prepared["outcome"], "prepared", "{point}: {prepared}");
+        // The coordinator dies during this call: no answer is expected.
+        let _ = client
+            .post(format!("{}transactions/{txn}/commit", first.url))
+            .json(&json!({}))
+            .send()
+            .await;
+        txn
+    });
+    first.killed_itself(point);
+    let committed_before = services
+        .iter()
+        .filter(|s| s.acked.load(Ordering::SeqCst) > 0)
+        .count();
+
+    let second = Coordinator::start(&args);
+    runtime.block_on(async {
+        if point == dtxn::failpoint::COMMIT_DECIDED {
+            // Nothing was logged: presumed abort, and nobody was told commit.
+            assert_eq!(committed_before, 0, "{point}");
+            assert_eq!(
+                outcome(&client, &second.url, &txn).await,
+                "aborted",
+                "{point}"
+            );
+        } else {
+            until("every participant committed", async || {
+                services.iter().all(|s| s.acked.load(Ordering::SeqCst) > 0)
+            })
+            .await;
+            if point != dtxn::failpoint::END_LOGGED {
+                // Delivered again from the log (after END_LOGGED the
+                // decision is gone with its end record, as designed).
+                assert_eq!(
+                    outcome(&client, &second.url, &txn).await,
+                    "committed",
+                    "{point}"
+                );
+            }
+        }
+        until("the log emptied", async || {
+            decisions(&client, &second.url).await == json!([])
+        })
+        .await;
+    });
+    drop(second);
+    let committed: Vec<usize> = services
+        .iter()
+        .map(|s| s.acked.load(Ordering::SeqCst))
+        .collect();
+    let decided = point != dtxn::failpoint::COMMIT_DECIDED;
+    assert!(
+        committed.iter().all(|&n| (n > 0) == decided),
+        "{point}: mixed outcome, commits acknowledged per participant {committed:?}"
+    );
+    let rollbacks: usize = services
+        .iter()
+        .map(|s| s.rollbacks.load(Ordering::SeqCst))
+        .sum();
+    assert_eq!(
+        rollbacks, 0,
+        "{point}: nobody is told rollback after Commit was decided"
+    );
 }

@@ -116,6 +116,7 @@ mod config;
 pub mod core;
 mod driver;
 mod error;
+pub mod failpoint;
 mod id;
 pub mod log;
 mod outcome;

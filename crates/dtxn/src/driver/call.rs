@@ -187,14 +187,22 @@ impl InFlight {
             }
             (
                 Answer::Phase2(f),
-                &(Action::Commit {
+                &Action::Commit {
                     participant,
                     attempt,
+                },
+            ) => guarded(f, cx, started).map(|result| {
+                if result.is_ok() {
+                    crate::failpoint::reach!(crate::failpoint::COMMIT_ACKNOWLEDGED);
                 }
-                | Action::Rollback {
+                acked(txn, p, participant, attempt, result)
+            }),
+            (
+                Answer::Phase2(f),
+                &Action::Rollback {
                     participant,
                     attempt,
-                }),
+                },
             ) => guarded(f, cx, started).map(|result| acked(txn, p, participant, attempt, result)),
             // `start` makes the future that matches the action.
             (Answer::Prepare(_), _)

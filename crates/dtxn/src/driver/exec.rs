@@ -77,6 +77,9 @@ impl Runner {
             ));
         }
         if let Some(LogWrite { attempt, record }) = applied.log.take() {
+            if attempt == 1 {
+                crate::failpoint::reach!(crate::failpoint::COMMIT_DECIDED);
+            }
             let write = match &self.shared.log {
                 Some(log) => log.log_commit(record),
                 None => Box::pin(std::future::ready(Err(LogError::Closed))),
@@ -230,8 +233,11 @@ enum Slot {
 
 /// The event that answers the decision-log write `attempt`.
 fn logged(attempt: u32, result: Result<(), LogError>) -> Event {
-    if let Err(e) = &result {
-        tracing::warn!(attempt, error = %e, "the Commit decision could not be logged; writing it again after a backoff");
+    match &result {
+        Ok(()) => crate::failpoint::reach!(crate::failpoint::COMMIT_LOGGED),
+        Err(e) => {
+            tracing::warn!(attempt, error = %e, "the Commit decision could not be logged; writing it again after a backoff")
+        }
     }
     Event::CommitLogged {
         attempt,

@@ -286,6 +286,7 @@ impl Shared {
     /// Lets the log drop `txn`'s decision: every participant acknowledged.
     fn log_end(&self, txn: TransactionId) {
         if let Some(log) = &self.log {
+            crate::failpoint::reach!(crate::failpoint::ALL_ACKNOWLEDGED);
             log.log_end(txn);
         }
     }

@@ -152,8 +152,12 @@ async fn write(store: &mut impl Store, batch: &mut Vec<Request>, location: &Arc<
     }
     let records: Vec<&CommitRecord> = commits.iter().map(|(record, _)| record).collect();
     let result = store.write(&records, &ends).await;
-    if let Err(e) = &result {
-        tracing::error!(log = %location, error = %e, decisions = commits.len(), "decision log write failed");
+    match &result {
+        Ok(()) if !ends.is_empty() => crate::failpoint::reach!(crate::failpoint::END_LOGGED),
+        Ok(()) => {}
+        Err(e) => {
+            tracing::error!(log = %location, error = %e, decisions = commits.len(), "decision log write failed")
+        }
     }
     for (_, reply) in commits {
         let _ = reply.send(result.clone());
