@@ -148,7 +148,9 @@ impl Resource for Account {
 pub type AccountParticipant = FaultyParticipant<Account>;
 
 /// A set of accounts, each behind a [`FaultyParticipant`], named `acct0`,
-/// `acct1`, ….
+/// `acct1`, … (which is also each one's
+/// [recovery key](FaultyParticipant::with_recovery_key), so a coordinator
+/// on a decision log can find them again after a restart).
 #[derive(Debug)]
 pub struct Bank {
     accounts: Vec<Arc<AccountParticipant>>,
@@ -162,7 +164,9 @@ impl Bank {
             .into_iter()
             .enumerate()
             .map(|(i, balance)| {
-                let p = FaultyParticipant::new(format!("acct{i}"), Account::new(balance));
+                let name = format!("acct{i}");
+                let p = FaultyParticipant::new(name.clone(), Account::new(balance))
+                    .with_recovery_key(name);
                 Arc::new(match trace {
                     Some(trace) => p.with_trace(trace.clone()),
                     None => p,

@@ -48,15 +48,17 @@
 //!
 //! When the coordinator itself is gone (every handle dropped mid-run) there
 //! is no report to compare with; [`check_after_shutdown`] checks such a
-//! transaction from the participants' side alone.
+//! transaction from the participants' side alone. When it crashed and a new
+//! one recovered from the decision log, [`check_after_crash`] does, adding
+//! what the log promises (write-ahead, presumed abort).
 
 use std::collections::BTreeSet;
 use std::fmt::{self, Write as _};
 use std::time::Duration;
 
 use dtxn::{
-    AbortReason, CoordinatorConfig, CoordinatorError, Decision, ParticipantReport, Phase2Status,
-    PrepareOutcome, PrepareStatus, PreparedResult, TransactionId, TransactionOutcome,
+    AbortReason, CoordinatorConfig, CoordinatorError, Decision, OutcomeStatus, ParticipantReport,
+    Phase2Status, PrepareOutcome, PrepareStatus, PreparedResult, TransactionId, TransactionOutcome,
     TransactionReport, TransactionState,
 };
 
@@ -584,6 +586,186 @@ pub fn check_after_shutdown(label: &str, participants: &[ParticipantEvidence]) -
     v
 }
 
+/// One participant of a transaction of a crash run, for
+/// [`check_after_crash`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CrashParticipantEvidence {
+    /// What the coordinators (before and after the restart) told it, and
+    /// what it still holds at the end.
+    pub evidence: ParticipantEvidence,
+    /// Whether its change was applied, by a coordinator's `commit` or by
+    /// the participant itself on learning the outcome.
+    pub applied: bool,
+    /// Whether it has died: it then answers no call and asks nothing.
+    pub dead: bool,
+    /// What a coordinator answered when the participant, in doubt (holding
+    /// a prepared change), asked the outcome: the answer it acted on
+    /// (`committed` or `aborted`, before or after a crash), or whatever
+    /// the last restarted coordinator told it; `None` if it did not ask.
+    pub asked: Option<OutcomeStatus>,
+}
+
+/// Everything known about one transaction of a crash run, for
+/// [`check_after_crash`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CrashTxnEvidence {
+    /// A name for messages.
+    pub label: String,
+    /// Participants in registration order.
+    pub participants: Vec<CrashParticipantEvidence>,
+    /// Some participant had received `commit` when the coordinator crashed.
+    pub told_commit_before_crash: bool,
+    /// Its Commit decision had reached the log when the coordinator
+    /// crashed (whether or not its end record had too).
+    pub logged_before_crash: bool,
+    /// The restarted coordinator delivers its decision again
+    /// ([`Recovery::redelivering`](dtxn::log::Recovery::redelivering)).
+    pub redelivered: bool,
+    /// What the restarted coordinator answers for it once everything
+    /// settled.
+    pub final_answer: OutcomeStatus,
+}
+
+/// Checks a transaction of a crash run: its coordinator crashed (every
+/// call and log write of it stopped where it was), a new one recovered
+/// from the decision log and settled, and every live participant still
+/// holding a prepared change asked the new one the outcome and obeyed
+/// (committed on `committed`, rolled back on `aborted`), as some did of
+/// the coordinator before it crashed. Only the ground
+/// truth counts, as in [`check_after_shutdown`], and the decision is
+/// inferred: Commit if it reached the log or any participant applied,
+/// else Abort. Then:
+///
+/// * write-ahead (rule 16): a participant told `commit` before the crash
+///   means the decision had reached the log;
+/// * agreement and phase discipline as in [`check_transaction`] (over the
+///   calls of both coordinators), and commit validity;
+/// * presumed abort is safe: no participant asking was told `aborted` for
+///   a Commit, none was left without an answer (`pending` or `unknown`:
+///   stuck in doubt);
+/// * all-or-nothing: for Commit every `Ready` voter applied, unless it is
+///   dead (a hazard, its change in doubt); for Abort nobody applied;
+/// * nothing is held at the end but by dead participants (hazards);
+/// * the final answer: `committed` for a decision delivered again;
+///   `aborted` for an Abort (presumed abort: the id is the log's);
+///   `aborted` or `committed` for a Commit that had ended before the crash
+///   (its decision left the log with every participant acknowledged, so
+///   nobody is left to ask; the [log docs](dtxn::log) say so); never
+///   `pending` or `unknown`.
+pub fn check_after_crash(e: &CrashTxnEvidence) -> TxnVerdict {
+    let mut v = TxnVerdict::default();
+    let label = e.label.as_str();
+    let commit = e.logged_before_crash || e.redelivered || e.participants.iter().any(|p| p.applied);
+    let decision = if commit {
+        Decision::Commit
+    } else {
+        Decision::Abort
+    };
+    v.decision = Some(decision);
+    v.finished = true;
+    v.check(!e.told_commit_before_crash || e.logged_before_crash, label, || {
+        "a participant was told commit before the crash, but the decision had not reached the log (rule 16)".to_owned()
+    });
+    for (i, cp) in e.participants.iter().enumerate() {
+        let p = &cp.evidence;
+        let r = &p.record;
+        let who = || {
+            format!(
+                "{} (#{i}; {r}{}{})",
+                p.name,
+                if cp.dead { ", dead" } else { "" },
+                match cp.asked {
+                    Some(answer) => format!(", asked: {answer}"),
+                    None => String::new(),
+                }
+            )
+        };
+        let ready = r.vote == Some(PreparedResult::Ready);
+        let said_no_work = matches!(
+            r.vote,
+            Some(PreparedResult::ReadOnly | PreparedResult::Aborted(_))
+        );
+        v.check(r.prepare_calls <= 1, label, || {
+            format!("{} was asked to prepare {} times", who(), r.prepare_calls)
+        });
+        v.check(r.commit_calls == 0 || r.rollback_calls == 0, label, || {
+            format!("{} got both commit and rollback", who())
+        });
+        v.check(r.commit_calls == 0 || ready, label, || {
+            format!("{} got commit without having voted Ready", who())
+        });
+        v.check(r.rollback_calls == 0 || !said_no_work, label, || {
+            format!("{} got rollback after voting ReadOnly/Aborted", who())
+        });
+        v.check(r.rollback_calls == 0 || !commit, label, || {
+            format!("{} got rollback but the decision is Commit", who())
+        });
+        match cp.asked {
+            None | Some(OutcomeStatus::Committed | OutcomeStatus::Aborted) => {}
+            Some(answer) => {
+                v.finished = false;
+                v.check(false, label, || {
+                    format!(
+                        "{} is stuck in doubt: the restarted coordinator answered {answer}",
+                        who()
+                    )
+                });
+            }
+        }
+        if cp.asked == Some(OutcomeStatus::Aborted) {
+            v.check(!commit, label, || {
+                format!("{} was told aborted, but the decision is Commit", who())
+            });
+        }
+        let lost = match decision {
+            Decision::Commit => {
+                v.check(
+                    ready || r.vote == Some(PreparedResult::ReadOnly),
+                    label,
+                    || format!("decision Commit, but {} did not vote Ready/ReadOnly", who()),
+                );
+                v.check(!ready || cp.applied || cp.dead, label, || {
+                    format!("decision Commit, but live {} never applied", who())
+                });
+                if ready && !cp.applied {
+                    v.in_doubt += p.delta;
+                }
+                ready && !cp.applied
+            }
+            Decision::Abort => p.held.is_some(),
+        };
+        if lost && cp.dead {
+            v.hazards += 1;
+        }
+        if cp.applied {
+            v.applied += p.delta;
+        }
+        if let Some(held) = p.held {
+            v.held += held;
+            v.check(cp.dead, label, || {
+                format!("live {} still holds {held} at the end", who())
+            });
+        }
+    }
+    let answer = e.final_answer;
+    let answer_ok = match decision {
+        Decision::Commit if e.redelivered => answer == OutcomeStatus::Committed,
+        Decision::Commit => matches!(answer, OutcomeStatus::Committed | OutcomeStatus::Aborted),
+        Decision::Abort => answer == OutcomeStatus::Aborted,
+    };
+    v.check(answer_ok, label, || {
+        format!(
+            "the restarted coordinator answers {answer} for a {decision:?}{}",
+            if e.redelivered {
+                " it delivers again"
+            } else {
+                ""
+            }
+        )
+    });
+    v
+}
+
 /// Totals over a run, for [`check_ledger`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct LedgerTotals {
@@ -853,6 +1035,86 @@ mod tests {
         assert!(check_ledger(&t).0.is_empty());
         t.in_doubt = 0;
         assert_eq!(check_ledger(&t).0.len(), 1);
+    }
+
+    /// A crashed transaction of `Ready` voters with these (applied, dead,
+    /// asked, held) states.
+    fn crashed(
+        participants: &[(bool, bool, Option<OutcomeStatus>, Option<i64>)],
+    ) -> CrashTxnEvidence {
+        CrashTxnEvidence {
+            label: "t1".into(),
+            participants: participants
+                .iter()
+                .enumerate()
+                .map(
+                    |(i, &(applied, dead, asked, held))| CrashParticipantEvidence {
+                        evidence: ParticipantEvidence {
+                            name: format!("p{i}"),
+                            delta: 5,
+                            record: ready_record(),
+                            held,
+                        },
+                        applied,
+                        dead,
+                        asked,
+                    },
+                )
+                .collect(),
+            told_commit_before_crash: false,
+            logged_before_crash: false,
+            redelivered: false,
+            final_answer: OutcomeStatus::Aborted,
+        }
+    }
+
+    #[test]
+    fn after_a_crash_presumed_abort_with_everyone_rolled_back_passes() {
+        let aborted = Some(OutcomeStatus::Aborted);
+        let v = check_after_crash(&crashed(&[(false, false, aborted, None); 2]));
+        assert!(v.violations.is_empty(), "{:?}", v.violations);
+        assert_eq!(
+            (v.decision, v.hazards, v.in_doubt),
+            (Some(Decision::Abort), 0, 0)
+        );
+    }
+
+    #[test]
+    fn after_a_crash_a_commit_told_before_the_decision_was_logged_is_a_violation() {
+        let mut e = crashed(&[(true, false, None, None), (false, false, None, None)]);
+        e.told_commit_before_crash = true;
+        e.participants[0].evidence.record.commit_calls = 1;
+        e.participants[1].asked = Some(OutcomeStatus::Aborted);
+        let text = check_after_crash(&e).violations.join("\n");
+        assert!(text.contains("had not reached the log"), "{text}");
+        assert!(
+            text.contains("told aborted, but the decision is Commit"),
+            "{text}"
+        );
+        assert!(text.contains("never applied"), "{text}");
+    }
+
+    #[test]
+    fn after_a_crash_an_undecided_answer_leaves_a_participant_stuck() {
+        let pending = Some(OutcomeStatus::Pending);
+        let v = check_after_crash(&crashed(&[(false, false, pending, Some(5))]));
+        assert!(!v.finished);
+        let text = v.violations.join("\n");
+        assert!(text.contains("stuck in doubt"), "{text}");
+        assert!(text.contains("still holds 5"), "{text}");
+    }
+
+    #[test]
+    fn after_a_crash_a_dead_participant_in_doubt_is_a_hazard() {
+        let mut e = crashed(&[(true, false, None, None), (false, true, None, Some(5))]);
+        e.logged_before_crash = true;
+        e.redelivered = true;
+        e.final_answer = OutcomeStatus::Committed;
+        let v = check_after_crash(&e);
+        assert!(v.violations.is_empty(), "{:?}", v.violations);
+        assert_eq!((v.hazards, v.in_doubt, v.held), (1, 5, 5));
+        e.final_answer = OutcomeStatus::Aborted;
+        assert_eq!(check_after_crash(&e).violations.len(), 1);
     }
 
     #[test]

@@ -324,6 +324,7 @@ enum Call {
 /// ```
 pub struct FaultyParticipant<R> {
     name: String,
+    recovery_key: Option<String>,
     resource: R,
     inner: Mutex<Inner>,
     trace: Option<Trace>,
@@ -334,10 +335,19 @@ impl<R: Resource> FaultyParticipant<R> {
     pub fn new(name: impl Into<String>, resource: R) -> Self {
         Self {
             name: name.into(),
+            recovery_key: None,
             resource,
             inner: Mutex::default(),
             trace: None,
         }
+    }
+
+    /// The same participant, found again under `key` by a coordinator that
+    /// restarts on a decision log ([`Participant::recovery_key`]; with a
+    /// log, a participant without one cannot be registered).
+    pub fn with_recovery_key(mut self, key: impl Into<String>) -> Self {
+        self.recovery_key = Some(key.into());
+        self
     }
 
     /// The same participant, logging its calls and faults to `trace`.
@@ -502,6 +512,10 @@ impl<R> fmt::Debug for FaultyParticipant<R> {
 impl<R: Resource> Participant for FaultyParticipant<R> {
     fn name(&self) -> &str {
         &self.name
+    }
+
+    fn recovery_key(&self) -> Option<&str> {
+        self.recovery_key.as_deref()
     }
 
     async fn prepare(&self, txn: TransactionId) -> PreparedResult {

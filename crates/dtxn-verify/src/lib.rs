@@ -19,8 +19,10 @@
 //!   every call within its time bound. The module docs define each precisely.
 //! * [`simulate`] ([`sim`]): one seeded, deterministic run of a few
 //!   concurrent transfers with random faults on tokio's paused clock, some
-//!   runs ending with every client and coordinator handle dropped mid-call;
-//!   returns the violations found. A failing seed replays exactly.
+//!   runs ending with every client and coordinator handle dropped mid-call,
+//!   some with the coordinator crashing and a new one recovering from its
+//!   decision log (a [`SimDisk`], [`disk`]); returns the violations found.
+//!   A failing seed replays exactly.
 //! * [`soak()`] ([`mod@soak`]): many transfers (up to 1000 at once, 1 to 100
 //!   participants each) on a multi-thread runtime with the real clock,
 //!   returning a serializable [`SoakReport`].
@@ -48,6 +50,7 @@
 pub mod bank;
 pub mod check;
 pub mod client;
+pub mod disk;
 pub mod fault;
 pub mod sim;
 pub mod soak;
@@ -57,11 +60,12 @@ pub mod workload;
 pub use bank::{Account, AccountParticipant, Bank};
 pub use check::{check_transaction, Bounds, TxnEvidence, TxnVerdict};
 pub use client::ClientPlan;
+pub use disk::{SimDisk, WriteEvent};
 pub use fault::{
     silence_injected_panics, CallRecord, CrashPoint, DeathMode, Fault, FaultCounts, FaultKind,
     FaultyParticipant, Resource, INJECTED_PANIC,
 };
-pub use sim::{simulate, SimParams, SimReport};
+pub use sim::{simulate, CrashSummary, SimParams, SimReport};
 pub use soak::{soak, SoakParams, SoakReport};
 pub use trace::Trace;
 

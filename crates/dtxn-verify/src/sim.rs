@@ -34,6 +34,47 @@
 //! client can finish; with no coordinator left to ask for reports, those
 //! runs are checked against the participants' ground truth alone
 //! ([`check_after_shutdown`]).
+//!
+//! # Crash runs
+//!
+//! In a share of the other runs ([`SimParams::crash_share`]) the
+//! coordinator crashes. It is durable from the start: made by
+//! [`TransactionCoordinator::recover`] on a [`SimDisk`] (a decision log
+//! whose writes take 0–2 ms and sometimes fail, durable only once they
+//! complete; its end records are lazy), every account registered under
+//! its recovery key (`acct0`, …). At a random time — or exactly when a
+//! chosen log write starts, or reaches the disk without the coordinator
+//! hearing of it — the whole runtime is dropped: clients, the coordinator,
+//! participant calls and log writes stop where they are, and the
+//! coordinator's last handle goes down with them (it never shuts down
+//! gracefully). The accounts survive, as real services would. A second
+//! paused-clock runtime then restarts a coordinator with `recover` on the
+//! same disk and a [`ParticipantRegistry`](dtxn::log::ParticipantRegistry)
+//! of every account; it delivers the logged Commit decisions again. Then
+//! the participants play their side of presumed abort: each live one still
+//! holding a prepared change asks
+//! [`outcome`](TransactionCoordinator::outcome), commits on `committed`,
+//! rolls back on `aborted`, and is stuck (a violation) on anything else.
+//! Some runs vary this: participants in doubt also poll the coordinator
+//! before it crashes, or the restarted coordinator crashes again while it
+//! delivers decisions, and a third one recovers.
+//!
+//! Once it settled, [`check_after_crash`](crate::check::check_after_crash)
+//! checks each transaction from the ground truth: a participant told
+//! `commit` before the crash means the decision had reached the log;
+//! nothing mixed, nothing stuck, nothing held but by dead participants
+//! (hazards, as in shutdown runs), no participant told `aborted` for a
+//! Commit; and the restarted coordinator's own answer for each id. Besides:
+//! the restart delivers again exactly what the log holds, finishes within
+//! the retry budget, and leaves in the log exactly the decisions with a
+//! participant given up on; dropping the crashed runtime reached no
+//! participant; and money is conserved ([`check_ledger`]).
+//! [`SimReport::crash`] says where the crash landed.
+//!
+//! Two runtimes cannot share `Instant`s: the [`Trace`] is moved onto the
+//! new clock ([`Trace::resume`]) so its stamps run on, and the scenario is
+//! drawn from the seed before either runtime exists. A crash run replays
+//! exactly, like any other.
 
 use std::fmt;
 use std::sync::{Arc, Mutex};
@@ -44,12 +85,17 @@ use dtxn::{
 };
 use tokio::time::Instant;
 
+mod crash;
+
 use crate::bank::{random_transfer, Bank};
 use crate::check::{
     check_after_shutdown, check_ledger, check_transaction, describe, error_summary, phase2_budget,
     Bounds, ClientCall, LedgerTotals, ParticipantEvidence, TxnEvidence, TxnVerdict,
 };
 use crate::client::{drive, ClientPlan};
+#[cfg(doc)]
+use crate::disk::SimDisk;
+use crate::disk::WriteEvent;
 use crate::fault::{Fault, FaultCounts};
 use crate::lock;
 use crate::trace::{txn_label, Trace};
@@ -84,6 +130,12 @@ pub struct SimParams {
     /// last coordinator handle is dropped; those runs are checked with
     /// [`check_after_shutdown`].
     pub shutdown_share: f64,
+    /// Share of the other runs in which the coordinator crashes: it keeps a
+    /// decision log from the start, and at a random moment (or while a
+    /// decision is written) its runtime is dropped with everything in it;
+    /// a new coordinator recovers from the log and the participants in
+    /// doubt ask it the outcome. See the [module docs](self).
+    pub crash_share: f64,
     /// Slack added to the call bounds (the paused clock rounds timers up to
     /// the millisecond).
     pub slack: Duration,
@@ -101,6 +153,7 @@ impl Default for SimParams {
             death_share: 0.1,
             commit_share: 0.4,
             shutdown_share: 0.1,
+            crash_share: 0.1,
             slack: Duration::from_millis(2),
             configure: unchanged,
         }
@@ -128,8 +181,44 @@ pub struct SimReport {
     pub violations: Vec<String>,
     /// A description of each transaction with a violation.
     pub details: Vec<String>,
+    /// What the coordinator crash found, in a crash run.
+    pub crash: Option<CrashSummary>,
     /// Everything that happened, timestamped on the paused clock.
     pub trace: Vec<String>,
+}
+
+/// Where a crash run's coordinator crashed, and what its restart found.
+/// `at` to `ends_lost` describe the first crash.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CrashSummary {
+    /// When it crashed, since the run began.
+    pub at: Duration,
+    /// Commit decisions that had reached the log by then (ended or not).
+    pub logged: usize,
+    /// Log writes under way, lost with the crash.
+    pub writes_in_flight: usize,
+    /// Logged decisions not ended whose participants had not all
+    /// acknowledged `commit`.
+    pub undelivered: usize,
+    /// Logged decisions every participant had acknowledged, whose end
+    /// record had not reached the log (delivered once more after the
+    /// restart).
+    pub ends_lost: usize,
+    /// Decisions the (first) restarted coordinator delivered again.
+    pub redelivered: usize,
+    /// Participants in doubt that learnt the outcome by asking the
+    /// coordinator before it crashed.
+    pub resolved_before: usize,
+    /// Whether the restarted coordinator crashed too, before a third one
+    /// recovered.
+    pub recrashed: bool,
+    /// Redelivered decisions the second crash interrupted.
+    pub redelivering_at_recrash: usize,
+    /// Participants in doubt after the last restart that asked the
+    /// outcome.
+    pub asked: usize,
+    /// Of which were told `aborted` (presumed abort).
+    pub presumed_aborted: usize,
 }
 
 impl SimReport {
@@ -153,6 +242,9 @@ impl fmt::Display for SimReport {
             self.checks,
             self.violations.len()
         )?;
+        if let Some(c) = &self.crash {
+            writeln!(f, "  crash: {c:?}")?;
+        }
         for v in &self.violations {
             writeln!(f, "  violation: {v}")?;
         }
@@ -184,6 +276,30 @@ struct Scenario {
     txns: Vec<TxnSpec>,
     /// When every client and coordinator handle goes away, if they do.
     shutdown_at: Option<Duration>,
+    /// How the coordinator crashes, if it does.
+    crash: Option<CrashSpec>,
+}
+
+/// How a crash run crashes (see [`crash`]).
+#[derive(Debug, Clone, Copy)]
+struct CrashSpec {
+    /// When the coordinator crashes, unless an armed write comes first.
+    at: Duration,
+    /// The write to crash on, if one is armed.
+    on_write: Option<(WriteEvent, u64)>,
+    /// Seeds the disk's delays and failures.
+    disk_seed: u64,
+    /// Share of log writes that fail.
+    write_failure_share: f64,
+    /// How often participants in doubt ask the live coordinator the
+    /// outcome before it crashes, if they do.
+    poll: Option<Duration>,
+    /// When, after the restart, the coordinator crashes again (while it
+    /// delivers decisions again), if it does.
+    recrash_after: Option<Duration>,
+    /// When, after the last restart, the participants in doubt ask the
+    /// outcome.
+    ask_after: Duration,
 }
 
 fn ms(n: u64) -> Duration {
@@ -242,23 +358,56 @@ fn scenario(seed: u64, rng: &mut fastrand::Rng, params: &SimParams) -> Scenario 
         })
         .collect();
     let shutdown_at = (rng.f64() < params.shutdown_share).then(|| ms(rng.u64(0..=150)));
+    // Drawn last, so that the other runs of a seed stay what they were.
+    let crash = (shutdown_at.is_none() && rng.f64() < params.crash_share).then(|| {
+        let on_write = match rng.u8(0..6) {
+            0 => Some((WriteEvent::Starts, rng.u64(1..=3))),
+            1 => Some((WriteEvent::Lands, rng.u64(1..=3))),
+            _ => None,
+        };
+        CrashSpec {
+            // With a write armed, a late crash in case it never comes.
+            at: if on_write.is_some() {
+                ms(400)
+            } else {
+                ms(rng.u64(0..=300))
+            },
+            on_write,
+            disk_seed: rng.u64(..),
+            write_failure_share: if rng.u8(0..4) == 0 { 0.3 } else { 0.0 },
+            poll: rng.bool().then(|| ms(rng.u64(5..=40))),
+            recrash_after: (rng.u8(0..4) == 0).then(|| ms(rng.u64(0..=60))),
+            ask_after: ms(rng.u64(0..=60)),
+        }
+    });
     Scenario {
         config,
         balances,
         txns,
         shutdown_at,
+        crash,
     }
 }
 
-/// Runs the scenario of `seed` on a fresh paused-clock runtime and checks
-/// it. Deterministic: the same seed and params give the same report.
+/// Runs the scenario of `seed` on a fresh paused-clock runtime (two for a
+/// crash run) and checks it. Deterministic: the same seed and params give
+/// the same report.
 pub fn simulate(seed: u64, params: &SimParams) -> SimReport {
-    let runtime = tokio::runtime::Builder::new_current_thread()
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let scenario = scenario(seed, &mut rng, params);
+    match scenario.crash {
+        Some(crash) => crash::run(seed, &scenario, crash),
+        None => paused_runtime().block_on(run(seed, params, &scenario)),
+    }
+}
+
+/// A current-thread runtime on a paused clock.
+fn paused_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
         .enable_time()
         .start_paused(true)
         .build()
-        .expect("a current-thread runtime");
-    runtime.block_on(run(seed, params))
+        .expect("a current-thread runtime")
 }
 
 /// A transaction a client began, and the participants it registered so
@@ -269,28 +418,25 @@ struct Begun {
     registered: Vec<(usize, i64)>,
 }
 
-async fn run(seed: u64, params: &SimParams) -> SimReport {
-    let mut rng = fastrand::Rng::with_seed(seed);
-    let scenario = scenario(seed, &mut rng, params);
-    let config = scenario.config.clone();
-    let trace = Trace::new();
-    trace.log(format_args!("seed {seed}: {config:?}"));
-    let bank = Arc::new(Bank::new(scenario.balances.iter().copied(), Some(&trace)));
-    trace.log(format_args!("balances {:?}", scenario.balances));
-    let coordinator = TransactionCoordinator::with_config(config.clone());
-    let mut report = SimReport {
-        seed,
-        transactions: scenario.txns.len(),
-        ..SimReport::default()
-    };
-    let begun: Arc<Mutex<Vec<Begun>>> = Arc::default();
+/// A client task's result: its calls, or why it could not run.
+type ClientTask = tokio::task::JoinHandle<Result<Vec<ClientCall>, String>>;
 
+/// Spawns the client of every transaction of `scenario`: each begins its
+/// transaction at its start time, stages and registers its accounts (with
+/// their faults), noting them in `begun`, then follows its plan.
+fn spawn_clients(
+    coordinator: &TransactionCoordinator,
+    scenario: &Scenario,
+    bank: &Arc<Bank>,
+    trace: &Trace,
+    begun: &Arc<Mutex<Vec<Begun>>>,
+) -> Vec<ClientTask> {
     let mut tasks = Vec::new();
     for (index, spec) in scenario.txns.iter().enumerate() {
         let c = coordinator.clone();
-        let bank = Arc::clone(&bank);
+        let bank = Arc::clone(bank);
         let trace = trace.clone();
-        let begun = Arc::clone(&begun);
+        let begun = Arc::clone(begun);
         let start = spec.start;
         let transfer = spec.transfer.clone();
         let faults = spec.faults.clone();
@@ -330,6 +476,23 @@ async fn run(seed: u64, params: &SimParams) -> SimReport {
             )
         }));
     }
+    tasks
+}
+
+async fn run(seed: u64, params: &SimParams, scenario: &Scenario) -> SimReport {
+    let config = scenario.config.clone();
+    let trace = Trace::new();
+    trace.log(format_args!("seed {seed}: {config:?}"));
+    let bank = Arc::new(Bank::new(scenario.balances.iter().copied(), Some(&trace)));
+    trace.log(format_args!("balances {:?}", scenario.balances));
+    let coordinator = TransactionCoordinator::with_config(config.clone());
+    let mut report = SimReport {
+        seed,
+        transactions: scenario.txns.len(),
+        ..SimReport::default()
+    };
+    let begun: Arc<Mutex<Vec<Begun>>> = Arc::default();
+    let tasks = spawn_clients(&coordinator, scenario, &bank, &trace, &begun);
     if let Some(at) = scenario.shutdown_at {
         // Every client goes away at once, mid-call or not, and with them
         // every coordinator handle.

@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use dtxn::TransactionId;
 use tokio::time::Instant;
@@ -15,9 +16,16 @@ use crate::lock;
 /// Cloning gives another handle to the same log. Transaction ids are
 /// printed by their [`txn_label`] (sequence number only), so two runs of the
 /// same seed produce identical lines even though coordinator nonces differ.
+///
+/// A trace can span two runtimes (a simulated coordinator crash drops the
+/// first and restarts on a second, whose paused clock is unrelated): see
+/// [`resume`](Self::resume).
 #[derive(Clone)]
 pub struct Trace {
-    start: Instant,
+    /// The clock reading stamps count from, and the stamp it stands for
+    /// (shared by every handle, so that [`resume`](Self::resume) moves
+    /// them all).
+    base: Arc<Mutex<(Instant, Duration)>>,
     lines: Arc<Mutex<Vec<String>>>,
 }
 
@@ -26,14 +34,29 @@ impl Trace {
     /// should stamp the lines.
     pub fn new() -> Self {
         Self {
-            start: Instant::now(),
+            base: Arc::new(Mutex::new((Instant::now(), Duration::ZERO))),
             lines: Arc::default(),
         }
     }
 
+    /// The time since the trace began, as the next line would be stamped.
+    pub fn elapsed(&self) -> Duration {
+        let (anchor, offset) = *lock(&self.base);
+        offset + anchor.elapsed()
+    }
+
+    /// Continues the stamps from `elapsed` on the clock of the runtime this
+    /// is called in, for every handle: call it first thing on a new runtime
+    /// (tokio's `Instant`s of two runtimes with paused clocks cannot be
+    /// compared), with the [`elapsed`](Self::elapsed) read last on the old
+    /// one.
+    pub fn resume(&self, elapsed: Duration) {
+        *lock(&self.base) = (Instant::now(), elapsed);
+    }
+
     /// Appends one line.
     pub fn log(&self, args: fmt::Arguments<'_>) {
-        let micros = self.start.elapsed().as_micros();
+        let micros = self.elapsed().as_micros();
         let line = format!("{:>6}.{:03}ms {args}", micros / 1000, micros % 1000);
         lock(&self.lines).push(line);
     }
@@ -62,4 +85,37 @@ impl fmt::Debug for Trace {
 /// number within its coordinator (the random nonce is left out).
 pub fn txn_label(txn: TransactionId) -> String {
     format!("t{}", txn.as_u128() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn paused_runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .start_paused(true)
+            .build()
+            .unwrap()
+    }
+
+    #[test]
+    fn resume_continues_the_stamps_on_a_new_runtime() {
+        let (trace, at) = paused_runtime().block_on(async {
+            let trace = Trace::new();
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            trace.log(format_args!("crash"));
+            (trace.clone(), trace.elapsed())
+        });
+        let handle = trace.clone();
+        paused_runtime().block_on(async {
+            handle.resume(at);
+            tokio::time::sleep(Duration::from_millis(3)).await;
+            trace.log(format_args!("restart"));
+        });
+        assert_eq!(
+            trace.lines(),
+            ["     5.000ms crash", "     8.000ms restart"]
+        );
+    }
 }
