@@ -32,7 +32,8 @@ pub const COMMIT_LOGGED: &str = "dtxn::commit_logged";
 pub const COMMIT_ACKNOWLEDGED: &str = "dtxn::commit_acknowledged";
 /// Every participant acknowledged; the end record is not yet asked for.
 pub const ALL_ACKNOWLEDGED: &str = "dtxn::all_acknowledged";
-/// A batch of end records was written durably by a log backend.
+/// Ended decisions were dropped from the log durably (their segment
+/// deleted or rewritten without them) by a log backend.
 pub const END_LOGGED: &str = "dtxn::end_logged";
 
 /// Every point, in the order a logged Commit meets them.

@@ -6,12 +6,13 @@ use std::sync::Arc;
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{Connection, PgConnection, Row};
 
-use super::group::{self, GroupCommit, Store};
+use super::group::{self, GroupCommit, Store, Stored};
 use super::{CommitRecord, DecisionLog, LogContents, LogError, LogFuture};
 use crate::TransactionId;
 
-/// The format this version writes and reads.
-const FORMAT: i64 = 1;
+/// The format this version writes and reads: 2, a row per group commit
+/// (format 1, a row per decision, is upgraded on open).
+const FORMAT: i64 = 2;
 
 /// The decision log in a PostgreSQL database, in a schema of its own.
 ///
@@ -20,9 +21,11 @@ const FORMAT: i64 = 1;
 ///   [`log_commit`](DecisionLog::log_commit) completes.
 /// * **Group commit:** one connection and one background task write
 ///   every request that arrived during the previous commit in one
-///   transaction (one `INSERT … SELECT FROM UNNEST` and one `DELETE … =
-///   ANY`, whatever the batch size).
-/// * **Compacted:** an end record deletes its decision (lazily, batched).
+///   transaction, as one row (the layout of `SqliteLog`): one
+///   `INSERT … SELECT FROM UNNEST` and at most one `DELETE … = ANY` per
+///   write, whatever the batch size.
+/// * **Compacted:** a row goes once every decision in it was delivered,
+///   and is rewritten with the rest once half were (lazily, batched).
 /// * **One coordinator per schema:** the log holds a session advisory lock
 ///   named after its schema; a second [`open`](Self::open) of the same
 ///   schema fails with [`LogError::Locked`] while the first connection
@@ -130,11 +133,11 @@ impl PgStore {
             location,
             schema: schema.to_owned(),
             insert: format!(
-                "INSERT INTO {schema}.dtxn_commits (txn, participants) \
-                 SELECT * FROM UNNEST($1::bytea[], $2::bytea[]) \
-                 ON CONFLICT (txn) DO UPDATE SET participants = EXCLUDED.participants"
+                "INSERT INTO {schema}.dtxn_segments (id, records) \
+                 SELECT * FROM UNNEST($1::bigint[], $2::bytea[]) \
+                 ON CONFLICT (id) DO UPDATE SET records = EXCLUDED.records"
             ),
-            delete: format!("DELETE FROM {schema}.dtxn_commits WHERE txn = ANY($1::bytea[])"),
+            delete: format!("DELETE FROM {schema}.dtxn_segments WHERE id = ANY($1::bigint[])"),
         }
     }
 
@@ -155,7 +158,7 @@ impl PgStore {
             ),
             format!("CREATE TABLE IF NOT EXISTS {s}.dtxn_incarnations (nonce bigint PRIMARY KEY)"),
             format!(
-                "CREATE TABLE IF NOT EXISTS {s}.dtxn_commits (txn bytea PRIMARY KEY, participants bytea NOT NULL)"
+                "CREATE TABLE IF NOT EXISTS {s}.dtxn_segments (id bigint PRIMARY KEY, records bytea NOT NULL)"
             ),
             "SET synchronous_commit = on".to_owned(),
         ];
@@ -178,44 +181,74 @@ impl PgStore {
                 supported: FORMAT as u32,
             });
         }
+        if found < FORMAT {
+            self.upgrade().await?;
+        }
         Ok(())
     }
 
-    async fn write_all(
-        &mut self,
-        commits: &[&CommitRecord],
-        ends: &[TransactionId],
-    ) -> Result<(), sqlx::Error> {
+    /// Moves the decisions of a format-1 log (a row per decision) into
+    /// one segment, in one transaction.
+    async fn upgrade(&mut self) -> Result<(), LogError> {
+        let s = self.schema.clone();
+        let location = Arc::clone(&self.location);
+        let sql = |e| error(&location, e);
+        let mut tx = self.conn.begin().await.map_err(sql)?;
+        let rows = sqlx::query(&format!(
+            "SELECT txn, participants FROM {s}.dtxn_commits ORDER BY txn"
+        ))
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(sql)?
+        .into_iter()
+        .map(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
+        .collect::<Result<Vec<(Vec<u8>, Vec<u8>)>, sqlx::Error>>()
+        .map_err(sql)?;
+        if !rows.is_empty() {
+            let segment = group::segment_of_rows(rows)?;
+            sqlx::query(&format!(
+                "INSERT INTO {s}.dtxn_segments (id, records) VALUES (0, $1)"
+            ))
+            .bind(segment)
+            .execute(&mut *tx)
+            .await
+            .map_err(sql)?;
+        }
+        for statement in [
+            format!("DROP TABLE {s}.dtxn_commits"),
+            format!("UPDATE {s}.dtxn_log_meta SET value = {FORMAT} WHERE key = 'format'"),
+        ] {
+            sqlx::query(&statement)
+                .execute(&mut *tx)
+                .await
+                .map_err(sql)?;
+        }
+        tx.commit().await.map_err(sql)
+    }
+
+    async fn write_all(&mut self, put: &[(u64, &[u8])], delete: &[u64]) -> Result<(), sqlx::Error> {
         let mut tx = self.conn.begin().await?;
-        if !commits.is_empty() {
-            let txns: Vec<Vec<u8>> = commits
-                .iter()
-                .map(|r| r.txn.as_u128().to_be_bytes().to_vec())
-                .collect();
-            let participants: Vec<Vec<u8>> = commits
-                .iter()
-                .map(|r| group::encode(&r.participants))
-                .collect();
+        if !put.is_empty() {
+            // bigint is signed: ids are stored bit for bit.
+            let ids: Vec<i64> = put.iter().map(|(id, _)| *id as i64).collect();
+            let records: Vec<&[u8]> = put.iter().map(|(_, records)| *records).collect();
             sqlx::query(&self.insert)
-                .bind(txns)
-                .bind(participants)
+                .bind(ids)
+                .bind(records)
                 .execute(&mut *tx)
                 .await?;
         }
-        if !ends.is_empty() {
-            let ends: Vec<Vec<u8>> = ends
-                .iter()
-                .map(|t| t.as_u128().to_be_bytes().to_vec())
-                .collect();
+        if !delete.is_empty() {
+            let ids: Vec<i64> = delete.iter().map(|id| *id as i64).collect();
             sqlx::query(&self.delete)
-                .bind(ends)
+                .bind(ids)
                 .execute(&mut *tx)
                 .await?;
         }
         tx.commit().await
     }
 
-    async fn read(&mut self, incarnation: u64) -> Result<LogContents, LogError> {
+    async fn read(&mut self, incarnation: u64) -> Result<Stored, LogError> {
         let s = self.schema.clone();
         // bigint is signed: the nonce is stored bit for bit.
         sqlx::query(&format!(
@@ -233,33 +266,28 @@ impl PgStore {
             .map(|row| row.try_get::<i64, _>(0).map(|n| n as u64))
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| self.error(e))?;
-        let rows = sqlx::query(&format!(
-            "SELECT txn, participants FROM {s}.dtxn_commits ORDER BY txn"
-        ))
-        .fetch_all(&mut self.conn)
-        .await
-        .map_err(|e| self.error(e))?;
-        let mut in_doubt = Vec::with_capacity(rows.len());
-        for row in rows {
-            let txn: Vec<u8> = row.try_get(0).map_err(|e| self.error(e))?;
-            let participants: Vec<u8> = row.try_get(1).map_err(|e| self.error(e))?;
-            in_doubt.push(group::record(&txn, &participants)?);
-        }
-        Ok(LogContents::new(in_doubt, incarnations))
+        let segments = sqlx::query(&format!("SELECT id, records FROM {s}.dtxn_segments"))
+            .fetch_all(&mut self.conn)
+            .await
+            .map_err(|e| self.error(e))?
+            .iter()
+            .map(|row| Ok((row.try_get::<i64, _>(0)? as u64, row.try_get(1)?)))
+            .collect::<Result<Vec<_>, sqlx::Error>>()
+            .map_err(|e| self.error(e))?;
+        Ok(Stored {
+            segments,
+            incarnations,
+        })
     }
 }
 
 impl Store for PgStore {
-    async fn open(&mut self, incarnation: u64) -> Result<LogContents, LogError> {
+    async fn open(&mut self, incarnation: u64) -> Result<Stored, LogError> {
         self.read(incarnation).await
     }
 
-    async fn write(
-        &mut self,
-        commits: &[&CommitRecord],
-        ends: &[TransactionId],
-    ) -> Result<(), LogError> {
-        let result = self.write_all(commits, ends).await;
+    async fn write(&mut self, put: &[(u64, &[u8])], delete: &[u64]) -> Result<(), LogError> {
+        let result = self.write_all(put, delete).await;
         result.map_err(|e| self.error(e))
     }
 

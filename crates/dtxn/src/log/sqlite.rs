@@ -7,12 +7,13 @@ use std::time::Duration;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteLockingMode, SqliteSynchronous};
 use sqlx::{Connection, Row, SqliteConnection};
 
-use super::group::{self, GroupCommit, Store};
+use super::group::{self, GroupCommit, Store, Stored};
 use super::{CommitRecord, DecisionLog, LogContents, LogError, LogFuture};
 use crate::TransactionId;
 
-/// The format this version writes and reads.
-const FORMAT: u32 = 1;
+/// The format this version writes and reads: 2, a row per group commit
+/// (format 1, a row per decision, is upgraded on open).
+const FORMAT: u32 = 2;
 
 /// The decision log in an SQLite file: no server, one file (with its
 /// write-ahead log beside it), created on first use.
@@ -23,8 +24,12 @@ const FORMAT: u32 = 1;
 /// * **Group commit:** one background task writes every request that
 ///   arrived while the previous write was syncing in one SQLite
 ///   transaction, so concurrent decisions share one fsync.
-/// * **Compacted:** an end record deletes its decision; ends are written
-///   lazily, with the next decisions or after 20 ms.
+/// * **One row per group commit:** the decisions of a write are stored
+///   together, so a write costs one insert however many it carries; a row
+///   is deleted once every decision in it was delivered, and rewritten
+///   with the rest once half were (so the file holds at most twice the
+///   decisions still being delivered). This work rides along with the next
+///   write, or goes alone after 20 ms.
 /// * **One coordinator at a time:** the file is held with an exclusive
 ///   lock while open; a second [`open`](Self::open) of it fails with
 ///   [`LogError::Locked`].
@@ -63,6 +68,7 @@ impl SqliteLog {
                 found,
                 supported: FORMAT,
             },
+            SchemaError::Log(e) => e,
         })?;
         let store = SqliteStore {
             conn,
@@ -89,6 +95,7 @@ impl DecisionLog for SqliteLog {
 enum SchemaError {
     Sql(sqlx::Error),
     Newer(u32),
+    Log(LogError),
 }
 
 impl From<sqlx::Error> for SchemaError {
@@ -98,7 +105,8 @@ impl From<sqlx::Error> for SchemaError {
 }
 
 /// Creates the tables (taking the exclusive lock with the first write) and
-/// checks the format.
+/// checks the format, upgrading a format-1 log (a row per decision) to
+/// segments.
 async fn schema(conn: &mut SqliteConnection) -> Result<(), SchemaError> {
     let mut tx = conn.begin().await?;
     sqlx::query(
@@ -121,10 +129,32 @@ async fn schema(conn: &mut SqliteConnection) -> Result<(), SchemaError> {
         .execute(&mut *tx)
         .await?;
     sqlx::query(
-        "CREATE TABLE IF NOT EXISTS dtxn_commits (txn BLOB PRIMARY KEY, participants BLOB NOT NULL) WITHOUT ROWID",
+        "CREATE TABLE IF NOT EXISTS dtxn_segments (id INTEGER PRIMARY KEY, records BLOB NOT NULL)",
     )
     .execute(&mut *tx)
     .await?;
+    if found < i64::from(FORMAT) {
+        let rows = sqlx::query("SELECT txn, participants FROM dtxn_commits ORDER BY txn")
+            .fetch_all(&mut *tx)
+            .await?
+            .into_iter()
+            .map(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
+            .collect::<Result<Vec<(Vec<u8>, Vec<u8>)>, sqlx::Error>>()?;
+        if !rows.is_empty() {
+            let segment = group::segment_of_rows(rows).map_err(SchemaError::Log)?;
+            sqlx::query("INSERT INTO dtxn_segments (id, records) VALUES (0, ?)")
+                .bind(segment)
+                .execute(&mut *tx)
+                .await?;
+        }
+        sqlx::query("DROP TABLE dtxn_commits")
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("UPDATE dtxn_log_meta SET value = ? WHERE key = 'format'")
+            .bind(i64::from(FORMAT))
+            .execute(&mut *tx)
+            .await?;
+    }
     tx.commit().await?;
     Ok(())
 }
@@ -134,120 +164,63 @@ struct SqliteStore {
     location: Arc<str>,
 }
 
-/// Rows per statement, largest first: a batch is written in as few
-/// statements as these sizes allow (each size's statement is prepared once
-/// and cached by the connection), since every statement is a round trip to
-/// SQLite's thread.
-const CHUNKS: [usize; 5] = [256, 64, 16, 4, 1];
-
-/// `head` followed by `rows` groups of `group`, comma-separated.
-fn statement(head: &str, group: &str, rows: usize) -> String {
-    let mut sql = String::with_capacity(head.len() + rows * (group.len() + 1));
-    sql.push_str(head);
-    for i in 0..rows {
-        if i > 0 {
-            sql.push(',');
-        }
-        sql.push_str(group);
-    }
-    sql
-}
-
 impl SqliteStore {
-    async fn write_all(
-        &mut self,
-        commits: &[&CommitRecord],
-        ends: &[TransactionId],
-    ) -> Result<(), sqlx::Error> {
-        let rows: Vec<([u8; 16], Vec<u8>)> = commits
-            .iter()
-            .map(|record| {
-                (
-                    record.txn.as_u128().to_be_bytes(),
-                    group::encode(&record.participants),
-                )
-            })
-            .collect();
-        let ends: Vec<[u8; 16]> = ends.iter().map(|t| t.as_u128().to_be_bytes()).collect();
+    async fn write_all(&mut self, put: &[(u64, &[u8])], delete: &[u64]) -> Result<(), sqlx::Error> {
         let mut tx = self.conn.begin().await?;
-        let mut rest = &rows[..];
-        for size in CHUNKS {
-            while rest.len() >= size {
-                let (chunk, tail) = rest.split_at(size);
-                let sql = statement(
-                    "INSERT OR REPLACE INTO dtxn_commits (txn, participants) VALUES ",
-                    "(?, ?)",
-                    size,
-                );
-                let mut query = sqlx::query(&sql);
-                for (txn, participants) in chunk {
-                    query = query.bind(&txn[..]).bind(&participants[..]);
-                }
-                query.execute(&mut *tx).await?;
-                rest = tail;
-            }
+        // A group commit is one segment: a statement or two per write.
+        for (id, records) in put {
+            sqlx::query("INSERT OR REPLACE INTO dtxn_segments (id, records) VALUES (?, ?)")
+                .bind(*id as i64)
+                .bind(*records)
+                .execute(&mut *tx)
+                .await?;
         }
-        let mut rest = &ends[..];
-        for size in CHUNKS {
-            while rest.len() >= size {
-                let (chunk, tail) = rest.split_at(size);
-                let mut sql = statement("DELETE FROM dtxn_commits WHERE txn IN (", "?", size);
-                sql.push(')');
-                let mut query = sqlx::query(&sql);
-                for txn in chunk {
-                    query = query.bind(&txn[..]);
-                }
-                query.execute(&mut *tx).await?;
-                rest = tail;
-            }
+        for id in delete {
+            sqlx::query("DELETE FROM dtxn_segments WHERE id = ?")
+                .bind(*id as i64)
+                .execute(&mut *tx)
+                .await?;
         }
         tx.commit().await
     }
 
-    async fn read(&mut self, incarnation: u64) -> Result<LogContents, LogError> {
-        let location = Arc::clone(&self.location);
-        let sql = |e| error(&location, e);
+    async fn read(&mut self, incarnation: u64) -> Result<Stored, sqlx::Error> {
         let conn = &mut self.conn;
         // SQLite integers are signed: the nonce is stored bit for bit.
         sqlx::query("INSERT OR IGNORE INTO dtxn_incarnations (nonce) VALUES (?)")
             .bind(incarnation as i64)
             .execute(&mut *conn)
-            .await
-            .map_err(sql)?;
+            .await?;
         let incarnations = sqlx::query("SELECT nonce FROM dtxn_incarnations")
             .fetch_all(&mut *conn)
-            .await
-            .map_err(sql)?
+            .await?
             .iter()
             .map(|row| row.try_get::<i64, _>(0).map(|n| n as u64))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(sql)?;
-        let rows = sqlx::query("SELECT txn, participants FROM dtxn_commits ORDER BY txn")
+            .collect::<Result<Vec<_>, _>>()?;
+        let segments = sqlx::query("SELECT id, records FROM dtxn_segments")
             .fetch_all(&mut *conn)
-            .await
-            .map_err(sql)?;
-        let mut in_doubt = Vec::with_capacity(rows.len());
-        for row in rows {
-            let txn: Vec<u8> = row.try_get(0).map_err(sql)?;
-            let participants: Vec<u8> = row.try_get(1).map_err(sql)?;
-            in_doubt.push(group::record(&txn, &participants)?);
-        }
-        Ok(LogContents::new(in_doubt, incarnations))
+            .await?
+            .iter()
+            .map(|row| Ok((row.try_get::<i64, _>(0)? as u64, row.try_get(1)?)))
+            .collect::<Result<Vec<_>, sqlx::Error>>()?;
+        Ok(Stored {
+            segments,
+            incarnations,
+        })
     }
 }
 
 impl Store for SqliteStore {
-    async fn open(&mut self, incarnation: u64) -> Result<LogContents, LogError> {
-        self.read(incarnation).await
+    async fn open(&mut self, incarnation: u64) -> Result<Stored, LogError> {
+        let location = Arc::clone(&self.location);
+        self.read(incarnation)
+            .await
+            .map_err(|e| error(&location, e))
     }
 
-    async fn write(
-        &mut self,
-        commits: &[&CommitRecord],
-        ends: &[TransactionId],
-    ) -> Result<(), LogError> {
+    async fn write(&mut self, put: &[(u64, &[u8])], delete: &[u64]) -> Result<(), LogError> {
         let location = Arc::clone(&self.location);
-        self.write_all(commits, ends)
+        self.write_all(put, delete)
             .await
             .map_err(|e| error(&location, e))
     }
