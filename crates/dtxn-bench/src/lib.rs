@@ -37,7 +37,13 @@
 //!   global allocator (`None` otherwise);
 //! * **(f) load**: the headline load — 1000 transactions in flight × 100
 //!   participants answering in a uniform 0–5 ms: throughput, p50 and p99
-//!   of dtxn against the fan-out floor.
+//!   of dtxn against the fan-out floor;
+//! * **(g) durable**: the full cycle at 1000 transactions in flight × 3
+//!   no-op participants in memory against with the SQLite decision log on
+//!   a temporary file (and the PostgreSQL log when
+//!   [`BenchConfig::postgres_url`] is set), in alternating runs: throughput,
+//!   p50 and p99 and the ratio durable/in memory; p50 one transaction at a
+//!   time; and the cost of one fsync on the log's file system.
 //!
 //! Each timed figure is the median over [`BenchConfig::runs`] runs; ratios
 //! are computed within each run, then their median is taken. [`run`]
@@ -52,15 +58,19 @@
 #[allow(unsafe_code)]
 pub mod alloc;
 pub mod contenders;
+mod durable;
 pub mod measure;
 pub mod memory;
 pub mod participants;
 mod workloads;
 
+use std::fmt;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 pub use contenders::{Baseline, Contender, IdPool, Peer, PeerSession, Session};
+pub use durable::{fsync_cost, DurableReport, DURABLE_PARTICIPANTS};
 pub use measure::{drive, median, quantile, Drive};
 pub use participants::{EarlyAbort, Latency, Noop};
 pub use workloads::{
@@ -84,6 +94,8 @@ pub enum Workload {
     Allocations,
     /// (f) the headline load: 1000 in flight × 100 participants of 0–5 ms.
     Load,
+    /// (g) durable mode: in memory against with a decision log.
+    Durable,
 }
 
 /// What to run and how much of it.
@@ -138,6 +150,69 @@ pub struct BenchConfig {
     /// Transactions per run and contender in (f) (after an untimed warm-up
     /// of one per transaction in flight).
     pub load_transactions: usize,
+    /// Transactions in flight in (g).
+    pub durable_concurrency: usize,
+    /// Transactions per run and mode in (g) (after an untimed warm-up of
+    /// one per transaction in flight).
+    pub durable_transactions: usize,
+    /// Transactions per run and mode in (g) one at a time.
+    pub durable_alone_transactions: usize,
+    /// Writes timed for the fsync cost in (g).
+    pub fsync_samples: usize,
+    /// Where (g) writes its SQLite logs and times fsync (in a temporary
+    /// directory of its own); the system's temporary directory when `None`.
+    /// The file system matters: on a tmpfs an fsync costs nothing.
+    pub durable_dir: Option<PathBuf>,
+    /// The PostgreSQL server (g) also measures the log in, a fresh schema
+    /// per run, dropped afterwards; not measured when `None`. Never
+    /// serialised (it may hold a password).
+    #[serde(skip)]
+    pub postgres_url: Option<PostgresUrl>,
+}
+
+/// A PostgreSQL URL (`postgres://user:password@host:port/db`), which
+/// `Debug` does not print: it may hold a password.
+#[derive(Clone)]
+pub struct PostgresUrl(String);
+
+impl PostgresUrl {
+    /// Wraps `url`.
+    pub fn new(url: impl Into<String>) -> Self {
+        Self(url.into())
+    }
+
+    /// The URL.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for PostgresUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("PostgresUrl(..)")
+    }
+}
+
+/// A workload could not run.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BenchError {
+    /// (g): a decision log could not be opened.
+    #[error("workload (g), {backend}: {source}")]
+    Log {
+        /// `SQLite` or `PostgreSQL`.
+        backend: &'static str,
+        /// Why.
+        source: dtxn::log::LogError,
+    },
+    /// (g): its directory could not be used.
+    #[error("workload (g): cannot write in {}: {source}", path.display())]
+    Io {
+        /// The directory.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
 }
 
 impl BenchConfig {
@@ -151,6 +226,7 @@ impl BenchConfig {
                 Workload::Memory,
                 Workload::Allocations,
                 Workload::Load,
+                Workload::Durable,
             ],
             sizes: vec![1, 3, 10, 100],
             runs: 5,
@@ -170,6 +246,12 @@ impl BenchConfig {
             load_concurrency: 1000,
             load_participants: 100,
             load_transactions: 5000,
+            durable_concurrency: 1000,
+            durable_transactions: 100_000,
+            durable_alone_transactions: 2000,
+            fsync_samples: 50,
+            durable_dir: None,
+            postgres_url: None,
         }
     }
 
@@ -194,6 +276,10 @@ impl BenchConfig {
             load_concurrency: 50,
             load_participants: 20,
             load_transactions: 100,
+            durable_concurrency: 50,
+            durable_transactions: 200,
+            durable_alone_transactions: 20,
+            fsync_samples: 5,
             ..Self::full()
         }
     }
@@ -210,6 +296,7 @@ impl BenchConfig {
                 Workload::Memory => 2,
                 Workload::Allocations => self.sizes.len() as u64,
                 Workload::Load => runs,
+                Workload::Durable => runs * 2 + 1,
             })
             .sum()
     }
@@ -243,7 +330,7 @@ impl Machine {
 /// One of dtxn's performance targets and whether it was met.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Target {
-    /// The workload it belongs to: `a` to `f`.
+    /// The workload it belongs to: `a` to `g`.
     pub workload: &'static str,
     /// What dtxn aims for.
     pub target: String,
@@ -272,6 +359,8 @@ pub struct Report {
     pub allocations: Option<AllocationReport>,
     /// Workload (f).
     pub load: Option<LoadReport>,
+    /// Workload (g).
+    pub durable: Option<DurableReport>,
     /// dtxn's performance targets against the measurements.
     pub targets: Vec<Target>,
     /// Transactions that unexpectedly did not commit, over all workloads
@@ -284,24 +373,44 @@ pub struct Report {
 /// Runs the benchmark on the current (multi-thread) tokio runtime, calling
 /// `progress` with a label after each of [`BenchConfig::steps`] steps.
 ///
-/// Memory (d) runs first, while the allocator holds the least, then the
-/// others in order.
-pub async fn run(config: &BenchConfig, progress: &(dyn Fn(&str) + Sync)) -> Report {
+/// Memory (d) runs first, while the allocator holds the least, then
+/// durable mode (g), the only workload that can fail (a log that cannot be
+/// opened), then the others in order.
+///
+/// # Errors
+///
+/// A [`BenchError`] when (g) cannot open a decision log or use its
+/// directory.
+pub async fn run(
+    config: &BenchConfig,
+    progress: &(dyn Fn(&str) + Sync),
+) -> Result<Report, BenchError> {
     run_with_peers(config, &[], progress).await
 }
 
 /// [`run`], with `peers` measured next to dtxn in workload (a) (a fresh
 /// instance of each per measurement).
+///
+/// # Errors
+///
+/// As [`run`].
 pub async fn run_with_peers(
     config: &BenchConfig,
     peers: &[Arc<dyn Peer>],
     progress: &(dyn Fn(&str) + Sync),
-) -> Report {
+) -> Result<Report, BenchError> {
     let started = std::time::Instant::now();
     let has = |w| config.workloads.contains(&w);
     let mut failed = 0;
     let memory = if has(Workload::Memory) {
         Some(workloads::memory(config, progress).await)
+    } else {
+        None
+    };
+    let durable = if has(Workload::Durable) {
+        let (report, f) = durable::durable(config, progress).await?;
+        failed += f;
+        Some(report)
     } else {
         None
     };
@@ -347,12 +456,16 @@ pub async fn run_with_peers(
         memory,
         allocations,
         load,
+        durable,
         targets: Vec::new(),
         failed_transactions: failed,
         elapsed_secs: started.elapsed().as_secs_f64(),
     };
     report.targets = workloads::targets(&report);
-    report
+    if let Some(d) = &report.durable {
+        report.targets.extend(durable::targets(d));
+    }
+    Ok(report)
 }
 
 /// Milliseconds of `d`, as a float.

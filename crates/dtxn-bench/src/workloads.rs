@@ -1,4 +1,5 @@
-//! The six workloads and the performance targets dtxn is held to.
+//! Workloads (a) to (f) and the performance targets dtxn is held to
+//! (durable mode, (g), is in `durable`).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -269,7 +270,8 @@ pub struct AllocationReport {
     pub rows: Vec<AllocationRow>,
 }
 
-/// One contender's figures in (f) (medians over runs).
+/// One contender's figures in (f), or one mode's in (g) (medians over
+/// runs).
 #[derive(Debug, Clone, Copy, serde::Serialize)]
 pub struct LoadFigures {
     /// Transactions per second.

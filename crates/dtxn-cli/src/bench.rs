@@ -1,15 +1,17 @@
 //! `dtxn bench`: what dtxn costs, measured in one run against the floor
 //! (the participants' own calls, no coordination), a hand-written
 //! baseline coordinator and, in workload (a), the peer crates `dist_tx`
-//! and `steno` (see `dtxn-bench-peers`). See the `dtxn-bench` crate for the
-//! workloads and `docs/PERFORMANCE.md` for results.
+//! and `steno` (see `dtxn-bench-peers`); and, in workload (g), what its
+//! durable mode (a decision log) costs against in memory. See the
+//! `dtxn-bench` crate for the workloads and `docs/PERFORMANCE.md` for
+//! results.
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, ValueEnum};
-use dtxn_bench::{BenchConfig, Report, Workload};
+use dtxn_bench::{BenchConfig, PostgresUrl, Report, Workload};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 /// A workload of the benchmark, named by a letter.
@@ -28,6 +30,10 @@ pub enum WorkloadArg {
     E,
     /// The headline load: 1000 in flight × 100 participants of 0–5 ms.
     F,
+    /// Durable mode: in memory against with the SQLite decision log (and
+    /// PostgreSQL with --postgres-url), and the cost of one fsync.
+    #[value(alias = "durable")]
+    G,
 }
 
 impl From<WorkloadArg> for Workload {
@@ -39,6 +45,7 @@ impl From<WorkloadArg> for Workload {
             WorkloadArg::D => Workload::Memory,
             WorkloadArg::E => Workload::Allocations,
             WorkloadArg::F => Workload::Load,
+            WorkloadArg::G => Workload::Durable,
         }
     }
 }
@@ -48,8 +55,8 @@ impl From<WorkloadArg> for Workload {
 pub struct BenchArgs {
     /// Workloads to run, comma-separated: a (overhead), b (latency),
     /// c (early abort), d (memory), e (allocations per transaction),
-    /// f (headline load).
-    #[arg(long, value_delimiter = ',', default_value = "a,b,c,d,e,f")]
+    /// f (headline load), g or durable (durable mode: the decision log).
+    #[arg(long, value_delimiter = ',', default_value = "a,b,c,d,e,f,g")]
     pub workloads: Vec<WorkloadArg>,
     /// Participants per transaction in workloads (a) and (e),
     /// comma-separated (each 1 to 100).
@@ -85,6 +92,22 @@ pub struct BenchArgs {
     /// Leave the peer crates (dist_tx, steno) out of workload (a).
     #[arg(long)]
     pub no_peers: bool,
+    /// Workload (g): the directory its SQLite logs are written in and
+    /// fsync is timed in (default: the system's temporary directory). On a
+    /// tmpfs an fsync costs nothing: choose a directory on the disk a log
+    /// would be on.
+    #[arg(long, value_name = "DIR")]
+    pub durable_dir: Option<std::path::PathBuf>,
+    /// Workload (g): also measure the PostgreSQL decision log on this
+    /// server (postgres://user:password@host:port/db), in a fresh schema
+    /// per run, dropped afterwards.
+    #[arg(
+        long,
+        value_name = "URL",
+        env = "DTXN_BENCH_POSTGRES_URL",
+        hide_env_values = true
+    )]
+    pub postgres_url: Option<String>,
 }
 
 impl BenchArgs {
@@ -107,6 +130,8 @@ impl BenchArgs {
         if let Some(n) = self.finished {
             config.memory_finished_large = n.max(config.memory_finished_small);
         }
+        config.durable_dir.clone_from(&self.durable_dir);
+        config.postgres_url = self.postgres_url.clone().map(PostgresUrl::new);
         config
     }
 }
@@ -117,10 +142,14 @@ type ChartWriter = fn(&Report, &std::path::Path) -> Result<(), Box<dyn std::erro
 /// Runs the benchmark (it builds its own runtime: call outside one).
 pub fn execute(args: BenchArgs) -> ExitCode {
     let config = args.config();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_time()
-        .build()
-    {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder.enable_time();
+    if config.postgres_url.is_some() && config.workloads.contains(&Workload::Durable) {
+        // Only the PostgreSQL log needs tokio's I/O driver; the other
+        // workloads keep running on the runtime they were measured on.
+        builder.enable_io();
+    }
+    let runtime = match builder.build() {
         Ok(runtime) => runtime,
         Err(e) => {
             eprintln!("dtxn: cannot start the tokio runtime: {e}");
@@ -148,6 +177,13 @@ pub fn execute(args: BenchArgs) -> ExitCode {
     };
     let report = runtime.block_on(dtxn_bench::run_with_peers(&config, &peers, &progress));
     bar.finish_and_clear();
+    let report = match report {
+        Ok(report) => report,
+        Err(e) => {
+            eprintln!("dtxn bench: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let charts: [(_, ChartWriter); 2] = [
         (&args.svg, crate::chart::write_svg),
         (&args.cdf_svg, crate::chart::write_latency_cdf_svg),
@@ -380,6 +416,48 @@ pub fn render(report: &Report) -> String {
             s,
             "  dtxn/floor: throughput {:.2}×, p50 {:.2}×, p99 {:.2}×\n",
             l.throughput_over_floor, l.p50_over_floor, l.p99_over_floor
+        );
+    }
+    if let Some(d) = &report.durable {
+        let _ = writeln!(
+            s,
+            "(g) durable mode: {} in flight × {} no-op participants, {} transactions per run; decision logs in {}",
+            d.concurrency, d.participants, d.transactions, d.dir
+        );
+        let _ = writeln!(
+            s,
+            "{:>24} {:>12} {:>10} {:>10} {:>14}",
+            "", "tx/s", "p50 ms", "p99 ms", "÷ in memory"
+        );
+        let row = |s: &mut String, name: &str, f: &dtxn_bench::LoadFigures, ratio: Option<f64>| {
+            let ratio = ratio.map_or_else(|| "—".to_owned(), |r| format!("{r:.2}×"));
+            let _ = writeln!(
+                s,
+                "{name:>24} {:>12.0} {:>10.3} {:>10.3} {ratio:>14}",
+                f.tx_per_s, f.p50_ms, f.p99_ms
+            );
+        };
+        row(&mut s, "in memory", &d.memory, None);
+        row(&mut s, "SQLite log", &d.sqlite, Some(d.sqlite_over_memory));
+        match &d.postgres {
+            Some(p) => row(&mut s, "PostgreSQL log", p, d.postgres_over_memory),
+            None => {
+                let _ = writeln!(
+                    s,
+                    "{:>24} not measured (--postgres-url or DTXN_BENCH_POSTGRES_URL)",
+                    "PostgreSQL log"
+                );
+            }
+        }
+        let _ = writeln!(
+            s,
+            "  one at a time ({} per run): p50 in memory {:.3} ms, SQLite log {:.3} ms",
+            d.alone_transactions, d.alone_memory_p50_ms, d.alone_sqlite_p50_ms
+        );
+        let _ = writeln!(
+            s,
+            "  one fsync of a 4 KiB write there: {:.3} ms (median of {})\n",
+            d.fsync_ms, d.fsync_samples
         );
     }
     if !report.targets.is_empty() {

@@ -15,6 +15,7 @@ use serde_json::Value;
 fn quick_bench_reports_every_workload() {
     let output = Command::new(env!("CARGO_BIN_EXE_dtxn"))
         .args(["bench", "--quick", "--runs", "1", "--json"])
+        .env_remove("DTXN_BENCH_POSTGRES_URL")
         .output()
         .expect("the dtxn binary runs");
     assert!(output.status.success(), "{output:?}");
@@ -84,6 +85,7 @@ fn quick_bench_reports_every_workload() {
         }
     }
     assert!(load["throughput_over_floor"].is_number(), "{load}");
+    assert_durable(&report["durable"]);
     assert!(!report["targets"].as_array().expect("targets").is_empty());
     assert_eq!(report["failed_transactions"], 0, "{report}");
     assert_eq!(report["config"]["runs"], 1);
@@ -131,4 +133,88 @@ fn charts_are_written() {
         "the CDF has a baseline series"
     );
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Workload (g) in a JSON report, without PostgreSQL.
+fn assert_durable(durable: &Value) {
+    for mode in ["memory", "sqlite"] {
+        for field in ["tx_per_s", "p50_ms", "p99_ms"] {
+            assert!(durable[mode][field].is_number(), "{durable}");
+        }
+    }
+    for field in [
+        "sqlite_over_memory",
+        "alone_memory_p50_ms",
+        "alone_sqlite_p50_ms",
+        "fsync_ms",
+    ] {
+        assert!(durable[field].is_number(), "{durable}");
+    }
+    assert_eq!(durable["participants"], 3, "{durable}");
+    assert!(durable["dir"].is_string(), "{durable}");
+    assert!(
+        durable["postgres"].is_null() && durable["postgres_over_memory"].is_null(),
+        "{durable}"
+    );
+}
+
+#[test]
+fn the_durable_workload_is_chosen_by_name() {
+    let dir = std::env::temp_dir().join(format!("dtxn-bench-durable-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("a temporary directory");
+    let run = |json: bool| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_dtxn"));
+        command
+            .args([
+                "bench",
+                "--quick",
+                "--workloads",
+                "durable",
+                "--durable-dir",
+            ])
+            .arg(&dir)
+            .env_remove("DTXN_BENCH_POSTGRES_URL");
+        if json {
+            command.arg("--json");
+        }
+        let output = command.output().expect("the dtxn binary runs");
+        assert!(output.status.success(), "{output:?}");
+        String::from_utf8(output.stdout).expect("stdout is UTF-8")
+    };
+    let stdout = run(true);
+    common::assert_no_float_noise(&stdout);
+    let report: Value = serde_json::from_str(&stdout).expect("JSON");
+    assert!(
+        report["overhead"].is_null() && report["load"].is_null(),
+        "{report}"
+    );
+    assert_durable(&report["durable"]);
+    assert_eq!(report["durable"]["dir"], dir.display().to_string());
+    let targets = report["targets"].as_array().expect("targets");
+    assert!(targets.iter().any(|t| t["workload"] == "g"), "{report}");
+    assert_eq!(report["failed_transactions"], 0, "{report}");
+
+    let table = run(false);
+    for needle in ["(g) durable mode", "in memory", "SQLite log", "fsync"] {
+        assert!(table.contains(needle), "no {needle:?} in:\n{table}");
+    }
+    // Its logs were removed with their temporary directory.
+    assert_eq!(std::fs::read_dir(&dir).expect("the directory").count(), 0);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn an_unusable_durable_dir_fails_the_run_with_a_message() {
+    let output = Command::new(env!("CARGO_BIN_EXE_dtxn"))
+        .args(["bench", "--quick", "--workloads", "g", "--durable-dir"])
+        .arg("/nonexistent/dtxn-bench")
+        .env_remove("DTXN_BENCH_POSTGRES_URL")
+        .output()
+        .expect("the dtxn binary runs");
+    assert_eq!(output.status.code(), Some(2), "{output:?}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("workload (g)") && stderr.contains("/nonexistent/dtxn-bench"),
+        "{stderr}"
+    );
 }
