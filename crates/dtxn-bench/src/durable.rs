@@ -95,6 +95,20 @@ async fn recovered(
     .map_err(|source| BenchError::Log { backend, source })
 }
 
+/// A coordinator on a new SQLite log at `path`.
+async fn on_sqlite(
+    path: &std::path::Path,
+    concurrency: usize,
+) -> Result<TransactionCoordinator, BenchError> {
+    let log = SqliteLog::open(path)
+        .await
+        .map_err(|source| BenchError::Log {
+            backend: "SQLite",
+            source,
+        })?;
+    recovered(Arc::new(log), concurrency, "SQLite").await
+}
+
 /// An untimed warm-up of one transaction per driving task, then `n` timed
 /// transactions, `concurrency` at a time. Returns the timed drive and the
 /// failed transactions of both.
@@ -210,13 +224,7 @@ async fn measure(
         s.failed += f;
 
         let path = dir.join(format!("decisions-{run}.db"));
-        let log = SqliteLog::open(&path)
-            .await
-            .map_err(|source| BenchError::Log {
-                backend: "SQLite",
-                source,
-            })?;
-        let coordinator = recovered(Arc::new(log), concurrency, "SQLite").await?;
+        let coordinator = on_sqlite(&path, concurrency).await?;
         let (d, f) = warm_and_drive(coordinator, &participants, n, concurrency).await;
         s.failed += f;
 
@@ -249,13 +257,7 @@ async fn measure(
         let (m, f) = warm_and_drive(memory, &participants, alone, 1).await;
         s.failed += f;
         let path = dir.join(format!("alone-{run}.db"));
-        let log = SqliteLog::open(&path)
-            .await
-            .map_err(|source| BenchError::Log {
-                backend: "SQLite",
-                source,
-            })?;
-        let coordinator = recovered(Arc::new(log), 1, "SQLite").await?;
+        let coordinator = on_sqlite(&path, 1).await?;
         let (d, f) = warm_and_drive(coordinator, &participants, alone, 1).await;
         s.failed += f;
         s.alone_memory.push(m.quantile_ms(0.5));

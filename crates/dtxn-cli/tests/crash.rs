@@ -144,6 +144,31 @@ async fn outcome(client: &reqwest::Client, coordinator: &str, txn: &str) -> Stri
     body["outcome"].as_str().unwrap().to_owned()
 }
 
+/// Begins a transaction on `coordinator`, registers the participants
+/// `names` and prepares it; returns its id.
+async fn begin_prepared(client: &reqwest::Client, coordinator: &str, names: &[&str]) -> String {
+    let txn = post(client, format!("{coordinator}transactions"), json!({})).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    for name in names {
+        post(
+            client,
+            format!("{coordinator}transactions/{txn}/participants"),
+            json!({ "name": name }),
+        )
+        .await;
+    }
+    let prepared = post(
+        client,
+        format!("{coordinator}transactions/{txn}/prepare"),
+        json!({}),
+    )
+    .await;
+    assert_eq!(prepared["outcome"], "prepared", "{txn}: {prepared}");
+    txn
+}
+
 /// `GET /admin/decisions`: the logged decisions not ended yet.
 async fn decisions(client: &reqwest::Client, coordinator: &str) -> Value {
     let url = format!("{coordinator}admin/decisions");
@@ -214,26 +239,7 @@ fn killed_during_phase_2(log: &[&str]) {
 
     let first = Coordinator::start(&args);
     let (txn, undecided) = runtime.block_on(async {
-        let begin = format!("{}transactions", first.url);
-        let txn = post(&client, begin.clone(), json!({})).await["id"]
-            .as_str()
-            .unwrap()
-            .to_owned();
-        for name in ["a", "b"] {
-            post(
-                &client,
-                format!("{}transactions/{txn}/participants", first.url),
-                json!({ "name": name }),
-            )
-            .await;
-        }
-        let prepared = post(
-            &client,
-            format!("{}transactions/{txn}/prepare", first.url),
-            json!({}),
-        )
-        .await;
-        assert_eq!(prepared["outcome"], "prepared", "{prepared}");
+        let txn = begin_prepared(&client, &first.url, &["a", "b"]).await;
         // Commit: `a` acknowledges, `b` hangs and is retried.
         let commit = client
             .post(format!("{}transactions/{txn}/commit", first.url))
@@ -245,22 +251,7 @@ fn killed_during_phase_2(log: &[&str]) {
         })
         .await;
         // Another transaction, prepared and never decided.
-        let undecided = post(&client, begin, json!({})).await["id"]
-            .as_str()
-            .unwrap()
-            .to_owned();
-        post(
-            &client,
-            format!("{}transactions/{undecided}/participants", first.url),
-            json!({ "name": "a" }),
-        )
-        .await;
-        post(
-            &client,
-            format!("{}transactions/{undecided}/prepare", first.url),
-            json!({}),
-        )
-        .await;
+        let undecided = begin_prepared(&client, &first.url, &["a"]).await;
         assert_eq!(outcome(&client, &first.url, &txn).await, "committed");
         let logged = decisions(&client, &first.url).await;
         assert_eq!(
@@ -392,25 +383,7 @@ fn killed_at(point: &str, log: &[&str]) {
 
     let first = Coordinator::start_with(&args, Some(point));
     let txn = runtime.block_on(async {
-        let txn = post(&client, format!("{}transactions", first.url), json!({})).await["id"]
-            .as_str()
-            .unwrap()
-            .to_owned();
-        for name in ["a", "b", "c"] {
-            post(
-                &client,
-                format!("{}transactions/{txn}/participants", first.url),
-                json!({ "name": name }),
-            )
-            .await;
-        }
-        let prepared = post(
-            &client,
-            format!("{}transactions/{txn}/prepare", first.url),
-            json!({}),
-        )
-        .await;
-        assert_eq!(prepared["outcome"], "prepared", "{point}: {prepared}");
+        let txn = begin_prepared(&client, &first.url, &["a", "b", "c"]).await;
         // The coordinator dies during this call: no answer is expected.
         let _ = client
             .post(format!("{}transactions/{txn}/commit", first.url))
