@@ -553,6 +553,7 @@ fn assert_refused_naming(refused: Result<(), LogError>, path: &Path) {
         panic!("{refused:?}: a log that cannot be written must be refused");
     };
     assert!(message.contains(&path.display().to_string()), "{message}");
+    assert!(message.contains("must be writable"), "{message}");
 }
 
 /// Opens the log at `path` and writes a decision: the first error, if any.

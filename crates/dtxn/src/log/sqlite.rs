@@ -235,16 +235,29 @@ impl Store for SqliteStore {
 /// The log error for an SQLite error: a lock held by another connection
 /// is [`LogError::Locked`].
 fn error(location: &Arc<str>, e: sqlx::Error) -> LogError {
+    let mut hint = "";
     if let sqlx::Error::Database(db) = &e {
-        // SQLITE_BUSY (5) and SQLITE_LOCKED (6), with extended codes.
         let code = db.code().and_then(|c| c.parse::<i32>().ok()).unwrap_or(0);
-        if matches!(code & 0xff, 5 | 6) {
-            return LogError::Locked {
-                location: location.to_string(),
-            };
+        match code & 0xff {
+            // SQLITE_BUSY and SQLITE_LOCKED, with extended codes.
+            5 | 6 => {
+                return LogError::Locked {
+                    location: location.to_string(),
+                }
+            }
+            // SQLITE_PERM, SQLITE_READONLY, SQLITE_CANTOPEN, and
+            // SQLITE_IOERR_LOCK (the shared-memory file of a read-only
+            // database): what a file or directory without write access
+            // gives.
+            3 | 8 | 14 => hint = WRITABLE,
+            _ if code == 3850 => hint = WRITABLE,
+            _ => {}
         }
     }
     LogError::Backend {
-        message: format!("{location}: {e}"),
+        message: format!("{location}: {e}{hint}"),
     }
 }
+
+const WRITABLE: &str = " (the log's file and its directory must be writable: SQLite creates \
+                        its -wal and -shm files beside it)";
