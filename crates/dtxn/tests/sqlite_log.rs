@@ -83,6 +83,25 @@ async fn an_end_record_removes_its_decision() {
     assert_eq!(contents.in_doubt, [record(2), record(3)]);
 }
 
+/// A decision logged twice at once (both requests in one group commit) is
+/// stored once: its end leaves nothing behind.
+#[tokio::test]
+async fn a_decision_logged_twice_at_once_ends_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("decisions.db");
+    {
+        let log = SqliteLog::open(&path).await.unwrap();
+        // Both requests are queued before the writer runs.
+        let (first, second) = (log.log_commit(record(1)), log.log_commit(record(1)));
+        first.await.unwrap();
+        second.await.unwrap();
+        log.log_end(TransactionId::from_u128(1));
+        log.log_commit(record(2)).await.unwrap();
+    }
+    let log = reopen(&path).await;
+    assert_eq!(log.open(1).await.unwrap().in_doubt, [record(2)]);
+}
+
 #[tokio::test]
 async fn a_second_coordinator_cannot_open_a_log_in_use() {
     let dir = tempfile::tempdir().unwrap();

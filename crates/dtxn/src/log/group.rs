@@ -22,7 +22,7 @@
 //! rewrites ride along with the next write, or go alone after
 //! [`END_DELAY`].
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -391,6 +391,9 @@ async fn write(
     location: &Arc<str>,
 ) {
     let mut commits = Vec::new();
+    // Asked twice in this batch: answered with the first.
+    let mut twice = Vec::new();
+    let mut batched = HashSet::new();
     for request in batch.drain(..) {
         match request {
             Request::Open { incarnation, reply } => {
@@ -404,8 +407,10 @@ async fn write(
                 if index.home.contains_key(&record.txn) {
                     // Durable already (a decision logged twice).
                     let _ = reply.send(Ok(()));
-                } else {
+                } else if batched.insert(record.txn) {
                     commits.push((record, reply));
+                } else {
+                    twice.push(reply);
                 }
             }
             Request::End(txn) => index.end(txn),
@@ -423,7 +428,7 @@ async fn write(
     {
         Ok(new) => new.map(|segment| (index.next, segment)),
         Err(e) => {
-            for (_, reply) in commits {
+            for reply in commits.into_iter().map(|(_, reply)| reply).chain(twice) {
                 let _ = reply.send(Err(e.clone()));
             }
             return;
@@ -450,7 +455,7 @@ async fn write(
             tracing::error!(log = %location, error = %e, decisions = commits.len(), "decision log write failed");
         }
     }
-    for (_, reply) in commits {
+    for reply in commits.into_iter().map(|(_, reply)| reply).chain(twice) {
         let _ = reply.send(result.clone());
     }
 }
