@@ -12,11 +12,8 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{config, Kind, Mock, Step};
-use dtxn::log::{
-    CommitRecord, DecisionLog, LogError, LoggedParticipant, ParticipantRegistry, PostgresLog,
-};
-use dtxn::{OutcomeStatus, Participant, Payload, TransactionCoordinator, TransactionId};
+use dtxn::log::{CommitRecord, DecisionLog, LogError, LoggedParticipant, PostgresLog};
+use dtxn::{Payload, TransactionId};
 
 fn url() -> String {
     std::env::var("DTXN_TEST_POSTGRES_URL")
@@ -119,55 +116,15 @@ async fn bad_settings_are_refused_clearly_without_echoing_the_password() {
 #[test]
 fn a_coordinator_crash_is_recovered_from_postgres() {
     let schema = schema();
-    let a = Mock::new("a").arc();
-    let b = Mock::new("b").on_commit(Step::Hang).arc();
-    let runtime = || {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap()
-    };
-    let first = runtime();
-    let txn = first.block_on(async {
-        let log = Arc::new(PostgresLog::open_in_schema(&url(), &schema).await.unwrap());
-        let (c, _) = TransactionCoordinator::recover(
-            config().build().unwrap(),
-            log,
-            &ParticipantRegistry::new(),
-        )
-        .await
-        .unwrap();
-        let txn = c.begin_transaction().unwrap();
-        for p in [&a, &b] {
-            c.register_participant(txn, p.clone() as Arc<dyn Participant>)
-                .unwrap();
+    common::crash_during_phase_2_is_recovered(|again| {
+        let schema = schema.clone();
+        async move {
+            let log = if again {
+                reopen(&schema).await
+            } else {
+                PostgresLog::open_in_schema(&url(), &schema).await.unwrap()
+            };
+            Arc::new(log) as Arc<dyn DecisionLog>
         }
-        c.prepare_transaction(txn).await.unwrap();
-        tokio::spawn({
-            let c = c.clone();
-            async move { c.commit_transaction(txn).await }
-        });
-        while a.count(Kind::Commit) == 0 {
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
-        txn
-    });
-    drop(first);
-
-    runtime().block_on(async {
-        let log = Arc::new(reopen(&schema).await);
-        let mut registry = ParticipantRegistry::new();
-        registry.insert(a.clone()).unwrap();
-        registry.insert(b.clone()).unwrap();
-        let (c, recovery) =
-            TransactionCoordinator::recover(config().build().unwrap(), log, &registry)
-                .await
-                .unwrap();
-        assert_eq!(recovery.redelivering, [txn]);
-        let outcome = c.commit_transaction(txn).await.unwrap();
-        assert!(outcome.is_committed() && outcome.hazards.is_empty());
-        assert_eq!(b.count(Kind::Commit), 2);
-        assert_eq!(c.outcome(txn), OutcomeStatus::Committed);
     });
 }

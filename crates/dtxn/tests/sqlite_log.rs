@@ -8,11 +8,8 @@ mod common;
 
 use std::sync::Arc;
 
-use common::{config, Kind, Mock, Step};
-use dtxn::log::{
-    CommitRecord, DecisionLog, LogError, LoggedParticipant, ParticipantRegistry, SqliteLog,
-};
-use dtxn::{OutcomeStatus, Participant, Payload, TransactionCoordinator, TransactionId};
+use dtxn::log::{CommitRecord, DecisionLog, LogError, LoggedParticipant, SqliteLog};
+use dtxn::{Payload, TransactionId};
 
 fn record(n: u128) -> CommitRecord {
     CommitRecord {
@@ -167,59 +164,16 @@ async fn unusable_files_are_refused_with_a_clear_error() {
 fn a_coordinator_crash_is_recovered_from_the_file() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("decisions.db");
-    let a = Mock::new("a").arc();
-    let b = Mock::new("b").on_commit(Step::Hang).arc();
-    let runtime = || {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap()
-    };
-    let first = runtime();
-    let txn = first.block_on(async {
-        let log = Arc::new(SqliteLog::open(&path).await.unwrap());
-        let (c, _) = TransactionCoordinator::recover(
-            config().build().unwrap(),
-            log,
-            &ParticipantRegistry::new(),
-        )
-        .await
-        .unwrap();
-        let txn = c.begin_transaction().unwrap();
-        for p in [&a, &b] {
-            c.register_participant(txn, p.clone() as Arc<dyn Participant>)
-                .unwrap();
+    common::crash_during_phase_2_is_recovered(|again| {
+        let path = path.clone();
+        async move {
+            let log = if again {
+                reopen(&path).await
+            } else {
+                SqliteLog::open(&path).await.unwrap()
+            };
+            Arc::new(log) as Arc<dyn DecisionLog>
         }
-        c.prepare_transaction(txn).await.unwrap();
-        tokio::spawn({
-            let c = c.clone();
-            async move { c.commit_transaction(txn).await }
-        });
-        while a.count(Kind::Commit) == 0 {
-            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
-        }
-        txn
-    });
-    // The crash: every task of the first coordinator (and its log's
-    // writer) stops where it is.
-    drop(first);
-    assert_eq!(b.count(Kind::Commit), 1);
-
-    runtime().block_on(async {
-        let log = Arc::new(reopen(&path).await);
-        let mut registry = ParticipantRegistry::new();
-        registry.insert(a.clone()).unwrap();
-        registry.insert(b.clone()).unwrap();
-        let (c, recovery) =
-            TransactionCoordinator::recover(config().build().unwrap(), log, &registry)
-                .await
-                .unwrap();
-        assert_eq!(recovery.redelivering, [txn]);
-        let outcome = c.commit_transaction(txn).await.unwrap();
-        assert!(outcome.is_committed() && outcome.hazards.is_empty());
-        assert_eq!(b.count(Kind::Commit), 2);
-        assert_eq!(c.outcome(txn), OutcomeStatus::Committed);
     });
 }
 

@@ -169,3 +169,69 @@ pub fn begin_with(
     }
     txn
 }
+
+/// A coordinator on the log `open(false)` opens crashes during phase 2
+/// (its runtime is dropped while `b`'s commit hangs, after `a`
+/// acknowledged); a new one on the log `open(true)` opens again must
+/// deliver the decision once more and answer `committed`.
+pub fn crash_during_phase_2_is_recovered<F, Fut>(open: F)
+where
+    F: Fn(bool) -> Fut,
+    Fut: std::future::Future<Output = Arc<dyn dtxn::log::DecisionLog>>,
+{
+    use dtxn::log::ParticipantRegistry;
+    use dtxn::{OutcomeStatus, TransactionCoordinator};
+
+    let a = Mock::new("a").arc();
+    let b = Mock::new("b").on_commit(Step::Hang).arc();
+    let runtime = || {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap()
+    };
+    let first = runtime();
+    let txn = first.block_on(async {
+        let (c, _) = TransactionCoordinator::recover(
+            config().build().unwrap(),
+            open(false).await,
+            &ParticipantRegistry::new(),
+        )
+        .await
+        .unwrap();
+        let txn = c.begin_transaction().unwrap();
+        for p in [&a, &b] {
+            c.register_participant(txn, p.clone() as Arc<dyn Participant>)
+                .unwrap();
+        }
+        c.prepare_transaction(txn).await.unwrap();
+        tokio::spawn({
+            let c = c.clone();
+            async move { c.commit_transaction(txn).await }
+        });
+        while a.count(Kind::Commit) == 0 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        txn
+    });
+    // The crash: every task of the first coordinator (and its log's
+    // writer) stops where it is.
+    drop(first);
+    assert_eq!(b.count(Kind::Commit), 1);
+
+    runtime().block_on(async {
+        let mut registry = ParticipantRegistry::new();
+        registry.insert(a.clone()).unwrap();
+        registry.insert(b.clone()).unwrap();
+        let (c, recovery) =
+            TransactionCoordinator::recover(config().build().unwrap(), open(true).await, &registry)
+                .await
+                .unwrap();
+        assert_eq!(recovery.redelivering, [txn]);
+        let outcome = c.commit_transaction(txn).await.unwrap();
+        assert!(outcome.is_committed() && outcome.hazards.is_empty());
+        assert_eq!(b.count(Kind::Commit), 2);
+        assert_eq!(c.outcome(txn), OutcomeStatus::Committed);
+    });
+}
