@@ -45,6 +45,13 @@ pub enum CoordinatorError {
     /// was called: no new transactions are begun.
     #[error("the coordinator is shutting down: no new transactions")]
     ShuttingDown,
+    /// The coordinator shares its decision log with other coordinators and
+    /// lost its lease on it (it was paused or cut off for longer than the
+    /// lease, and another coordinator took its transactions over): it acts
+    /// on nothing any more (PROTOCOL.md rule 17). Ask the transaction's
+    /// new owner; restart this process to rejoin.
+    #[error("the coordinator lost its lease on the shared decision log: another coordinator owns its transactions now")]
+    Fenced,
     /// [`resolve_hazard`](crate::TransactionCoordinator::resolve_hazard) of
     /// a transaction that is no logged decision with a hazard.
     #[error("transaction {txn} is no logged decision with a participant given up on")]

@@ -125,7 +125,9 @@ mod participant;
 pub use async_trait::async_trait;
 pub use config::{ConfigError, CoordinatorConfig, CoordinatorConfigBuilder, RetryPolicy};
 pub use core::{CallFailure, Decision, Operation, Phase2Status, PrepareStatus, TransactionState};
-pub use driver::{CoordinatorStats, LoggedDecision, TransactionCoordinator, TransactionSummary};
+pub use driver::{
+    CoordinatorStats, LoggedDecision, Ownership, TransactionCoordinator, TransactionSummary,
+};
 pub use error::CoordinatorError;
 pub use id::{ParseTransactionIdError, TransactionId};
 pub use outcome::{

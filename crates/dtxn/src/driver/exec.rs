@@ -68,6 +68,13 @@ impl Runner {
     /// Takes on the calls and the timer a step requires.
     fn take(&mut self, mut applied: Applied) {
         let config = &self.shared.config;
+        if (!applied.calls.is_empty() || applied.log.is_some()) && !self.shared.may_act() {
+            // Fenced (PROTOCOL.md rule 17): the transaction's new owner
+            // makes these calls.
+            tracing::debug!(txn = %self.entry.id, calls = applied.calls.len(), "not sent: the lease is lost");
+            applied.calls.clear();
+            applied.log = None;
+        }
         for call in applied.calls.drain(..) {
             self.pending.push(call::start(
                 &self.entry,

@@ -80,6 +80,24 @@ pub struct CoordinatorStats {
     pub hazards: u64,
 }
 
+/// A coordinator's standing in a cluster on a shared decision log, from
+/// [`TransactionCoordinator::ownership`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[non_exhaustive]
+pub struct Ownership {
+    /// Whether its lease is held now (it may act).
+    pub lease_held: bool,
+    /// Whether it lost its lease for good and acts on nothing any more.
+    pub fenced: bool,
+    /// Coordinators it took over since it was made.
+    pub takeovers: u64,
+    /// Commit decisions it adopted in those takeovers.
+    pub adopted_decisions: u64,
+    /// Incarnations (transaction id prefixes) it answers for: its own, its
+    /// predecessors' under the same node id, and those taken over.
+    pub incarnations: usize,
+}
+
 /// A Commit decision held in the decision log, from
 /// [`TransactionCoordinator::logged_decisions`].
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -123,6 +141,7 @@ impl TransactionCoordinator {
     }
 
     fn build(config: CoordinatorConfig, log: Option<Arc<dyn DecisionLog>>) -> Self {
+        let lease = log.as_ref().and_then(|log| log.lease());
         let jitter_seed = config.jitter_seed.unwrap_or_else(|| fastrand::u64(..));
         let shared = Arc::new(Shared {
             limits: Limits {
@@ -151,6 +170,11 @@ impl TransactionCoordinator {
             log,
             incarnations: Mutex::new(Vec::new()),
             logged_hazards: Mutex::new(HashMap::new()),
+            lease,
+            fenced: AtomicBool::new(false),
+            on_fenced: Notify::new(),
+            takeovers: AtomicU64::new(0),
+            adopted: AtomicU64::new(0),
         });
         shared.ensure_sweeper();
         Self {
@@ -218,6 +242,75 @@ impl TransactionCoordinator {
         Ok((coordinator, recovery))
     }
 
+    /// A coordinator in a cluster of coordinators sharing one decision
+    /// log (see [`PostgresLog::join_cluster`]): recovers like
+    /// [`recover`](Self::recover), then, every half lease, takes over one
+    /// coordinator of the cluster whose lease expired (one at a time, as
+    /// many as there are): delivers its logged Commit decisions again,
+    /// finding their participants through `participants`, and answers
+    /// outcome queries for its transaction ids.
+    ///
+    /// While its lease is not held it sends no participant call and
+    /// writes no decision (PROTOCOL.md rule 17); once it finds it lapsed
+    /// or lost, it is fenced for good: calls fail with
+    /// [`CoordinatorError::Fenced`] and [`fenced`](Self::fenced)
+    /// completes. A server then exits, to be restarted with a new lease.
+    ///
+    /// With a log that has no lease (one of its own), this is
+    /// [`recover`](Self::recover) and no more.
+    ///
+    /// [`PostgresLog::join_cluster`]: https://docs.rs/dtxn/latest/dtxn/log/struct.PostgresLog.html#method.join_cluster
+    ///
+    /// # Errors
+    ///
+    /// As [`recover`](Self::recover).
+    pub async fn join_cluster(
+        config: CoordinatorConfig,
+        log: Arc<dyn DecisionLog>,
+        participants: Arc<dyn ParticipantResolver>,
+    ) -> Result<(Self, Recovery), LogError> {
+        let (coordinator, recovery) =
+            Self::recover(config, Arc::clone(&log), &*participants).await?;
+        if let Some(lease) = log.lease() {
+            tokio::spawn(take_over_dead(
+                Arc::downgrade(coordinator.shared()),
+                log,
+                participants,
+                lease.duration(),
+            ));
+        }
+        Ok((coordinator, recovery))
+    }
+
+    /// With a shared decision log: its lease, its takeovers; `None` for a
+    /// coordinator whose log (if any) is its own.
+    pub fn ownership(&self) -> Option<Ownership> {
+        let shared = self.shared();
+        let lease = shared.lease.as_ref()?;
+        Some(Ownership {
+            lease_held: !shared.is_fenced() && lease.is_held(),
+            fenced: shared.is_fenced(),
+            takeovers: shared.takeovers.load(Ordering::Relaxed),
+            adopted_decisions: shared.adopted.load(Ordering::Relaxed),
+            incarnations: lock(&shared.incarnations).len(),
+        })
+    }
+
+    /// Completes once the coordinator lost its lease on a shared log and
+    /// stopped acting (see [`join_cluster`](Self::join_cluster)); never
+    /// for one without a lease.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: it only waits.
+    pub async fn fenced(&self) {
+        let shared = self.shared();
+        if shared.lease.is_none() {
+            std::future::pending::<()>().await;
+        }
+        shared.fenced().await;
+    }
+
     fn shared(&self) -> &Arc<Shared> {
         &self.handle.shared
     }
@@ -281,7 +374,14 @@ impl TransactionCoordinator {
         shared.wake_sweeper.notify_one();
         shared.sweep(true);
         for entry in shared.unfinished_entries() {
-            entry.wait_for(TransactionState::is_terminal).await;
+            // A fenced coordinator's transactions end elsewhere.
+            if shared
+                .wait_unless_fenced(&entry, TransactionState::is_terminal)
+                .await
+                .is_err()
+            {
+                return;
+            }
         }
     }
 
@@ -295,6 +395,9 @@ impl TransactionCoordinator {
         let shared = self.shared();
         if shared.shutdown.load(Ordering::Acquire) {
             return Err(CoordinatorError::ShuttingDown);
+        }
+        if shared.lease.is_some() && !shared.may_act() {
+            return Err(CoordinatorError::Fenced);
         }
         shared.ensure_sweeper();
         let limit = shared.config.max_transactions;
@@ -417,6 +520,9 @@ impl TransactionCoordinator {
     ) -> Result<Registration, CoordinatorError> {
         let shared = self.shared();
         let entry = shared.get(txn)?;
+        if shared.is_fenced() {
+            return Err(CoordinatorError::Fenced);
+        }
         self.expire_if_due(&entry);
         // User code, so outside every lock, with a panic caught.
         let key = match &shared.log {
@@ -707,5 +813,47 @@ impl TransactionCoordinator {
 
     fn expire_if_due(&self, entry: &Arc<Entry>) {
         self.shared().expire_if_due(entry);
+    }
+}
+
+/// The takeover loop of a coordinator in a cluster: every half lease, takes
+/// over the coordinators whose lease expired, one per storage transaction.
+/// Stops when the coordinator is dropped or fenced.
+async fn take_over_dead(
+    shared: std::sync::Weak<Shared>,
+    log: Arc<dyn DecisionLog>,
+    participants: Arc<dyn ParticipantResolver>,
+    lease: std::time::Duration,
+) {
+    let every = lease / 2;
+    loop {
+        tokio::time::sleep(every).await;
+        loop {
+            let Some(coordinator) = shared.upgrade() else {
+                return;
+            };
+            if !coordinator.may_act() {
+                return;
+            }
+            drop(coordinator);
+            let taken = log.take_over().await;
+            let Some(coordinator) = shared.upgrade() else {
+                return;
+            };
+            match taken {
+                Ok(Some(takeover)) => {
+                    coordinator.adopt(takeover, &*participants);
+                }
+                Ok(None) => break,
+                Err(LogError::Fenced { .. }) => {
+                    coordinator.fence();
+                    return;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "looking for coordinators to take over failed");
+                    break;
+                }
+            }
+        }
     }
 }

@@ -17,7 +17,9 @@ mod handle;
 mod scratch;
 mod sweeper;
 
-pub use handle::{CoordinatorStats, LoggedDecision, TransactionCoordinator, TransactionSummary};
+pub use handle::{
+    CoordinatorStats, LoggedDecision, Ownership, TransactionCoordinator, TransactionSummary,
+};
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -140,6 +142,17 @@ pub(crate) struct Shared {
     /// with those participants' names: kept in the log until an operator
     /// resolves them, and answered `committed` even once forgotten here.
     logged_hazards: Mutex<HashMap<TransactionId, Vec<String>>>,
+    /// With a shared log: the lease without which no call is sent
+    /// (PROTOCOL.md rule 17).
+    lease: Option<crate::log::Lease>,
+    /// Set for good once the lease was found lost or lapsed: the
+    /// coordinator acts on nothing any more.
+    fenced: AtomicBool,
+    /// Woken once when `fenced` is set.
+    on_fenced: Notify,
+    /// Coordinators taken over, and the decisions adopted from them.
+    takeovers: AtomicU64,
+    adopted: AtomicU64,
 }
 
 impl Shared {
@@ -309,7 +322,8 @@ impl Shared {
     /// log, presumed abort for the ids its coordinators issued (PROTOCOL.md
     /// rule 16); otherwise unknown (rule 15).
     fn outcome_of_unknown(&self, txn: TransactionId) -> OutcomeStatus {
-        if self.log.is_none() {
+        // A fenced coordinator's ids belong to another now.
+        if self.log.is_none() || self.is_fenced() {
             return OutcomeStatus::Unknown;
         }
         if lock(&self.logged_hazards).contains_key(&txn) {
@@ -321,6 +335,100 @@ impl Shared {
         } else {
             OutcomeStatus::Unknown
         }
+    }
+
+    /// Whether this coordinator may send participant calls and write its
+    /// log: always without a lease; with one, while it is held. The first
+    /// time it is not, the coordinator is fenced for good.
+    pub(crate) fn may_act(&self) -> bool {
+        match &self.lease {
+            None => true,
+            Some(_) if self.fenced.load(Ordering::Acquire) => false,
+            Some(lease) if lease.is_held() => true,
+            Some(_) => {
+                self.fence();
+                false
+            }
+        }
+    }
+
+    /// Stops acting for good: the lease is lost (PROTOCOL.md rule 17).
+    /// Calls in flight finish on their own; no call follows them, waiting
+    /// clients get [`CoordinatorError::Fenced`], and the new owner of the
+    /// transactions delivers their decisions.
+    pub(crate) fn fence(&self) {
+        if let Some(lease) = &self.lease {
+            lease.lose();
+        }
+        if !self.fenced.swap(true, Ordering::AcqRel) {
+            tracing::error!(
+                unfinished = self.unfinished.load(Ordering::Acquire),
+                "the coordinator lost its lease: it acts on no transaction any more, their new owner finishes them"
+            );
+            self.on_fenced.notify_waiters();
+            self.wake_sweeper.notify_one();
+        }
+    }
+
+    /// Whether the coordinator is fenced.
+    pub(crate) fn is_fenced(&self) -> bool {
+        self.fenced.load(Ordering::Acquire)
+    }
+
+    /// Completes once the coordinator is fenced (never without a lease).
+    pub(crate) async fn fenced(&self) {
+        loop {
+            let notified = self.on_fenced.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.is_fenced() {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    /// Waits until `entry`'s state satisfies `done`, or the coordinator is
+    /// fenced.
+    async fn wait_unless_fenced(
+        &self,
+        entry: &Entry,
+        done: impl Fn(TransactionState) -> bool,
+    ) -> Result<TransactionState, CoordinatorError> {
+        if self.lease.is_none() {
+            return Ok(entry.wait_for(done).await);
+        }
+        tokio::select! {
+            state = entry.wait_for(done) => Ok(state),
+            () = self.fenced() => Err(CoordinatorError::Fenced),
+        }
+    }
+
+    /// Takes over the decisions of a coordinator whose lease expired:
+    /// delivers them again, and answers for its transaction ids.
+    pub(crate) fn adopt(
+        self: &Arc<Self>,
+        takeover: crate::log::Takeover,
+        resolver: &dyn crate::log::ParticipantResolver,
+    ) -> crate::log::Recovery {
+        let mut recovery = crate::log::Recovery::default();
+        lock(&self.incarnations).extend(takeover.incarnations);
+        let count = takeover.in_doubt.len();
+        for record in takeover.in_doubt {
+            if lock(self.shard(record.txn)).contains_key(&record.txn) {
+                continue;
+            }
+            self.redeliver(record, resolver, &mut recovery);
+        }
+        self.takeovers.fetch_add(1, Ordering::Relaxed);
+        self.adopted.fetch_add(count as u64, Ordering::Relaxed);
+        tracing::warn!(
+            node = %takeover.node,
+            decisions = count,
+            unresolved = recovery.unresolved.len(),
+            "took over a coordinator whose lease expired: delivering its Commit decisions"
+        );
+        recovery
     }
 
     /// Nanoseconds from `epoch` to `at` (saturating).
@@ -410,7 +518,7 @@ impl Shared {
         if let Err(e) = result {
             return Err(map_core_error(entry, e, operation));
         }
-        Ok(entry.wait_for(done).await)
+        self.wait_unless_fenced(entry, done).await
     }
 
     /// Entries not yet terminal (a snapshot, shard by shard).

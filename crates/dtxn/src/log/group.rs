@@ -29,7 +29,7 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 
-use super::{CommitRecord, LogContents, LogError, LogFuture, LoggedParticipant};
+use super::{CommitRecord, LogContents, LogError, LogFuture, LoggedParticipant, Takeover};
 use crate::{Payload, TransactionId};
 
 /// Most requests written in one storage transaction.
@@ -52,6 +52,38 @@ pub(super) trait Store: Send + 'static {
     ) -> impl Future<Output = Result<(), LogError>> + Send;
     /// Closes the connection (the log's lock goes with it).
     fn close(self) -> impl Future<Output = ()> + Send;
+    /// How often the writer renews the store's lease when no write did
+    /// (a shared log); `None` (the default): no lease.
+    fn renew_every(&self) -> Option<Duration> {
+        None
+    }
+    /// Renews the lease on its own (the writer was idle).
+    fn renew(&mut self) -> impl Future<Output = Result<(), LogError>> + Send {
+        std::future::ready(Ok(()))
+    }
+    /// Takes over one dead coordinator of a shared log, in one storage
+    /// transaction: hands its segments to `adopt`, which answers the
+    /// segment to store as this writer's (id and bytes) if any; stores it,
+    /// deletes the dead one's, and fences it out. `Ok(None)` when no
+    /// coordinator is to be taken over (the default).
+    fn take_over<F>(
+        &mut self,
+        adopt: F,
+    ) -> impl Future<Output = Result<Option<Taken>, LogError>> + Send
+    where
+        F: FnOnce(Vec<(u64, Vec<u8>)>) -> Result<Option<(u64, Vec<u8>)>, LogError> + Send,
+    {
+        let _ = adopt;
+        std::future::ready(Ok(None))
+    }
+}
+
+/// What [`Store::take_over`] took, besides the segment adopted.
+pub(super) struct Taken {
+    /// The coordinator taken over.
+    pub node: String,
+    /// Its incarnations.
+    pub incarnations: Vec<u64>,
 }
 
 /// What a backend read when the log was opened.
@@ -73,6 +105,9 @@ enum Request {
         reply: oneshot::Sender<Result<(), LogError>>,
     },
     End(TransactionId),
+    TakeOver {
+        reply: oneshot::Sender<Result<Option<Takeover>, LogError>>,
+    },
 }
 
 /// The front end of a backend: requests go to its writer task, which
@@ -110,6 +145,10 @@ impl GroupCommit {
 
     pub fn log_commit(&self, record: CommitRecord) -> LogFuture<()> {
         self.send(|reply| Request::Commit { record, reply })
+    }
+
+    pub fn take_over(&self) -> LogFuture<Option<Takeover>> {
+        self.send(|reply| Request::TakeOver { reply })
     }
 
     pub fn log_end(&self, txn: TransactionId) {
@@ -263,6 +302,14 @@ impl Index {
         Ok(in_doubt)
     }
 
+    /// Adds a segment taken over from another coordinator.
+    fn adopt(&mut self, id: u64, segment: Segment) {
+        for (i, slot) in segment.records.iter().enumerate() {
+            self.home.insert(slot.txn, (id, i));
+        }
+        self.segments.insert(id, segment);
+    }
+
     /// Marks `txn`'s record delivered. An end for a record the index does
     /// not hold (never written, or ended already) changes nothing.
     fn end(&mut self, txn: TransactionId) {
@@ -331,8 +378,22 @@ async fn writer(
 ) {
     let mut index = Index::default();
     let mut batch = Vec::new();
+    let renew_every = store.renew_every();
+    let mut renewed = tokio::time::Instant::now();
     loop {
-        let first = if index.dirty.is_empty() {
+        let first = if let Some(every) = renew_every.filter(|_| index.dirty.is_empty()) {
+            // A shared log: an idle writer still renews its lease.
+            match tokio::time::timeout_at(renewed + every, receiver.recv()).await {
+                Ok(next) => next,
+                Err(_) => {
+                    renewed = tokio::time::Instant::now();
+                    if let Err(e) = store.renew().await {
+                        tracing::warn!(log = %location, error = %e, "renewing the lease failed");
+                    }
+                    continue;
+                }
+            }
+        } else if index.dirty.is_empty() {
             receiver.recv().await
         } else {
             // Deletes and rewrites left by a failed write are retried.
@@ -367,6 +428,10 @@ async fn writer(
                 }
             }
             drain(&mut receiver, &mut batch);
+        }
+        if renew_every.is_some() {
+            // Every write renews the lease (a failed one retries soon).
+            renewed = tokio::time::Instant::now();
         }
         write(&mut store, &mut index, &mut batch, &location).await;
     }
@@ -414,6 +479,9 @@ async fn write(
                 }
             }
             Request::End(txn) => index.end(txn),
+            Request::TakeOver { reply } => {
+                let _ = reply.send(take_over(store, index).await);
+            }
         }
     }
     let (delete, rewrite) = index.cleanup();
@@ -458,6 +526,47 @@ async fn write(
     for reply in commits.into_iter().map(|(_, reply)| reply).chain(twice) {
         let _ = reply.send(result.clone());
     }
+}
+
+/// Takes over one dead coordinator of a shared log: its records become
+/// one new segment of this writer's.
+async fn take_over(
+    store: &mut impl Store,
+    index: &mut Index,
+) -> Result<Option<Takeover>, LogError> {
+    let id = index.next;
+    let mut adopted = None;
+    let taken = store
+        .take_over(|segments| {
+            let mut theirs = Index::default();
+            let records: Vec<CommitRecord> = theirs
+                .load(segments)?
+                .into_iter()
+                .filter(|record| !index.home.contains_key(&record.txn))
+                .collect();
+            if records.is_empty() {
+                adopted = Some((None, records));
+                return Ok(None);
+            }
+            let segment = Segment::write(&records.iter().collect::<Vec<_>>())?;
+            let bytes = segment.bytes.clone();
+            adopted = Some((Some(segment), records));
+            Ok(Some((id, bytes)))
+        })
+        .await?;
+    let Some(taken) = taken else {
+        return Ok(None);
+    };
+    let (segment, in_doubt) = adopted.unwrap_or_default();
+    if let Some(segment) = segment {
+        index.next = id + 1;
+        index.adopt(id, segment);
+    }
+    Ok(Some(Takeover::new(
+        taken.node,
+        in_doubt,
+        taken.incarnations,
+    )))
 }
 
 /// Appends `record` to a segment: the length of what follows (u32, little

@@ -44,7 +44,11 @@ use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use crate::{Participant, Payload, TransactionId};
 
@@ -53,7 +57,7 @@ mod group;
 #[cfg(feature = "postgres")]
 mod postgres;
 #[cfg(feature = "postgres")]
-pub use postgres::PostgresLog;
+pub use postgres::{ClusterOptions, ClusterView, NodeInfo, PostgresLog};
 #[cfg(feature = "sqlite")]
 mod sqlite;
 #[cfg(feature = "sqlite")]
@@ -136,6 +140,171 @@ pub trait DecisionLog: Send + Sync + 'static {
     /// batched: an end lost in a crash only makes recovery deliver
     /// `commit` again, which participants accept (it is idempotent).
     fn log_end(&self, txn: TransactionId);
+
+    /// The lease this log holds on behalf of its coordinator, when several
+    /// coordinators share the log (see [`PostgresLog::join_cluster`]). A
+    /// coordinator whose lease is not held sends no participant call
+    /// (PROTOCOL.md rule 17). `None` (the default): the log is this
+    /// coordinator's alone, and ownership is never lost.
+    ///
+    /// [`PostgresLog::join_cluster`]: https://docs.rs/dtxn/latest/dtxn/log/struct.PostgresLog.html#method.join_cluster
+    fn lease(&self) -> Option<Lease> {
+        None
+    }
+
+    /// Takes over one coordinator of the shared log whose lease expired,
+    /// if there is one: in one storage transaction, its undelivered Commit
+    /// decisions and its transaction ids become this coordinator's, and it
+    /// is fenced out. Exactly one caller gets each dead coordinator. The
+    /// default (a log of one coordinator): `Ok(None)`.
+    ///
+    /// # Errors
+    ///
+    /// [`LogError::Fenced`] when this coordinator itself lost its lease;
+    /// [`LogError::Backend`] when the storage failed (nothing was taken).
+    fn take_over(&self) -> LogFuture<Option<Takeover>> {
+        Box::pin(std::future::ready(Ok(None)))
+    }
+}
+
+/// What [`DecisionLog::take_over`] took from a coordinator whose lease
+/// expired.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Takeover {
+    /// The coordinator taken over (its node id).
+    pub node: String,
+    /// Its Commit decisions not yet delivered: now this coordinator's, to
+    /// deliver again.
+    pub in_doubt: Vec<CommitRecord>,
+    /// The incarnations (upper 64 bits of transaction ids) it owned, whose
+    /// outcome queries this coordinator now answers.
+    pub incarnations: Vec<u64>,
+}
+
+impl Takeover {
+    /// A takeover of `node`.
+    pub fn new(node: String, in_doubt: Vec<CommitRecord>, incarnations: Vec<u64>) -> Self {
+        Self {
+            node,
+            in_doubt,
+            incarnations,
+        }
+    }
+}
+
+/// A coordinator's lease on a shared decision log: while it is held the
+/// coordinator owns its transactions; once it lapses or is lost, it sends
+/// no participant call (PROTOCOL.md rule 17) and another coordinator may
+/// take its decisions over.
+///
+/// The log renews it (with every write, and when idle); it is held until
+/// the moment the renewing transaction was *sent*, plus seven eighths of
+/// the lease time, on this process's monotonic clock. The store counts
+/// the lease from the moment it *ran* that transaction, later, so this
+/// process stops acting before any other coordinator may take over (the
+/// eighth is the margin for the two clocks' rates). A paused process
+/// (`SIGSTOP`) finds its lease lapsed when it resumes, before it acts.
+///
+/// Clones share one lease.
+///
+/// ```
+/// use std::time::Duration;
+/// use dtxn::log::Lease;
+///
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+/// # async fn main() {
+/// let lease = Lease::new(Duration::from_secs(8));
+/// assert!(!lease.is_held()); // until its first renewal
+/// lease.renewed(tokio::time::Instant::now());
+/// assert!(lease.is_held());
+/// tokio::time::advance(Duration::from_secs(7)).await;
+/// assert!(!lease.is_held()); // 7/8 of 8 s: lapsed
+/// lease.lose();
+/// lease.renewed(tokio::time::Instant::now());
+/// assert!(lease.is_lost() && !lease.is_held()); // lost for good
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct Lease(Arc<LeaseState>);
+
+struct LeaseState {
+    duration: Duration,
+    base: Instant,
+    /// Nanoseconds from `base` until which the lease is held (0: never
+    /// renewed yet).
+    held_until: AtomicU64,
+    lost: AtomicBool,
+}
+
+impl Lease {
+    /// A lease of `duration`, not held until its first renewal.
+    pub fn new(duration: Duration) -> Self {
+        Self(Arc::new(LeaseState {
+            duration,
+            base: Instant::now(),
+            held_until: AtomicU64::new(0),
+            lost: AtomicBool::new(false),
+        }))
+    }
+
+    /// The lease time.
+    pub fn duration(&self) -> Duration {
+        self.0.duration
+    }
+
+    /// Records a renewal whose storage transaction was sent at `sent`: held
+    /// until `sent` plus 7/8 of the lease time (never moved back). No
+    /// effect once lost.
+    pub fn renewed(&self, sent: Instant) {
+        if self.is_lost() {
+            return;
+        }
+        let until = sent + self.0.duration - self.0.duration / 8;
+        let nanos = self.nanos(until);
+        self.0.held_until.fetch_max(nanos, Ordering::AcqRel);
+    }
+
+    /// Loses the lease for good: another coordinator took over, or this
+    /// one stopped acting. Renewals no longer count.
+    pub fn lose(&self) {
+        self.0.lost.store(true, Ordering::Release);
+    }
+
+    /// Whether the lease is lost for good.
+    pub fn is_lost(&self) -> bool {
+        self.0.lost.load(Ordering::Acquire)
+    }
+
+    /// Whether the lease is held now: renewed recently enough and not
+    /// lost.
+    pub fn is_held(&self) -> bool {
+        !self.is_lost() && self.nanos(Instant::now()) < self.0.held_until.load(Ordering::Acquire)
+    }
+
+    /// How long it stays held without another renewal (zero when not
+    /// held).
+    pub fn remaining(&self) -> Duration {
+        if self.is_lost() {
+            return Duration::ZERO;
+        }
+        let until = self.0.held_until.load(Ordering::Acquire);
+        Duration::from_nanos(until.saturating_sub(self.nanos(Instant::now())))
+    }
+
+    fn nanos(&self, at: Instant) -> u64 {
+        u64::try_from(at.saturating_duration_since(self.0.base).as_nanos()).unwrap_or(u64::MAX)
+    }
+}
+
+impl fmt::Debug for Lease {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Lease")
+            .field("duration", &self.0.duration)
+            .field("held", &self.is_held())
+            .field("lost", &self.is_lost())
+            .finish()
+    }
 }
 
 /// A decision log operation failed.
@@ -167,6 +336,15 @@ pub enum LogError {
     InvalidSchema {
         /// The name given.
         schema: String,
+    },
+    /// This coordinator no longer owns its part of a shared log: its lease
+    /// expired and another coordinator took its decisions over (or it was
+    /// given up by this process). Nothing was written; the coordinator
+    /// acts on nothing any more (PROTOCOL.md rule 17).
+    #[error("the decision log fenced out node {node}: its lease was lost and another coordinator owns its transactions")]
+    Fenced {
+        /// This coordinator's node id.
+        node: String,
     },
     /// The log was closed (its background writer stopped).
     #[error("the decision log is closed")]
