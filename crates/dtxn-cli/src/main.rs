@@ -17,6 +17,7 @@
 mod bench;
 #[cfg(feature = "bench")]
 mod chart;
+mod cluster;
 mod demo;
 mod loadgen;
 mod serve;

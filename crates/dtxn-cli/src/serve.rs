@@ -7,7 +7,9 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use dtxn::log::{DecisionLog, LogError, PostgresLog, SqliteLog};
+use dtxn::log::{ClusterOptions, DecisionLog, LogError, PostgresLog, SqliteLog};
+
+use crate::cluster::PgCluster;
 use dtxn::{CoordinatorConfig, RetryPolicy, TransactionCoordinator};
 use dtxn_http::server::{self, ServerConfig};
 
@@ -226,10 +228,40 @@ pub struct ServeArgs {
           default_value_t = HumanDuration(Duration::from_secs(10)))]
     pub log_lock_wait: HumanDuration,
 
-    /// With a PostgreSQL --log: the schema holding this coordinator's log.
+    /// With a PostgreSQL --log: the schema holding this coordinator's log
+    /// (with --node-id: the cluster's schema; each node's decisions go in
+    /// NAME_NODEID).
     #[arg(long, env = "DTXN_LOG_SCHEMA", value_name = "NAME",
           default_value = dtxn::log::PostgresLog::DEFAULT_SCHEMA)]
     pub log_schema: String,
+
+    /// With a PostgreSQL --log: join the cluster of coordinators sharing
+    /// it as this node (lowercase letters, digits and _, stable across
+    /// restarts). Any node takes requests for any transaction and forwards
+    /// them to its owner; when a node's lease expires, a survivor takes its
+    /// Commit decisions over. The other nodes forward to --node-address.
+    #[arg(long, env = "DTXN_NODE_ID", value_name = "ID", requires = "log")]
+    pub node_id: Option<String>,
+
+    /// With --node-id: where the other nodes reach this one (its own base
+    /// URL). Default: --public-url, else http://LISTEN. Set --public-url to
+    /// the cluster's load balancer, so that participants in doubt ask
+    /// whichever node is alive.
+    #[arg(
+        long,
+        env = "DTXN_NODE_ADDRESS",
+        value_name = "URL",
+        requires = "node_id"
+    )]
+    pub node_address: Option<String>,
+
+    /// With --node-id: how long this node owns its transactions without
+    /// renewing its lease in PostgreSQL. A dead node is taken over about
+    /// this long after it stopped; a node that could not renew for this
+    /// long stops acting and exits (status 3), to be restarted.
+    #[arg(long, env = "DTXN_LEASE", value_name = "DURATION",
+          default_value_t = HumanDuration(dtxn::log::ClusterOptions::DEFAULT_LEASE))]
+    pub lease: HumanDuration,
 }
 
 /// A [`Duration`] written for humans: a whole number and a unit, `ms`,
@@ -431,10 +463,10 @@ pub async fn execute(args: ServeArgs) -> ExitCode {
         eprintln!("dtxn serve: {e}");
         return ExitCode::from(2);
     }
-    let coordinator = match &args.log {
-        None => TransactionCoordinator::with_config(config),
-        Some(log) => match recover(config, &server_config, log, &args).await {
-            Ok(coordinator) => coordinator,
+    let (coordinator, server_config) = match &args.log {
+        None => (TransactionCoordinator::with_config(config), server_config),
+        Some(log) => match recover(config, server_config, log, &args).await {
+            Ok(opened) => opened,
             Err(e) => {
                 eprintln!("dtxn serve: {e}");
                 return ExitCode::from(2);
@@ -442,12 +474,21 @@ pub async fn execute(args: ServeArgs) -> ExitCode {
         },
     };
     println!("dtxn coordinator listening on http://{address}");
-    match server::serve(listener, coordinator, server_config, shutdown_signal()).await {
-        // The server logs its shutdown report itself.
-        Ok(_report) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("dtxn serve: {e}");
-            ExitCode::from(1)
+    let lost = coordinator.clone();
+    tokio::select! {
+        served = server::serve(listener, coordinator, server_config, shutdown_signal()) => match served {
+            // The server logs its shutdown report itself.
+            Ok(_report) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("dtxn serve: {e}");
+                ExitCode::from(1)
+            }
+        },
+        // Only with --node-id: this node stopped acting (PROTOCOL.md rule
+        // 17); its transactions are another node's now.
+        () = lost.fenced() => {
+            eprintln!("dtxn serve: this node lost its lease (paused or cut off from PostgreSQL for longer than --lease) and was fenced out: it exits, and its transactions are finished by the node that took them over; restart it to rejoin");
+            ExitCode::from(3)
         }
     }
 }
@@ -496,22 +537,46 @@ fn kill_at_failpoint() -> Result<(), String> {
 /// and starts a coordinator on it, delivering again the decisions it holds.
 async fn recover(
     config: CoordinatorConfig,
-    server_config: &ServerConfig,
+    server_config: ServerConfig,
     log: &str,
     args: &ServeArgs,
-) -> Result<TransactionCoordinator, String> {
+) -> Result<(TransactionCoordinator, ServerConfig), String> {
     let give_up = tokio::time::Instant::now() + args.log_lock_wait.0;
+    let postgres = log.starts_with("postgres://") || log.starts_with("postgresql://");
+    let member = match &args.node_id {
+        None => None,
+        Some(_) if !postgres => {
+            return Err("--node-id: a cluster shares a PostgreSQL --log, not a file".to_owned())
+        }
+        Some(node) => {
+            let address = args.node_address.clone().or_else(|| args.public_url()).ok_or(
+                "--node-id: the other nodes forward to this one at --node-address, which is needed (or --public-url, or a --listen with a specific address and port)",
+            )?;
+            Some(
+                ClusterOptions::new(node.clone(), address)
+                    .lease(args.lease.0)
+                    .schema(args.log_schema.clone()),
+            )
+        }
+    };
+    let mut view = None;
     let opened = loop {
-        let opened: Result<Arc<dyn DecisionLog>, LogError> =
-            if log.starts_with("postgres://") || log.starts_with("postgresql://") {
-                PostgresLog::open_in_schema(log, &args.log_schema)
-                    .await
-                    .map(|l| Arc::new(l) as Arc<dyn DecisionLog>)
-            } else {
-                SqliteLog::open(log)
-                    .await
-                    .map(|l| Arc::new(l) as Arc<dyn DecisionLog>)
-            };
+        let opened: Result<Arc<dyn DecisionLog>, LogError> = if let Some(options) = &member {
+            PostgresLog::join_cluster(log, options.clone())
+                .await
+                .map(|l| {
+                    view = l.cluster().cloned();
+                    Arc::new(l) as Arc<dyn DecisionLog>
+                })
+        } else if postgres {
+            PostgresLog::open_in_schema(log, &args.log_schema)
+                .await
+                .map(|l| Arc::new(l) as Arc<dyn DecisionLog>)
+        } else {
+            SqliteLog::open(log)
+                .await
+                .map(|l| Arc::new(l) as Arc<dyn DecisionLog>)
+        };
         match opened {
             Err(LogError::Locked { .. }) if tokio::time::Instant::now() < give_up => {
                 tokio::time::sleep(Duration::from_millis(100)).await;
@@ -519,10 +584,17 @@ async fn recover(
             other => break other.map_err(|e| format!("--log: {e}"))?,
         }
     };
-    let resolver = server::recovery_resolver(server_config).map_err(|e| e.to_string())?;
-    let (coordinator, recovery) = TransactionCoordinator::recover(config, opened, &resolver)
+    let resolver = Arc::new(server::recovery_resolver(&server_config).map_err(|e| e.to_string())?);
+    let (coordinator, recovery) = TransactionCoordinator::join_cluster(config, opened, resolver)
         .await
         .map_err(|e| format!("--log: {e}"))?;
+    let server_config = match view {
+        Some(view) => {
+            tracing::info!(node = view.node_id(), lease = ?view.lease().duration(), "joined the cluster");
+            server_config.cluster(Arc::new(PgCluster::new(view, coordinator.clone())))
+        }
+        None => server_config,
+    };
     tracing::info!(
         redelivering = recovery.redelivering.len(),
         unresolved = recovery.unresolved.len(),
@@ -531,7 +603,7 @@ async fn recover(
     for (txn, key) in &recovery.unresolved {
         eprintln!("dtxn serve: transaction {txn}: no participant at {key} any more; it is reported as a hazard and stays in the log");
     }
-    Ok(coordinator)
+    Ok((coordinator, server_config))
 }
 
 /// Completes on Ctrl-C or (on Unix) SIGTERM.

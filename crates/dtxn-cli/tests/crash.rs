@@ -12,8 +12,9 @@
 
 #![cfg(unix)]
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+mod process;
+
+use std::process::{Child, Command};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -78,22 +79,8 @@ impl Coordinator {
         if let Some(point) = kill_at {
             command.env("DTXN_KILL_AT", point);
         }
-        let mut child = command
-            .arg("serve")
-            .args(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("dtxn serve starts");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let url = line
-            .trim()
-            .split_once(" listening on ")
-            .map(|(_, url)| format!("{}/", url.trim_end_matches('/')))
-            .unwrap_or_else(|| panic!("no address in {line:?}"));
+        command.arg("serve").args(args);
+        let (child, url) = process::spawn_serve(command);
         Self { child, url }
     }
 

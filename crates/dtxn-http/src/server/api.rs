@@ -6,7 +6,7 @@ use std::sync::Arc;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request, State};
 use axum::http::request::Parts;
-use axum::http::{header, HeaderValue, Method, StatusCode, Uri};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use dtxn::{Registration, TransactionId};
@@ -16,10 +16,10 @@ use tokio::time::Instant;
 use super::error::ApiError;
 use super::metrics::{self, Phase};
 use super::model::{
-    HealthResponse, HealthStatus, ListQuery, LoggedDecisionBody, LoggedDecisionList,
-    OutcomeQueryResponse, OutcomeResponse, PrepareResponse, ReadyResponse, ReadyStatus,
-    RegisterRequest, RegisterResponse, ReportResponse, TransactionList, TransactionStatus,
-    TxnState, UnfinishedTransaction,
+    DecisionScope, DecisionsQuery, HealthResponse, HealthStatus, ListQuery, LoggedDecisionBody,
+    LoggedDecisionList, OutcomeQueryResponse, OutcomeResponse, PrepareResponse, ReadyResponse,
+    ReadyStatus, RegisterRequest, RegisterResponse, ReportResponse, TransactionList,
+    TransactionStatus, TxnState, UnfinishedTransaction,
 };
 use super::AppState;
 use crate::wire::ErrorBody;
@@ -125,6 +125,7 @@ pub(super) async fn list(
         (status = 400, description = "`invalid_id`", body = ErrorBody),
         (status = 401, description = "Missing or wrong bearer token", body = ErrorBody),
         (status = 404, description = "`not_found`: unknown, or finished and forgotten", body = ErrorBody),
+        (status = 503, description = "`owner_unavailable`, `cluster_unavailable` (cluster mode: the owning node cannot be reached or found; with `Retry-After`), or `overloaded`", body = ErrorBody),
     )
 )]
 pub(super) async fn get_state(
@@ -141,18 +142,29 @@ pub(super) async fn get_state(
 /// The Commit decisions held in the decision log whose phase 2 has not
 /// ended with every participant acknowledged: still being delivered, or
 /// committed with participants given up on (until resolved). Empty
-/// without `--log`.
+/// without `--log`. In a cluster, every live node's (each entry naming its
+/// `node`; nodes that could not be asked are listed in `unreachable`),
+/// unless `?scope=node`.
 #[utoipa::path(
     get,
     path = "/admin/decisions",
     tag = "admin",
+    params(DecisionsQuery),
     responses(
         (status = 200, description = "The logged decisions", body = LoggedDecisionList),
+        (status = 400, description = "`invalid_query`", body = ErrorBody),
         (status = 401, description = "Missing or wrong bearer token", body = ErrorBody),
+        (status = 503, description = "`cluster_unavailable`: the cluster's nodes cannot be listed (with `Retry-After`), or `overloaded`", body = ErrorBody),
     )
 )]
-pub(super) async fn logged_decisions(State(state): St) -> Json<LoggedDecisionList> {
-    let decisions = state
+pub(super) async fn logged_decisions(
+    State(state): St,
+    headers: HeaderMap,
+    query: Result<Query<DecisionsQuery>, QueryRejection>,
+) -> AppResult<Json<LoggedDecisionList>> {
+    let Query(query) = query?;
+    let node = state.cluster.as_ref().map(|c| c.node_id().to_owned());
+    let decisions: Vec<_> = state
         .coordinator
         .logged_decisions()
         .into_iter()
@@ -160,9 +172,22 @@ pub(super) async fn logged_decisions(State(state): St) -> Json<LoggedDecisionLis
             id: d.txn,
             state: d.state.into(),
             hazards: d.hazards,
+            node: node.clone(),
         })
         .collect();
-    Json(LoggedDecisionList { decisions })
+    let local_only = query.scope == Some(DecisionScope::Node)
+        || headers.contains_key(super::FORWARDED_BY_HEADER);
+    match &state.cluster {
+        Some(cluster) if !local_only => Ok(Json(
+            cluster
+                .gather_decisions(decisions, headers.get(header::AUTHORIZATION))
+                .await?,
+        )),
+        _ => Ok(Json(LoggedDecisionList {
+            decisions,
+            unreachable: Vec::new(),
+        })),
+    }
 }
 
 /// Makes now the phase-2 retries of a transaction that wait out their
@@ -177,6 +202,7 @@ pub(super) async fn logged_decisions(State(state): St) -> Json<LoggedDecisionLis
         (status = 400, description = "`invalid_id`", body = ErrorBody),
         (status = 401, description = "Missing or wrong bearer token", body = ErrorBody),
         (status = 404, description = "`not_found`", body = ErrorBody),
+        (status = 503, description = "`owner_unavailable`, `cluster_unavailable` (cluster mode: the owning node cannot be reached or found; with `Retry-After`), or `overloaded`", body = ErrorBody),
     )
 )]
 pub(super) async fn retry(
@@ -203,6 +229,7 @@ pub(super) async fn retry(
         (status = 400, description = "`invalid_id`", body = ErrorBody),
         (status = 401, description = "Missing or wrong bearer token", body = ErrorBody),
         (status = 404, description = "`no_logged_hazard`", body = ErrorBody),
+        (status = 503, description = "`owner_unavailable`, `cluster_unavailable` (cluster mode: the owning node cannot be reached or found; with `Retry-After`), or `overloaded`", body = ErrorBody),
     )
 )]
 pub(super) async fn resolve(State(state): St, TxnId(id): TxnId) -> AppResult<StatusCode> {
@@ -224,6 +251,7 @@ pub(super) async fn resolve(State(state): St, TxnId(id): TxnId) -> AppResult<Sta
         (status = 200, description = "What was decided", body = OutcomeQueryResponse),
         (status = 400, description = "`invalid_id`", body = ErrorBody),
         (status = 401, description = "Missing or wrong bearer token", body = ErrorBody),
+        (status = 503, description = "`owner_unavailable`, `cluster_unavailable` (cluster mode: the owning node cannot be reached or found; with `Retry-After`), or `overloaded`", body = ErrorBody),
     )
 )]
 pub(super) async fn outcome(State(state): St, TxnId(id): TxnId) -> Json<OutcomeQueryResponse> {
@@ -244,6 +272,7 @@ pub(super) async fn outcome(State(state): St, TxnId(id): TxnId) -> Json<OutcomeQ
         (status = 400, description = "`invalid_id`", body = ErrorBody),
         (status = 401, description = "Missing or wrong bearer token", body = ErrorBody),
         (status = 404, description = "`not_found`", body = ErrorBody),
+        (status = 503, description = "`owner_unavailable`, `cluster_unavailable` (cluster mode: the owning node cannot be reached or found; with `Retry-After`), or `overloaded`", body = ErrorBody),
     )
 )]
 pub(super) async fn report(State(state): St, TxnId(id): TxnId) -> AppResult<Json<ReportResponse>> {
@@ -272,6 +301,7 @@ pub(super) async fn report(State(state): St, TxnId(id): TxnId) -> AppResult<Json
         (status = 413, description = "`body_too_large`, `payload_too_large` (over `max_payload_bytes`)", body = ErrorBody),
         (status = 415, description = "`unsupported_media_type`: not application/json", body = ErrorBody),
         (status = 422, description = "`unknown_participant`, `invalid_participant_url` (including this coordinator's own address), `invalid_participant_name`, `invalid_header`, `too_many_participants`, `invalid_body`", body = ErrorBody),
+        (status = 503, description = "`owner_unavailable`, `cluster_unavailable` (cluster mode: the owning node cannot be reached or found; with `Retry-After`), or `overloaded`", body = ErrorBody),
     )
 )]
 pub(super) async fn register(
@@ -328,6 +358,7 @@ pub(super) async fn register(
         (status = 400, description = "`invalid_id`", body = ErrorBody),
         (status = 401, description = "Missing or wrong bearer token", body = ErrorBody),
         (status = 404, description = "`not_found`", body = ErrorBody),
+        (status = 503, description = "`owner_unavailable`, `cluster_unavailable` (cluster mode: the owning node cannot be reached or found; with `Retry-After`), or `overloaded`", body = ErrorBody),
     )
 )]
 pub(super) async fn prepare(
@@ -358,6 +389,7 @@ pub(super) async fn prepare(
         (status = 401, description = "Missing or wrong bearer token", body = ErrorBody),
         (status = 404, description = "`not_found`", body = ErrorBody),
         (status = 409, description = "`invalid_state`: not prepared yet, or the decision was `abort`", body = ErrorBody),
+        (status = 503, description = "`owner_unavailable`, `cluster_unavailable` (cluster mode: the owning node cannot be reached or found; with `Retry-After`), or `overloaded`", body = ErrorBody),
     )
 )]
 pub(super) async fn commit(State(state): St, TxnId(id): TxnId) -> AppResult<Json<OutcomeResponse>> {
@@ -385,6 +417,7 @@ pub(super) async fn commit(State(state): St, TxnId(id): TxnId) -> AppResult<Json
         (status = 401, description = "Missing or wrong bearer token", body = ErrorBody),
         (status = 404, description = "`not_found`", body = ErrorBody),
         (status = 409, description = "`invalid_state`: the decision was `commit`", body = ErrorBody),
+        (status = 503, description = "`owner_unavailable`, `cluster_unavailable` (cluster mode: the owning node cannot be reached or found; with `Retry-After`), or `overloaded`", body = ErrorBody),
     )
 )]
 pub(super) async fn rollback(
@@ -421,9 +454,9 @@ pub(super) async fn health(State(state): St) -> Json<HealthResponse> {
     Json(HealthResponse { status, unfinished })
 }
 
-/// Readiness: whether new work is welcome. `503` while shutting down or
-/// while every concurrency slot is taken; never shed itself. Needs no
-/// token.
+/// Readiness: whether new work is welcome. `503` while shutting down,
+/// while a cluster node lacks its lease or is fenced off, or while every
+/// concurrency slot is taken; never shed itself. Needs no token.
 #[utoipa::path(
     get,
     path = "/ready",
@@ -431,13 +464,19 @@ pub(super) async fn health(State(state): St) -> Json<HealthResponse> {
     security(()),
     responses(
         (status = 200, description = "`ready`", body = ReadyResponse),
-        (status = 503, description = "`shutting_down` or `saturated`", body = ReadyResponse),
+        (status = 503, description = "`shutting_down`, `lease_lost` (cluster mode) or `saturated`", body = ReadyResponse),
     )
 )]
 pub(super) async fn ready(State(state): St) -> Response {
     let unfinished = state.coordinator.stats().unfinished;
+    let lease_lost = state.cluster.as_ref().is_some_and(|c| {
+        let status = c.status();
+        !status.lease_held || status.fenced
+    });
     let status = if state.draining.load(Ordering::Acquire) {
         ReadyStatus::ShuttingDown
+    } else if lease_lost {
+        ReadyStatus::LeaseLost
     } else if state.api_slots.available_permits() == 0 {
         ReadyStatus::Saturated
     } else {
@@ -453,7 +492,11 @@ pub(super) async fn ready(State(state): St) -> Response {
 
 /// Prometheus metrics (text format 0.0.4): `dtxn_transactions_total`,
 /// `dtxn_hazards_total`, `dtxn_transactions_in_flight`,
-/// `dtxn_phase_duration_seconds`, `dtxn_http_requests_total`.
+/// `dtxn_phase_duration_seconds`, `dtxn_http_requests_total`; in a
+/// cluster also `dtxn_cluster_lease_held`, `dtxn_cluster_fenced`,
+/// `dtxn_cluster_owned_incarnations`, `dtxn_cluster_takeovers_total`,
+/// `dtxn_cluster_adopted_decisions_total`, `dtxn_forwarded_requests_total`
+/// and `dtxn_forward_failures_total`.
 #[utoipa::path(
     get,
     path = "/metrics",

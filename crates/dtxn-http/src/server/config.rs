@@ -1,9 +1,10 @@
 //! [`ServerConfig`]: the server's settings and their defaults.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
-use super::ServerError;
+use super::{Cluster, ServerError};
 use crate::HttpParticipant;
 
 /// Settings of the coordinator's HTTP server, for [`router`](super::router)
@@ -85,6 +86,8 @@ pub struct ServerConfig {
     pub(super) header_read_timeout: Duration,
     pub(super) body_read_timeout: Duration,
     pub(super) idle_timeout: Duration,
+    pub(super) cluster: Option<Arc<dyn Cluster>>,
+    pub(super) forward_timeout: Duration,
 }
 
 impl ServerConfig {
@@ -109,6 +112,9 @@ impl ServerConfig {
     pub const DEFAULT_BODY_READ_TIMEOUT: Duration = Duration::from_secs(10);
     /// Default of [`idle_timeout`](Self::idle_timeout).
     pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+    /// Default of [`forward_timeout`](Self::forward_timeout): long enough
+    /// for the owner to run a commit.
+    pub const DEFAULT_FORWARD_TIMEOUT: Duration = Duration::from_secs(30);
     /// How many ad hoc participants (distinct name and URL) are remembered,
     /// so that registering one twice is recognised and its connection pool
     /// reused.
@@ -282,6 +288,30 @@ impl ServerConfig {
         self
     }
 
+    /// Makes this server a node of `cluster`: requests about a transaction
+    /// another node owns are forwarded to it, `/ready` answers `503
+    /// lease_lost` without the lease, `/metrics` shows the cluster's
+    /// gauges and `GET /admin/decisions` lists the whole cluster's (see
+    /// [`Cluster`] and the "Cluster" section of the [server
+    /// docs](super#cluster)). Default: none, a lone coordinator. The node
+    /// id must be non-empty visible ASCII, checked by
+    /// [`validate`](Self::validate).
+    pub fn cluster(mut self, cluster: Arc<dyn Cluster>) -> Self {
+        self.cluster = Some(cluster);
+        self
+    }
+
+    /// The most time a request forwarded to another node of the
+    /// [cluster](Self::cluster) may take, from connecting to the end of
+    /// the owner's answer (> 0); then it is answered `503
+    /// owner_unavailable`. Also bounds asking each node for the cluster-wide
+    /// `GET /admin/decisions`. Connecting alone is bounded by 2 s. Default
+    /// [`DEFAULT_FORWARD_TIMEOUT`](Self::DEFAULT_FORWARD_TIMEOUT).
+    pub fn forward_timeout(mut self, timeout: Duration) -> Self {
+        self.forward_timeout = timeout;
+        self
+    }
+
     /// Checks every setting, the known participants' URLs and the
     /// allow-list, as [`router`](super::router) and [`serve`](super::serve)
     /// do. Call it before binding a listener to fail early. With `listen`,
@@ -291,7 +321,8 @@ impl ServerConfig {
     ///
     /// [`ServerError::InvalidSetting`](super::ServerError::InvalidSetting)
     /// for a zero or out-of-range limit or timeout, an empty bearer token,
-    /// or a bad allow-list entry or proxy URL;
+    /// a bad allow-list entry or proxy URL, or a [cluster](Self::cluster)
+    /// node id that cannot be sent in a header;
     /// [`ServerError::InvalidParticipant`](super::ServerError::InvalidParticipant)
     /// or
     /// [`ServerError::DuplicateParticipant`](super::ServerError::DuplicateParticipant)
@@ -343,6 +374,7 @@ impl ServerConfig {
             ("header_read_timeout", self.header_read_timeout),
             ("body_read_timeout", self.body_read_timeout),
             ("idle_timeout", self.idle_timeout),
+            ("forward_timeout", self.forward_timeout),
         ] {
             if timeout.is_zero() {
                 return invalid(setting, "must be more than zero");
@@ -351,6 +383,11 @@ impl ServerConfig {
         if let Some(token) = &self.bearer_token {
             if !crate::auth::is_valid_token(token) {
                 return invalid("bearer_token", "must be non-empty visible ASCII");
+            }
+        }
+        if let Some(cluster) = &self.cluster {
+            if !crate::auth::is_valid_token(cluster.node_id()) {
+                return invalid("cluster", "the node id must be non-empty visible ASCII");
             }
         }
         Ok(())
@@ -377,6 +414,8 @@ impl Default for ServerConfig {
             header_read_timeout: Self::DEFAULT_HEADER_READ_TIMEOUT,
             body_read_timeout: Self::DEFAULT_BODY_READ_TIMEOUT,
             idle_timeout: Self::DEFAULT_IDLE_TIMEOUT,
+            cluster: None,
+            forward_timeout: Self::DEFAULT_FORWARD_TIMEOUT,
         }
     }
 }
@@ -417,6 +456,9 @@ impl std::fmt::Debug for ServerConfig {
             .field("header_read_timeout", &self.header_read_timeout)
             .field("body_read_timeout", &self.body_read_timeout)
             .field("idle_timeout", &self.idle_timeout)
+            // The node, not the cluster's internals.
+            .field("cluster", &self.cluster.as_ref().map(|c| c.node_id()))
+            .field("forward_timeout", &self.forward_timeout)
             .finish()
     }
 }

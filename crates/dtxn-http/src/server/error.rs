@@ -132,6 +132,11 @@ impl From<CoordinatorError> for ApiError {
             CoordinatorError::NotRecoverable { .. } => {
                 Self::new(StatusCode::UNPROCESSABLE_ENTITY, "not_recoverable", message)
             }
+            // This node was fenced out of its cluster: another node owns
+            // its transactions; a retry through the balancer reaches it.
+            CoordinatorError::Fenced => {
+                Self::new(StatusCode::SERVICE_UNAVAILABLE, "lease_lost", message).retry_after(1)
+            }
             // A kind of error newer than this server: an internal error,
             // with the library's message.
             _ => Self::new(
@@ -209,6 +214,7 @@ mod tests {
                 "capacity_exceeded",
             ),
             (CoordinatorError::ShuttingDown, 503, "shutting_down"),
+            (CoordinatorError::Fenced, 503, "lease_lost"),
             (
                 CoordinatorError::NoLoggedHazard { txn },
                 404,

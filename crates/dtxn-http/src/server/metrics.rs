@@ -1,6 +1,8 @@
 //! Prometheus metrics: the coordinator's counts read at scrape time, phase
-//! latencies and HTTP answers measured by the server.
+//! latencies and HTTP answers measured by the server; in a cluster, the
+//! cluster's status read at scrape time and the forwards counted.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::http::StatusCode;
@@ -13,6 +15,8 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
+
+use super::cluster::Cluster;
 
 /// The `Content-Type` of [`Metrics::encode`]'s output.
 pub(crate) const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -48,10 +52,16 @@ pub(crate) struct Metrics {
     registry: Registry,
     phase_duration: Family<Labels, Histogram, fn() -> Histogram>,
     http_requests: Family<Labels, Counter>,
+    /// Requests forwarded to their transaction's owner (cluster mode).
+    forwarded: Counter,
+    /// Forwards that failed, by reason (cluster mode).
+    forward_failures: Family<Labels, Counter>,
 }
 
 impl Metrics {
-    pub fn new(coordinator: TransactionCoordinator) -> Self {
+    /// The registry; with a `cluster`, its gauges and the forwarding
+    /// counters too.
+    pub fn new(coordinator: TransactionCoordinator, cluster: Option<Arc<dyn Cluster>>) -> Self {
         let mut registry = Registry::default();
         let phase_duration =
             Family::<Labels, Histogram, fn() -> Histogram>::new_with_constructor(phase_histogram);
@@ -67,11 +77,45 @@ impl Metrics {
             http_requests.clone(),
         );
         registry.register_collector(Box::new(CoordinatorCollector { coordinator }));
+        let forwarded = Counter::default();
+        let forward_failures = Family::<Labels, Counter>::default();
+        if let Some(cluster) = cluster {
+            registry.register(
+                "dtxn_forwarded_requests",
+                "Requests forwarded to the node owning their transaction",
+                forwarded.clone(),
+            );
+            // Both reasons show from the start, at zero.
+            for reason in ["owner_unavailable", "cluster_unavailable"] {
+                drop(forward_failures.get_or_create(&[("reason", reason)]));
+            }
+            registry.register(
+                "dtxn_forward_failures",
+                "Requests that could not be forwarded: owner_unavailable (the owner did not \
+                 answer) or cluster_unavailable (the owner could not be found)",
+                forward_failures.clone(),
+            );
+            registry.register_collector(Box::new(ClusterCollector { cluster }));
+        }
         Self {
             registry,
             phase_duration,
             http_requests,
+            forwarded,
+            forward_failures,
         }
+    }
+
+    /// A request forwarded to its transaction's owner.
+    pub fn count_forwarded(&self) {
+        self.forwarded.inc();
+    }
+
+    /// A request that could not be forwarded, by error code.
+    pub fn count_forward_failure(&self, reason: &'static str) {
+        self.forward_failures
+            .get_or_create(&[("reason", reason)])
+            .inc();
     }
 
     pub fn observe_phase(&self, phase: Phase, elapsed: Duration) {
@@ -132,6 +176,66 @@ impl Collector for CoordinatorCollector {
             None,
             in_flight.metric_type(),
         )?)?;
+        Ok(())
+    }
+}
+
+/// Reads the cluster's status at scrape time.
+struct ClusterCollector {
+    cluster: Arc<dyn Cluster>,
+}
+
+impl std::fmt::Debug for ClusterCollector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterCollector")
+            .field("node", &self.cluster.node_id())
+            .finish()
+    }
+}
+
+impl Collector for ClusterCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let status = self.cluster.status();
+        for (name, help, value) in [
+            (
+                "dtxn_cluster_lease_held",
+                "1 while this node holds its lease in the cluster store",
+                i64::from(status.lease_held),
+            ),
+            (
+                "dtxn_cluster_fenced",
+                "1 once another node has taken over this node's transactions",
+                i64::from(status.fenced),
+            ),
+            (
+                "dtxn_cluster_owned_incarnations",
+                "Incarnations (transaction id prefixes) this node owns: its own and those taken over",
+                i64::try_from(status.owned_incarnations).unwrap_or(i64::MAX),
+            ),
+        ] {
+            let gauge = ConstGauge::new(value);
+            gauge.encode(encoder.encode_descriptor(name, help, None, gauge.metric_type())?)?;
+        }
+        for (name, help, value) in [
+            (
+                "dtxn_cluster_takeovers",
+                "Takeovers of other nodes' transactions this node made",
+                status.takeovers,
+            ),
+            (
+                "dtxn_cluster_adopted_decisions",
+                "Logged Commit decisions this node adopted in takeovers",
+                status.adopted_decisions,
+            ),
+        ] {
+            let counter = ConstCounter::new(value);
+            counter.encode(encoder.encode_descriptor(
+                name,
+                help,
+                None,
+                counter.metric_type(),
+            )?)?;
+        }
         Ok(())
     }
 }

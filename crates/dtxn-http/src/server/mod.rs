@@ -21,9 +21,9 @@
 //! | `POST /transactions/{id}/rollback` | `200` [`OutcomeResponse`](model::OutcomeResponse) |
 //! | `POST /transactions/{id}/retry` | `200` [`TransactionStatus`](model::TransactionStatus): phase-2 retries waiting out their backoff are made now |
 //! | `POST /transactions/{id}/resolve` | `204`: a logged decision committed with participants given up on leaves the log (`404 no_logged_hazard` otherwise) |
-//! | `GET /admin/decisions` | `200` [`LoggedDecisionList`](model::LoggedDecisionList): Commit decisions in the decision log not yet ended |
+//! | `GET /admin/decisions?scope=node` | `200` [`LoggedDecisionList`](model::LoggedDecisionList): Commit decisions in the decision log not yet ended (in a cluster, every live node's unless `scope=node`) |
 //! | `GET /health` | liveness: always `200` [`HealthResponse`](model::HealthResponse) (`ok`, or `draining` while shutting down) |
-//! | `GET /ready` | readiness: `200` [`ReadyResponse`](model::ReadyResponse) `ready`; `503` `shutting_down` or `saturated` |
+//! | `GET /ready` | readiness: `200` [`ReadyResponse`](model::ReadyResponse) `ready`; `503` `shutting_down`, `lease_lost` (cluster) or `saturated` |
 //! | `GET /metrics` | Prometheus text format |
 //! | `GET /openapi.json` | the OpenAPI 3 document of all of the above |
 //!
@@ -54,7 +54,7 @@
 //! | `415` | `unsupported_media_type` (the body must be `application/json`) |
 //! | `422` | `invalid_body`, `unknown_participant`, `invalid_participant_url`, `invalid_participant_name`, `too_many_participants` |
 //! | `429` | `capacity_exceeded` (with `Retry-After`) |
-//! | `503` | `overloaded`, `shutting_down` (with `Retry-After`) |
+//! | `503` | `overloaded`, `shutting_down`; in a cluster `lease_lost` (this node was fenced out: its transactions are another node's), `owner_unavailable` (the node owning the transaction did not answer), `cluster_unavailable` (the cluster store cannot tell the owner or the nodes); all with `Retry-After` |
 //!
 //! # Guarantees
 //!
@@ -79,8 +79,90 @@
 //!
 //! Requests are traced with [`tracing`](https://docs.rs/tracing): a
 //! `request` span (method, path) and a debug event per answer.
+//!
+//! # Cluster
+//!
+//! Several coordinators (`dtxn serve` processes) can share one store.
+//! Every transaction is owned by the node that began it (its id names the
+//! owner). A request about a transaction reaching another node is
+//! **forwarded** to the owner.
+//!
+//! The server knows the cluster only through the [`Cluster`] trait: who
+//! this node is, who owns a transaction, which nodes exist, and a status
+//! snapshot. The implementation (leases, takeover, the store's tables)
+//! lives elsewhere; give it to the server with
+//! [`ServerConfig::cluster`](ServerConfig::cluster).
+//!
+//! ## What is forwarded
+//!
+//! Every route under `/transactions/{id}` (state, report, outcome,
+//! participants, prepare, commit, rollback, retry, resolve). The server asks
+//! [`Cluster::owner`]; when another node owns the transaction, the request
+//! goes to that node's [`address`](ClusterNode::address) with the same
+//! method, path, query and body, and the headers `content-type`,
+//! `authorization` (a cluster shares one bearer token) and `accept`, plus
+//! [`FORWARDED_BY_HEADER`] naming this node. The owner's status, body and
+//! `content-type` (and `retry-after`, `www-authenticate`) come back
+//! unchanged. `POST /transactions` (begin: the new transaction is this
+//! node's), `GET /transactions` (this node's list) and the operational
+//! routes are never forwarded.
+//!
+//! A request that already carries [`FORWARDED_BY_HEADER`] is answered
+//! locally, never forwarded again: when two nodes disagree for a moment
+//! about an owner, a request goes one hop and is answered honestly
+//! (`404 not_found`, or `unknown` for an outcome) instead of looping.
+//!
+//! ## Why forward rather than redirect
+//!
+//! Clients, and participant services asking for an outcome through
+//! `outcome_url`, reach the coordinators through one address behind a
+//! plain load balancer. A `307` redirect would need every one of them to
+//! reach each node's own address (often a private one), and to send a
+//! `POST` body again, which many HTTP clients do not do on a redirect.
+//! Forwarding costs one extra hop inside the cluster and keeps a single
+//! address for everyone.
+//!
+//! ## Where forwards go
+//!
+//! Only to addresses the [`Cluster`] gives (the store), never to anything
+//! taken from the request: the path is rebuilt from the route and the
+//! parsed transaction id, and the host always comes from
+//! [`ClusterNode::address`]. Forwards ignore the proxy environment
+//! variables and never follow redirects. Requests are authenticated here
+//! first, so an unauthenticated request is never forwarded.
+//!
+//! ## Failures
+//!
+//! * The owner cannot be reached, or gives no complete answer within
+//!   [`forward_timeout`](ServerConfig::forward_timeout) (or one over
+//!   [`MAX_NODE_ANSWER_BYTES`]): `503
+//!   owner_unavailable` with `Retry-After`, naming the owner's node id, and
+//!   the owner is forgotten ([`Cluster::forget_owner`]) so that the next
+//!   request asks the store again (it may have been taken over). Prepare,
+//!   commit and rollback are idempotent: asking again answers the outcome.
+//! * [`Cluster::owner`] fails, or does not answer within
+//!   [`LOOKUP_TIMEOUT`]: `503 cluster_unavailable` with `Retry-After`.
+//!
+//! Both are counted in `/metrics` (`dtxn_forward_failures_total`, by
+//! `reason`), beside `dtxn_forwarded_requests_total`.
+//!
+//! ## The cluster-wide admin list
+//!
+//! `GET /admin/decisions` gathers this node's logged decisions and those
+//! of every other [`live`](ClusterNode::live) node (asked with
+//! `?scope=node`), each entry naming its node; nodes that could not be
+//! asked are listed in `unreachable` instead of failing the answer.
+//! `?scope=node`, or a request carrying [`FORWARDED_BY_HEADER`], answers
+//! this node's list only.
+//!
+//! ## Cancel safety of forwards
+//!
+//! A client that hangs up drops the forward in flight; the owner then sees
+//! its client hang up, and its prepare, commit and rollback are cancel safe
+//! (the transaction carries on; asking again answers its outcome).
 
 mod api;
+mod cluster;
 mod config;
 mod error;
 mod listener;
@@ -108,6 +190,10 @@ use tower::limit::GlobalConcurrencyLimitLayer;
 use tower::load_shed::LoadShedLayer;
 use tower::ServiceBuilder;
 
+pub use cluster::{
+    Cluster, ClusterError, ClusterFuture, ClusterNode, ClusterStatus, FORWARDED_BY_HEADER,
+    LOOKUP_TIMEOUT, MAX_NODE_ANSWER_BYTES,
+};
 pub use config::ServerConfig;
 pub use error::ServerError;
 
@@ -121,6 +207,7 @@ pub fn participant_openapi() -> String {
     String::from_utf8(openapi::participant_json().unwrap_or_default()).unwrap_or_default()
 }
 
+use cluster::ClusterLink;
 use metrics::Metrics;
 use participants::Participants;
 
@@ -146,6 +233,8 @@ pub(crate) struct AppState {
     max_body_bytes: usize,
     max_payload_bytes: usize,
     body_read_timeout: Duration,
+    /// The cluster this node belongs to, if any.
+    cluster: Option<ClusterLink>,
 }
 
 /// The coordinator's HTTP API as an axum [`Router`], ready to serve or to
@@ -205,9 +294,14 @@ fn build(
 ) -> Result<(Router, Arc<AppState>), ServerError> {
     config.check_settings()?;
     let api_slots = Arc::new(Semaphore::new(config.max_concurrent_requests));
+    let cluster = config
+        .cluster
+        .as_ref()
+        .map(|c| ClusterLink::new(Arc::clone(c), config.forward_timeout))
+        .transpose()?;
     let state = Arc::new(AppState {
         participants: Participants::new(config, own)?,
-        metrics: Metrics::new(coordinator.clone()),
+        metrics: Metrics::new(coordinator.clone(), config.cluster.clone()),
         coordinator,
         draining: AtomicBool::new(false),
         bearer_token: config.bearer_token.clone(),
@@ -219,6 +313,7 @@ fn build(
         max_body_bytes: config.max_body_bytes,
         max_payload_bytes: config.max_payload_bytes,
         body_read_timeout: config.body_read_timeout,
+        cluster,
     });
     let load_shedding = ServiceBuilder::new()
         .layer(HandleErrorLayer::new(middleware::overloaded))
@@ -228,8 +323,8 @@ fn build(
         .layer(GlobalConcurrencyLimitLayer::with_semaphore(api_slots));
     // The API sheds load; operations (health, readiness, metrics, the
     // document) never do, so probes see a saturated server as alive.
-    let api = Router::new()
-        .route("/transactions", post(api::begin).get(api::list))
+    // Requests about one transaction go to its owner in a cluster.
+    let transaction = Router::new()
         .route("/transactions/{id}", get(api::get_state))
         .route("/transactions/{id}/report", get(api::report))
         .route("/transactions/{id}/outcome", get(api::outcome))
@@ -239,6 +334,13 @@ fn build(
         .route("/transactions/{id}/rollback", post(api::rollback))
         .route("/transactions/{id}/retry", post(api::retry))
         .route("/transactions/{id}/resolve", post(api::resolve))
+        .route_layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&state),
+            cluster::forward,
+        ));
+    let api = Router::new()
+        .route("/transactions", post(api::begin).get(api::list))
+        .merge(transaction)
         .route("/admin/decisions", get(api::logged_decisions))
         .method_not_allowed_fallback(api::method_not_allowed)
         .layer(load_shedding);
@@ -448,6 +550,9 @@ mod tests {
         assert_send_sync::<ServerConfig>();
         assert_send_sync::<ServerError>();
         assert_send_sync::<ShutdownReport>();
+        assert_send_sync::<ClusterNode>();
+        assert_send_sync::<ClusterStatus>();
+        assert_send_sync::<ClusterError>();
     }
 
     #[test]

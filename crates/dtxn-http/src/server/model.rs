@@ -90,11 +90,36 @@ pub struct TransactionStatus {
 
 /// The answer of `GET /admin/decisions`: the Commit decisions held in the
 /// decision log whose phase 2 has not ended with every participant
-/// acknowledged (empty without `--log`).
+/// acknowledged (empty without `--log`). In a cluster, those of every live
+/// node unless `?scope=node`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct LoggedDecisionList {
     /// The decisions, by transaction id.
     pub decisions: Vec<LoggedDecisionBody>,
+    /// In a cluster, the ids of the live nodes that could not be asked for
+    /// theirs: the list lacks their decisions. Absent when empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unreachable: Vec<String>,
+}
+
+/// Which decisions `GET /admin/decisions` lists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum DecisionScope {
+    /// Every live node's, in a cluster (the default).
+    Cluster,
+    /// This node's only.
+    Node,
+}
+
+/// The query of `GET /admin/decisions`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct DecisionsQuery {
+    /// `cluster` (default): in a cluster, every live node's decisions;
+    /// `node`: this node's only. The same without a cluster.
+    pub scope: Option<DecisionScope>,
 }
 
 /// One logged Commit decision.
@@ -109,6 +134,10 @@ pub struct LoggedDecisionBody {
     /// The participants given up on: resolve them by hand, then
     /// `POST /transactions/{id}/resolve`.
     pub hazards: Vec<String>,
+    /// In a cluster, the id of the node holding the decision (ask it, or
+    /// any node, to resolve). Absent without a cluster.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
 }
 
 /// The answer of `GET /transactions`.
@@ -699,6 +728,9 @@ pub enum ReadyStatus {
     ShuttingDown,
     /// Every concurrency slot is taken: requests are being shed (`503`).
     Saturated,
+    /// In a cluster, this node does not hold its lease, or has been fenced
+    /// off (another node took over its transactions) (`503`).
+    LeaseLost,
 }
 
 /// The answer of `GET /ready`.

@@ -13,7 +13,9 @@ use crate::wire;
         title = "dtxn coordinator",
         description = "Two-phase commit across HTTP participant services. \
             Every error answer of the API is a JSON ErrorBody {code, error}; \
-            every enumerated value is snake_case."
+            every enumerated value is snake_case. In a cluster of coordinators, \
+            requests about a transaction owned by another node are forwarded to it \
+            (header x-dtxn-forwarded-by)."
     ),
     paths(
         api::begin,
@@ -44,6 +46,7 @@ use crate::wire;
         model::TransactionList,
         model::LoggedDecisionList,
         model::LoggedDecisionBody,
+        model::DecisionScope,
         model::UnfinishedTransaction,
         model::RegisterRequest,
         model::RegisterResponse,
@@ -73,7 +76,7 @@ use crate::wire;
     tags(
         (name = "transactions", description = "Begin, register, prepare, commit, roll back, inspect"),
         (name = "operations", description = "Health, readiness, metrics, this document"),
-        (name = "admin", description = "The decision log (`dtxn serve --log`): logged decisions, retry now, resolve a hazard"),
+        (name = "admin", description = "The decision log (`dtxn serve --log`): logged decisions (cluster-wide in a cluster), retry now, resolve a hazard"),
     )
 )]
 pub(super) struct ApiDoc;

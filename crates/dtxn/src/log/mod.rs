@@ -37,8 +37,12 @@
 //! but a client that never heard the answer would be misled.
 //!
 //! Backends: `SqliteLog` (feature `sqlite`), an embedded file needing no
-//! server; `PostgresLog` (feature `postgres`) for shared deployments;
-//! and anything implementing [`DecisionLog`].
+//! server; `PostgresLog` (feature `postgres`) for shared deployments,
+//! including a cluster of coordinators on one database with leases and
+//! takeover (`PostgresLog::join_cluster`,
+//! [`TransactionCoordinator::join_cluster`](crate::TransactionCoordinator::join_cluster),
+//! [`Lease`], PROTOCOL.md rule 17); and anything implementing
+//! [`DecisionLog`].
 
 use std::collections::HashMap;
 use std::fmt;
