@@ -379,6 +379,38 @@ fn serve_refuses_bad_settings_before_listening() {
     }
 }
 
+/// `--node-id` needs a PostgreSQL `--log` and an address the other nodes
+/// can forward to; without them `dtxn serve` exits with status 2 before it
+/// says it listens (and before it connects anywhere).
+#[test]
+fn serve_refuses_a_cluster_it_cannot_join_before_listening() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("decisions.db");
+    let unreachable = "postgres://dtxn@127.0.0.1:9/none";
+    for (args, needle) in [
+        (vec!["--node-id", "n1"], "--log"),
+        (
+            vec!["--log", file.to_str().unwrap(), "--node-id", "n1"],
+            "PostgreSQL",
+        ),
+        (
+            vec!["--log", unreachable, "--node-id", "n1"],
+            "--node-address",
+        ),
+        (
+            vec!["--log", unreachable, "--node-address", "http://x"],
+            "--node-id",
+        ),
+    ] {
+        let mut all = vec!["--listen", "127.0.0.1:0"];
+        all.extend_from_slice(&args);
+        let (code, stdout, stderr) = serve_exits(&all, &[]);
+        assert_eq!(code, Some(2), "{args:?}: {stderr}");
+        assert!(!stdout.contains("listening"), "{args:?}: {stdout}");
+        assert!(stderr.contains(needle), "{args:?}: {stderr}");
+    }
+}
+
 /// A participant token or header naming no known participant stops
 /// `dtxn serve` with exit status 2 before it listens, without echoing the
 /// secret.

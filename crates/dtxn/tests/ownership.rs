@@ -288,3 +288,13 @@ async fn a_coordinator_without_a_shared_log_has_no_ownership_and_is_never_fenced
     let fenced = tokio::time::timeout(Duration::from_secs(3600), c.fenced()).await;
     assert!(fenced.is_err());
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_lease_of_any_length_is_counted_without_overflow() {
+    for (duration, held) in [(Duration::ZERO, false), (Duration::MAX, true)] {
+        let lease = Lease::new(duration);
+        lease.renewed(tokio::time::Instant::now());
+        assert_eq!(lease.is_held(), held, "{duration:?}");
+        assert!(lease.remaining() <= duration);
+    }
+}

@@ -197,21 +197,28 @@ async fn an_idle_node_keeps_its_lease_and_a_dropped_one_is_taken_over_after_it()
 }
 
 #[tokio::test]
-async fn bad_node_ids_and_short_leases_are_refused_with_a_clear_error() {
+async fn bad_node_ids_schemas_and_leases_are_refused_with_a_typed_error() {
     for node in ["", "Upper", "1abc", "a-b", &"x".repeat(60)] {
         let options = ClusterOptions::new(node, "http://x").schema(cluster());
         let e = PostgresLog::join_cluster(&url(), options)
             .await
             .unwrap_err();
-        assert!(matches!(e, LogError::InvalidSchema { .. }), "{node}: {e}");
+        assert!(matches!(e, LogError::InvalidNodeId { .. }), "{node}: {e}");
     }
-    let options = ClusterOptions::new("a", "http://x")
-        .schema(cluster())
-        .lease(Duration::from_millis(10));
+    for lease in [Duration::ZERO, Duration::from_millis(10), Duration::MAX] {
+        let options = ClusterOptions::new("a", "http://x")
+            .schema(cluster())
+            .lease(lease);
+        let e = PostgresLog::join_cluster(&url(), options)
+            .await
+            .unwrap_err();
+        assert!(matches!(e, LogError::InvalidLease { .. }), "{e}");
+    }
+    let options = ClusterOptions::new("a", "http://x").schema("Not-A-Schema");
     let e = PostgresLog::join_cluster(&url(), options)
         .await
         .unwrap_err();
-    assert!(e.to_string().contains("lease"), "{e}");
+    assert!(matches!(e, LogError::InvalidSchema { .. }), "{e}");
 }
 
 /// Runs the futures concurrently and collects their outputs in order.

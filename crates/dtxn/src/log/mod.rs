@@ -264,8 +264,10 @@ impl Lease {
         if self.is_lost() {
             return;
         }
-        let until = sent + self.0.duration - self.0.duration / 8;
-        let nanos = self.nanos(until);
+        let held = self.0.duration - self.0.duration / 8;
+        let nanos = self
+            .nanos(sent)
+            .saturating_add(u64::try_from(held.as_nanos()).unwrap_or(u64::MAX));
         self.0.held_until.fetch_max(nanos, Ordering::AcqRel);
     }
 
@@ -340,6 +342,26 @@ pub enum LogError {
     InvalidSchema {
         /// The name given.
         schema: String,
+    },
+    /// A cluster node id that is not a plain lowercase identifier (letters,
+    /// digits and `_`, starting with a letter) short enough to name its
+    /// schema.
+    #[error("invalid node id {node:?}: lowercase letters, digits and _, starting with a letter, at most {max} bytes")]
+    InvalidNodeId {
+        /// The id given.
+        node: String,
+        /// The longest id the cluster's schema name leaves room for.
+        max: usize,
+    },
+    /// A cluster lease outside the range a node accepts.
+    #[error("a lease of {lease:?} is outside {min:?}..={max:?}")]
+    InvalidLease {
+        /// The lease given.
+        lease: Duration,
+        /// The shortest accepted.
+        min: Duration,
+        /// The longest accepted.
+        max: Duration,
     },
     /// This coordinator no longer owns its part of a shared log: its lease
     /// expired and another coordinator took its decisions over (or it was

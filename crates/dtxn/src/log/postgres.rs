@@ -117,8 +117,9 @@ impl PostgresLog {
     /// # Errors
     ///
     /// As [`open_in_schema`](Self::open_in_schema), and
-    /// [`LogError::InvalidSchema`] for a node id that is not a plain
-    /// lowercase identifier short enough to name its schema.
+    /// [`LogError::InvalidNodeId`] for a node id that is not a plain
+    /// lowercase identifier short enough to name its schema;
+    /// [`LogError::InvalidLease`] for a lease under 200 ms or over an hour.
     pub async fn join_cluster(url: &str, options: ClusterOptions) -> Result<Self, LogError> {
         let cluster = options.schema.as_str();
         let node_schema = format!("{cluster}_{}", options.node_id);
@@ -128,16 +129,16 @@ impl PostgresLog {
             });
         }
         if !valid_name(&options.node_id, 63) || node_schema.len() > 63 {
-            return Err(LogError::InvalidSchema {
-                schema: node_schema.chars().take(80).collect(),
+            return Err(LogError::InvalidNodeId {
+                node: options.node_id.chars().take(80).collect(),
+                max: 63 - cluster.len() - 1,
             });
         }
-        if options.lease < MIN_LEASE {
-            return Err(LogError::Backend {
-                message: format!(
-                    "a lease of {:?} is shorter than the least, {MIN_LEASE:?}",
-                    options.lease
-                ),
+        if !(MIN_LEASE..=MAX_LEASE).contains(&options.lease) {
+            return Err(LogError::InvalidLease {
+                lease: options.lease,
+                min: MIN_LEASE,
+                max: MAX_LEASE,
             });
         }
         let connect = connect_options(url)?;
@@ -196,6 +197,8 @@ impl PostgresLog {
 
 /// The least lease time [`PostgresLog::join_cluster`] accepts.
 const MIN_LEASE: Duration = Duration::from_millis(200);
+/// The longest: a dead node's decisions wait this long for a survivor.
+const MAX_LEASE: Duration = Duration::from_secs(3600);
 
 /// How a coordinator joins a cluster on a shared PostgreSQL database
 /// ([`PostgresLog::join_cluster`]).
@@ -220,7 +223,7 @@ pub struct ClusterOptions {
     /// How long the node owns its transactions without renewing its lease;
     /// a dead node's decisions are taken over this long (plus a takeover
     /// check interval) after its last renewal. Default
-    /// [`DEFAULT_LEASE`](Self::DEFAULT_LEASE); at least 200 ms.
+    /// [`DEFAULT_LEASE`](Self::DEFAULT_LEASE); from 200 ms to an hour.
     pub lease: Duration,
     /// The schema of the cluster's own tables (nodes and transaction id
     /// owners); each node's decisions go in `{schema}_{node_id}`. Default
