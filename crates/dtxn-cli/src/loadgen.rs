@@ -26,9 +26,18 @@ use crate::units;
 #[derive(Debug, clap::Args)]
 pub struct LoadgenArgs {
     /// A running coordinator (`dtxn serve`) to load; without it one is
-    /// started in this process on loopback.
+    /// started in this process on loopback. Repeat it for the nodes of a
+    /// cluster (`dtxn serve --node-id`): transactions are begun on each in
+    /// turn.
     #[arg(long, value_name = "URL")]
-    pub target: Option<String>,
+    pub target: Vec<String>,
+
+    /// With several --target nodes: send each transaction's requests after
+    /// the begin to the next node, which forwards them to the owner (as a
+    /// load balancer that ignores ownership would). Without it they go to
+    /// the node that began the transaction.
+    #[arg(long)]
+    pub via_next_node: bool,
 
     /// Participant service base URLs to register in every transaction
     /// (with --target). Without --target, --participants no-op services
@@ -370,7 +379,9 @@ async fn start_local(participants: usize) -> std::io::Result<(String, Vec<String
 
 struct Client {
     http: reqwest::Client,
-    base: String,
+    /// The coordinators' base URLs (the nodes of a cluster).
+    bases: Vec<String>,
+    via_next_node: bool,
     token: Option<String>,
     requests: AtomicU64,
 }
@@ -378,11 +389,12 @@ struct Client {
 impl Client {
     async fn post<T: DeserializeOwned>(
         &self,
+        base: &str,
         step: Step,
         path: &str,
         body: Option<&RegisterRequest>,
     ) -> Result<T, Failure> {
-        let mut request = self.http.post(format!("{}{path}", self.base));
+        let mut request = self.http.post(format!("{base}{path}"));
         if let Some(token) = &self.token {
             request = request.bearer_auth(token);
         }
@@ -406,9 +418,18 @@ impl Client {
             .map_err(|e| Failure::invalid_answer(step, format!("POST {path}: {e}: {text}")))
     }
 
-    /// One full transaction: begin, register, prepare, commit.
-    async fn transaction(&self, participants: &[String]) -> Result<(), Failure> {
-        let begun: TransactionStatus = self.post(Step::Begin, "transactions", None).await?;
+    /// One full transaction, the `n`th: begin, register, prepare, commit.
+    async fn transaction(&self, n: u64, participants: &[String]) -> Result<(), Failure> {
+        let count = self.bases.len() as u64;
+        let begin_at = &self.bases[(n % count) as usize];
+        let via = if self.via_next_node {
+            &self.bases[((n + 1) % count) as usize]
+        } else {
+            begin_at
+        };
+        let begun: TransactionStatus = self
+            .post(begin_at, Step::Begin, "transactions", None)
+            .await?;
         let id = begun.id;
         for (i, url) in participants.iter().enumerate() {
             let request = RegisterRequest {
@@ -418,6 +439,7 @@ impl Client {
                 headers: None,
             };
             self.post::<RegisterResponse>(
+                via,
                 Step::Register,
                 &format!("transactions/{id}/participants"),
                 Some(&request),
@@ -425,13 +447,23 @@ impl Client {
             .await?;
         }
         let prepared: PrepareResponse = self
-            .post(Step::Prepare, &format!("transactions/{id}/prepare"), None)
+            .post(
+                via,
+                Step::Prepare,
+                &format!("transactions/{id}/prepare"),
+                None,
+            )
             .await?;
         if prepared.outcome != PrepareOutcomeName::Prepared {
             return Err(Failure::aborted(Step::Prepare, prepared.reason.as_ref()));
         }
         let outcome: OutcomeResponse = self
-            .post(Step::Commit, &format!("transactions/{id}/commit"), None)
+            .post(
+                via,
+                Step::Commit,
+                &format!("transactions/{id}/commit"),
+                None,
+            )
             .await?;
         if outcome.decision != DecisionName::Commit {
             return Err(Failure::aborted(
@@ -444,18 +476,24 @@ impl Client {
 }
 
 async fn run(args: &LoadgenArgs) -> Result<LoadReport, String> {
-    let (base, participants) = match &args.target {
-        Some(target) => {
-            let base = if target.ends_with('/') {
-                target.clone()
-            } else {
-                format!("{target}/")
-            };
-            (base, args.participant_urls.clone())
-        }
-        None => start_local(args.participants)
+    let (bases, participants) = if args.target.is_empty() {
+        let (base, participants) = start_local(args.participants)
             .await
-            .map_err(|e| format!("cannot start the local servers: {e}"))?,
+            .map_err(|e| format!("cannot start the local servers: {e}"))?;
+        (vec![base], participants)
+    } else {
+        let bases = args
+            .target
+            .iter()
+            .map(|target| {
+                if target.ends_with('/') {
+                    target.clone()
+                } else {
+                    format!("{target}/")
+                }
+            })
+            .collect();
+        (bases, args.participant_urls.clone())
     };
     let http = reqwest::Client::builder()
         .tcp_nodelay(true)
@@ -464,7 +502,8 @@ async fn run(args: &LoadgenArgs) -> Result<LoadReport, String> {
         .map_err(|e| e.to_string())?;
     let client = Arc::new(Client {
         http,
-        base,
+        bases,
+        via_next_node: args.via_next_node,
         token: args.token.clone(),
         requests: AtomicU64::new(0),
     });
@@ -477,9 +516,13 @@ async fn run(args: &LoadgenArgs) -> Result<LoadReport, String> {
         let (client, participants, next) = (client.clone(), participants.clone(), next.clone());
         tasks.spawn(async move {
             let mut samples = Vec::new();
-            while next.fetch_add(1, Ordering::Relaxed) < total {
+            loop {
+                let n = next.fetch_add(1, Ordering::Relaxed);
+                if n >= total {
+                    break;
+                }
                 let t0 = Instant::now();
-                let result = client.transaction(&participants).await;
+                let result = client.transaction(n, &participants).await;
                 samples.push(Sample {
                     latency: t0.elapsed(),
                     result,

@@ -133,6 +133,10 @@ struct Node {
 
 impl Node {
     fn start(node: &str, schema: &str, lease: &str, bank: &Bank) -> Self {
+        Self::start_with(node, schema, lease, bank, &[])
+    }
+
+    fn start_with(node: &str, schema: &str, lease: &str, bank: &Bank, extra: &[&str]) -> Self {
         let port = free_port();
         let args: Vec<String> = [
             "serve",
@@ -163,6 +167,8 @@ impl Node {
         ]
         .map(String::from)
         .to_vec();
+        let mut args = args;
+        args.extend(extra.iter().map(|s| s.to_string()));
         Self::spawn(args)
     }
 
@@ -642,4 +648,67 @@ fn postgres_restarted_under_load_loses_nothing() {
         answers.len(),
         bank.to.applied().len()
     );
+}
+
+#[test]
+fn loadgen_spreads_transactions_over_the_nodes_and_every_forwarded_one_commits() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let rt = runtime();
+    let bank = rt.block_on(Bank::new());
+    let schema = schema();
+    let allow = ["--allow-participant-host", "127.0.0.1"];
+    let nodes = [
+        Node::start_with("g1", &schema, "10s", &bank, &allow),
+        Node::start_with("g2", &schema, "10s", &bank, &allow),
+    ];
+    let noop = rt.block_on(async {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/", listener.local_addr().unwrap());
+        let router = dtxn_http::participant_router(Arc::new(Noop));
+        tokio::spawn(async move { axum::serve(listener, router).await });
+        url
+    });
+    let output = Command::new(env!("CARGO_BIN_EXE_dtxn"))
+        .args([
+            "loadgen",
+            "--via-next-node",
+            "--transactions",
+            "200",
+            "--concurrency",
+            "8",
+            "--json",
+        ])
+        .args(["--target", &nodes[0].url, "--target", &nodes[1].url])
+        .args(["--participant-url", &noop, "--participant-url", &noop])
+        .output()
+        .unwrap();
+    let report: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(output.status.code(), Some(0), "{report}");
+    assert_eq!(report["committed"], 200, "{report}");
+    let client = client();
+    let forwarded: f64 = rt.block_on(async {
+        let mut sum = 0.0;
+        for node in &nodes {
+            sum += metric(&client, &node.url, "dtxn_forwarded_requests_total").await;
+        }
+        sum
+    });
+    // Register twice, prepare, commit: four requests after each begin,
+    // every one sent to the node that did not begin it.
+    assert_eq!(forwarded, 800.0);
+}
+
+struct Noop;
+
+#[async_trait]
+impl Participant for Noop {
+    async fn prepare(&self, _: TransactionId) -> PreparedResult {
+        PreparedResult::Ready
+    }
+    async fn commit(&self, _: TransactionId) -> Result<(), ParticipantError> {
+        Ok(())
+    }
+    async fn rollback(&self, _: TransactionId) -> Result<(), ParticipantError> {
+        Ok(())
+    }
 }
