@@ -40,12 +40,14 @@ pub struct LoadgenArgs {
     pub via_next_node: bool,
 
     /// Participant service base URLs to register in every transaction
-    /// (with --target). Without --target, --participants no-op services
-    /// are started on loopback.
+    /// (with --target). Without them, --participants no-op services are
+    /// started on loopback in this process (the coordinator must allow
+    /// 127.0.0.1: `dtxn serve --allow-participant-host 127.0.0.1`).
     #[arg(long = "participant-url", value_name = "URL")]
     pub participant_urls: Vec<String>,
 
-    /// No-op participant services per transaction (without --target).
+    /// No-op participant services per transaction (without
+    /// --participant-url).
     #[arg(long, default_value_t = 3)]
     pub participants: usize,
 
@@ -356,7 +358,9 @@ impl Participant for Noop {
 
 /// Starts the coordinator server and `participants` no-op services on
 /// loopback; returns the coordinator's URL and the services' URLs.
-async fn start_local(participants: usize) -> std::io::Result<(String, Vec<String>)> {
+/// Starts `participants` no-op participant services on loopback; returns
+/// their URLs.
+async fn start_noop_services(participants: usize) -> std::io::Result<Vec<String>> {
     let mut urls = Vec::with_capacity(participants);
     for _ in 0..participants {
         let (listener, url) = bind_loopback().await?;
@@ -364,6 +368,11 @@ async fn start_local(participants: usize) -> std::io::Result<(String, Vec<String
         tokio::spawn(async move { axum::serve(listener, app).await });
         urls.push(url);
     }
+    Ok(urls)
+}
+
+async fn start_local(participants: usize) -> std::io::Result<(String, Vec<String>)> {
+    let urls = start_noop_services(participants).await?;
     let (listener, url) = bind_loopback().await?;
     let coordinator = dtxn::TransactionCoordinator::new();
     // The client registers the services by URL: allow their host.
@@ -493,7 +502,14 @@ async fn run(args: &LoadgenArgs) -> Result<LoadReport, String> {
                 }
             })
             .collect();
-        (bases, args.participant_urls.clone())
+        let participants = if args.participant_urls.is_empty() {
+            start_noop_services(args.participants)
+                .await
+                .map_err(|e| format!("cannot start the participant services: {e}"))?
+        } else {
+            args.participant_urls.clone()
+        };
+        (bases, participants)
     };
     let http = reqwest::Client::builder()
         .tcp_nodelay(true)
