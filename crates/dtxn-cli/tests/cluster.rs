@@ -11,6 +11,10 @@
 //! * PostgreSQL restarted under load (`DTXN_TEST_POSTGRES_RESTART`, a
 //!   command that restarts it; `.ci/run` sets it): the nodes ride it out
 //!   and lose nothing.
+//! * PostgreSQL frozen for longer than the lease
+//!   (`DTXN_TEST_POSTGRES_FREEZE`, a command that freezes it for the
+//!   seconds it is given): the nodes stop acting and exit; restarted, they
+//!   deliver what was logged and presume the rest aborted.
 //!
 //! Leases are PostgreSQL's time, so these tests wait on the wall clock,
 //! polling for what they wait for, up to a bound. They run one at a time
@@ -711,4 +715,71 @@ impl Participant for Noop {
     async fn rollback(&self, _: TransactionId) -> Result<(), ParticipantError> {
         Ok(())
     }
+}
+
+#[test]
+fn postgres_frozen_past_the_lease_stops_every_node_and_loses_nothing() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let freeze = std::env::var("DTXN_TEST_POSTGRES_FREEZE").expect(
+        "DTXN_TEST_POSTGRES_FREEZE must be a command that freezes the PostgreSQL server for N seconds (see .ci/run)",
+    );
+    let rt = runtime();
+    let bank = rt.block_on(Bank::new());
+    let schema = schema();
+    let mut nodes = vec![
+        Node::start("z1", &schema, "1s", &bank),
+        Node::start("z2", &schema, "1s", &bank),
+    ];
+    let client = client();
+    let (logged, undecided) = rt.block_on(async {
+        bank.to.refuse.store(true, Ordering::SeqCst);
+        let logged = prepared(&client, &nodes[0].url, &nodes[0].url).await;
+        let commit = client
+            .post(format!("{}transactions/{logged}/commit", nodes[0].url))
+            .json(&json!({}))
+            .send();
+        tokio::spawn(async move { drop(commit.await) });
+        let undecided = prepared(&client, &nodes[1].url, &nodes[1].url).await;
+        until("the commit under way", 20, async || {
+            bank.from.applied().contains(&txn_id(&logged))
+        })
+        .await;
+        (logged, undecided)
+    });
+    // Frozen for three leases: no node can renew.
+    let status = Command::new("sh")
+        .args(["-c", &format!("{freeze} 3")])
+        .status()
+        .unwrap();
+    assert!(status.success(), "{freeze}: {status}");
+    for node in &mut nodes {
+        let started = Instant::now();
+        let status = loop {
+            if let Some(status) = node.child.try_wait().unwrap() {
+                break status;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "a node kept running"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        assert_eq!(status.code(), Some(3), "exits as fenced: {status:?}");
+    }
+    assert!(!bank.to.applied().contains(&txn_id(&logged)));
+    bank.to.refuse.store(false, Ordering::SeqCst);
+    // Restarted, they find their parts of the log again.
+    let restarted: Vec<Node> = nodes.iter().map(|n| Node::spawn(n.args.clone())).collect();
+    rt.block_on(async {
+        until("the logged decision delivered", 30, async || {
+            bank.to.applied().contains(&txn_id(&logged))
+        })
+        .await;
+        for node in &restarted {
+            assert_eq!(outcome(&client, &node.url, &logged).await, "committed");
+            assert_eq!(outcome(&client, &node.url, &undecided).await, "aborted");
+        }
+    });
+    bank.check();
+    assert!(bank.to.rolled_back.lock().unwrap().is_empty());
 }

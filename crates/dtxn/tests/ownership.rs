@@ -33,6 +33,8 @@ struct Part {
     reachable: AtomicBool,
     /// Whether takeover checks run (a paused process runs none).
     checking: AtomicBool,
+    /// The store hangs: takeover checks never answer.
+    frozen: AtomicBool,
     commits: Mutex<BTreeMap<TransactionId, CommitRecord>>,
     /// What the next takeover checks find (then nothing).
     dead: Mutex<VecDeque<Takeover>>,
@@ -45,6 +47,7 @@ impl Part {
             lease: Lease::new(LEASE),
             reachable: AtomicBool::new(true),
             checking: AtomicBool::new(true),
+            frozen: AtomicBool::new(false),
             commits: Mutex::default(),
             dead: Mutex::default(),
             checks: AtomicUsize::new(0),
@@ -96,6 +99,9 @@ impl DecisionLog for ClusterLog {
         self.0.checks.fetch_add(1, Ordering::Relaxed);
         if !self.0.checking.load(Ordering::Acquire) {
             return Box::pin(std::future::ready(Ok(None)));
+        }
+        if self.0.frozen.load(Ordering::Acquire) {
+            return Box::pin(std::future::pending());
         }
         let taken = self
             .0
@@ -208,6 +214,25 @@ async fn a_coordinator_cut_off_from_the_database_fences_itself_when_its_lease_la
         CoordinatorError::Fenced
     );
     assert_eq!(a.calls(), [Kind::Prepare]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_coordinator_whose_store_hangs_fences_itself_when_its_lease_lapses() {
+    let log = Part::new();
+    let a = Mock::new("a").arc();
+    let c = member(&log, registry(&[&a])).await;
+    let frozen = tokio::time::Instant::now();
+    log.frozen.store(true, Ordering::Release);
+    // Idle, its takeover check hanging: the lease is still watched.
+    tokio::time::timeout(LEASE * 2, c.fenced())
+        .await
+        .expect("fenced within two leases of the store hanging");
+    assert!(
+        frozen.elapsed() <= LEASE + LEASE / 2,
+        "{:?}",
+        frozen.elapsed()
+    );
+    assert!(c.ownership().unwrap().fenced);
 }
 
 #[tokio::test(start_paused = true)]

@@ -836,7 +836,26 @@ async fn take_over_dead(
                 return;
             }
             drop(coordinator);
-            let taken = log.take_over().await;
+            // The store may hang (a server frozen or cut off): the lease is
+            // checked meanwhile, so a lapse still fences this coordinator.
+            // The answer itself is awaited, not dropped: the takeover it
+            // reports may be committed. (If this coordinator stops first, a
+            // takeover committed meanwhile is in its own part of the log,
+            // which the node that takes it over delivers.)
+            let mut taking = log.take_over();
+            let taken = loop {
+                tokio::select! {
+                    taken = &mut taking => break taken,
+                    () = tokio::time::sleep(every) => {
+                        let Some(coordinator) = shared.upgrade() else {
+                            return;
+                        };
+                        if !coordinator.may_act() {
+                            return;
+                        }
+                    }
+                }
+            };
             let Some(coordinator) = shared.upgrade() else {
                 return;
             };
