@@ -180,6 +180,11 @@ impl PostgresLog {
                  FROM {cluster}.dtxn_owners o JOIN {cluster}.dtxn_nodes n ON n.node = o.node \
                  WHERE o.nonce = $1"
             ),
+            owners_sql: format!(
+                "SELECT n.node, n.address, n.state = 'live', n.epoch, \
+                 GREATEST(EXTRACT(EPOCH FROM n.lease_expires - now()), 0)::float8, o.nonce \
+                 FROM {cluster}.dtxn_owners o JOIN {cluster}.dtxn_nodes n ON n.node = o.node"
+            ),
         }));
         Ok(Self {
             writer: GroupCommit::start(store, location),
@@ -289,6 +294,7 @@ struct ViewInner {
     lease: Lease,
     nodes_sql: String,
     owner_sql: String,
+    owners_sql: String,
 }
 
 impl std::fmt::Debug for ClusterView {
@@ -327,6 +333,24 @@ impl ClusterView {
             .map_err(|e| error(&self.0.location, e))?
             .map(|row| node_info(&row))
             .transpose()
+            .map_err(|e| error(&self.0.location, e))
+    }
+
+    /// Every incarnation (the upper 64 bits of the transaction ids it
+    /// issued) with the node that owns it now: one query for the whole
+    /// table, which has a row per process start, for a cache.
+    ///
+    /// # Errors
+    ///
+    /// [`LogError::Backend`] when the database cannot be asked.
+    pub async fn owners(&self) -> Result<Vec<(u64, NodeInfo)>, LogError> {
+        sqlx::query(&self.0.owners_sql)
+            .fetch_all(&self.0.pool)
+            .await
+            .map_err(|e| error(&self.0.location, e))?
+            .iter()
+            .map(|row| Ok((row.try_get::<i64, _>(5)? as u64, node_info(row)?)))
+            .collect::<Result<_, sqlx::Error>>()
             .map_err(|e| error(&self.0.location, e))
     }
 
