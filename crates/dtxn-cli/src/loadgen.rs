@@ -39,15 +39,21 @@ pub struct LoadgenArgs {
     #[arg(long)]
     pub via_next_node: bool,
 
+    /// With --target: start --participants no-op participant services on
+    /// loopback in this process and register them in every transaction
+    /// (the coordinator must allow them: `dtxn serve
+    /// --allow-participant-host 127.0.0.1`).
+    #[arg(long, requires = "target", conflicts_with = "participant_urls")]
+    pub start_participants: bool,
+
     /// Participant service base URLs to register in every transaction
-    /// (with --target). Without them, --participants no-op services are
-    /// started on loopback in this process (the coordinator must allow
-    /// 127.0.0.1: `dtxn serve --allow-participant-host 127.0.0.1`).
+    /// (with --target; without them and without --start-participants,
+    /// transactions have no participant).
     #[arg(long = "participant-url", value_name = "URL")]
     pub participant_urls: Vec<String>,
 
-    /// No-op participant services per transaction (without
-    /// --participant-url).
+    /// No-op participant services per transaction (without --target, or
+    /// with --start-participants).
     #[arg(long, default_value_t = 3)]
     pub participants: usize,
 
@@ -502,7 +508,7 @@ async fn run(args: &LoadgenArgs) -> Result<LoadReport, String> {
                 }
             })
             .collect();
-        let participants = if args.participant_urls.is_empty() {
+        let participants = if args.start_participants {
             start_noop_services(args.participants)
                 .await
                 .map_err(|e| format!("cannot start the participant services: {e}"))?

@@ -665,13 +665,6 @@ fn loadgen_spreads_transactions_over_the_nodes_and_every_forwarded_one_commits()
         Node::start_with("g1", &schema, "10s", &bank, &allow),
         Node::start_with("g2", &schema, "10s", &bank, &allow),
     ];
-    let noop = rt.block_on(async {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}/", listener.local_addr().unwrap());
-        let router = dtxn_http::participant_router(Arc::new(Noop));
-        tokio::spawn(async move { axum::serve(listener, router).await });
-        url
-    });
     let output = Command::new(env!("CARGO_BIN_EXE_dtxn"))
         .args([
             "loadgen",
@@ -683,7 +676,7 @@ fn loadgen_spreads_transactions_over_the_nodes_and_every_forwarded_one_commits()
             "--json",
         ])
         .args(["--target", &nodes[0].url, "--target", &nodes[1].url])
-        .args(["--participant-url", &noop, "--participant-url", &noop])
+        .args(["--start-participants", "--participants", "2"])
         .output()
         .unwrap();
     let report: Value = serde_json::from_slice(&output.stdout).unwrap();
@@ -700,21 +693,6 @@ fn loadgen_spreads_transactions_over_the_nodes_and_every_forwarded_one_commits()
     // Register twice, prepare, commit: four requests after each begin,
     // every one sent to the node that did not begin it.
     assert_eq!(forwarded, 800.0);
-}
-
-struct Noop;
-
-#[async_trait]
-impl Participant for Noop {
-    async fn prepare(&self, _: TransactionId) -> PreparedResult {
-        PreparedResult::Ready
-    }
-    async fn commit(&self, _: TransactionId) -> Result<(), ParticipantError> {
-        Ok(())
-    }
-    async fn rollback(&self, _: TransactionId) -> Result<(), ParticipantError> {
-        Ok(())
-    }
 }
 
 #[test]
