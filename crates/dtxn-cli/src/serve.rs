@@ -8,10 +8,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use dtxn::log::{ClusterOptions, DecisionLog, LogError, PostgresLog, SqliteLog};
-
-use crate::cluster::PgCluster;
 use dtxn::{CoordinatorConfig, RetryPolicy, TransactionCoordinator};
 use dtxn_http::server::{self, ServerConfig};
+
+use crate::cluster::PgCluster;
 
 /// The log filter of `dtxn serve` when `RUST_LOG` is not set: warnings,
 /// and the server's own start-up and shutdown messages.
