@@ -499,17 +499,7 @@ fn a_paused_node_does_not_act_on_what_it_lost() {
     // Everything is settled; the paused node wakes up past its lease.
     let before = (bank.from.calls(), bank.to.calls());
     paused.signal("-CONT");
-    let started = Instant::now();
-    let status = loop {
-        if let Some(status) = paused.child.try_wait().unwrap() {
-            break status;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "the fenced node never exited"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let status = process::wait_exit(&mut paused.child, "the fenced node never exited");
     assert_eq!(status.code(), Some(3), "exits as fenced: {status:?}");
     assert_eq!(
         (bank.from.calls(), bank.to.calls()),
@@ -731,17 +721,7 @@ fn postgres_frozen_past_the_lease_stops_every_node_and_loses_nothing() {
         .unwrap();
     assert!(status.success(), "{freeze}: {status}");
     for node in &mut nodes {
-        let started = Instant::now();
-        let status = loop {
-            if let Some(status) = node.child.try_wait().unwrap() {
-                break status;
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(20),
-                "a node kept running"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        };
+        let status = process::wait_exit(&mut node.child, "a node kept running");
         assert_eq!(status.code(), Some(3), "exits as fenced: {status:?}");
     }
     assert!(!bank.to.applied().contains(&txn_id(&logged)));

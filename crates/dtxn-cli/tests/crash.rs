@@ -95,17 +95,10 @@ impl Coordinator {
     #[cfg(feature = "failpoints")]
     fn killed_itself(mut self, point: &str) {
         use std::os::unix::process::ExitStatusExt;
-        let started = Instant::now();
-        let status = loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                break status;
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(20),
-                "the coordinator never reached {point}"
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        };
+        let status = process::wait_exit(
+            &mut self.child,
+            &format!("the coordinator never reached {point}"),
+        );
         assert_eq!(status.signal(), Some(9), "{point}: {status:?}");
     }
 }

@@ -1,7 +1,8 @@
 //! Starting `dtxn serve` processes for the end-to-end tests that kill them.
 
 use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
 
 /// Spawns `command` (a `dtxn serve` with its arguments and environment)
 /// and waits for the line that says where it listens; returns the process
@@ -22,4 +23,21 @@ pub fn spawn_serve(mut command: Command) -> (Child, String) {
         .map(|(_, url)| format!("{}/", url.trim_end_matches('/')))
         .unwrap_or_else(|| panic!("no address in {line:?}"));
     (child, url)
+}
+
+/// Waits (up to 20 s of wall time) for `child` to exit on its own and
+/// returns how it ended; fails with `what` if it keeps running.
+#[allow(
+    dead_code,
+    reason = "crash.rs uses it only with the failpoints feature"
+)]
+pub fn wait_exit(child: &mut Child, what: &str) -> ExitStatus {
+    let started = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(started.elapsed() < Duration::from_secs(20), "{what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }
