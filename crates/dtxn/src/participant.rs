@@ -220,14 +220,11 @@ pub use crate::core::{ParticipantError, PreparedResult};
 /// [`Payload`] registered with the participant. By default they call
 /// [`try_prepare`](Self::try_prepare), [`commit`](Self::commit) and
 /// [`rollback`](Self::rollback) with the transaction id (at no extra
-/// cost: no further future is boxed), so a participant that needs no
-/// context implements just those. (One cost remains: the default
-/// `try_prepare` is itself an `async fn` around `prepare`, so a participant
-/// that implements only `prepare` costs two boxed futures per `prepare`
-/// call instead of one. Implementing `try_prepare` or `prepare_with`
-/// instead saves that allocation, which matters only at hundreds of
-/// thousands of calls a second.) One that needs the context overrides the
-/// `_with` methods (and may leave the plain ones calling them):
+/// cost: a call is the one future the participant's method boxes, and a
+/// participant that implements only `prepare` is called on it directly),
+/// so a participant that needs no context implements just those. One that
+/// needs the context overrides the `_with` methods (and may leave the
+/// plain ones calling them):
 ///
 /// ```
 /// use dtxn::{async_trait, CallContext, Participant, ParticipantError, PreparedResult, TransactionId};
@@ -321,8 +318,20 @@ pub trait Participant: Send + Sync {
     /// this participant *is* sent `rollback`, since it may have prepared
     /// before the failure was seen. Override it instead of voting `Aborted`
     /// when the participant's state is unknown.
-    async fn try_prepare(&self, txn: TransactionId) -> Result<PreparedResult, ParticipantError> {
-        Ok(self.prepare(txn).await)
+    fn try_prepare<'life0, 'async_trait>(
+        &'life0 self,
+        txn: TransactionId,
+    ) -> CallFuture<'async_trait, Result<PreparedResult, ParticipantError>>
+    where
+        'life0: 'async_trait,
+        Self: 'async_trait,
+    {
+        // Called by the default `prepare_with` for the coordinator: the
+        // coordinator calls `prepare` itself (see `start_prepare`).
+        if direct::reached(direct::Ident::of(self)) {
+            return Box::pin(direct::Unused);
+        }
+        Box::pin(async move { Ok(self.prepare(txn).await) })
     }
 
     /// Phase 2 after a Commit decision. Must be idempotent.
@@ -347,7 +356,13 @@ pub trait Participant: Send + Sync {
     {
         // Not an `async fn`: the inner call's box is returned as it is,
         // rather than boxed again.
-        self.try_prepare(cx.transaction_id())
+        let me = direct::Ident::of(self);
+        let chained = direct::chain(me);
+        let call = self.try_prepare(cx.transaction_id());
+        if chained {
+            direct::unchain(me);
+        }
+        call
     }
 
     /// Phase 2 after a Commit decision, with the [`CallContext`]: what the
@@ -376,6 +391,14 @@ pub trait Participant: Send + Sync {
         Self: 'async_trait,
     {
         self.rollback(cx.transaction_id())
+    }
+
+    /// The implementing type's name, for the coordinator's dispatch of
+    /// `prepare` (see `start_prepare`). Not part of the API: leave it to
+    /// its default.
+    #[doc(hidden)]
+    fn __dtxn_type_name(&self) -> &'static str {
+        std::any::type_name::<Self>()
     }
 }
 
@@ -465,16 +488,415 @@ impl<T: BlockingParticipant> Participant for Blocking<T> {
         self.run(move |p| p.prepare(txn)).await
     }
 
-    // What the coordinator calls: one boxed future, not two (see the trait).
-    async fn try_prepare(&self, txn: TransactionId) -> Result<PreparedResult, ParticipantError> {
-        Ok(self.run(move |p| p.prepare(txn)).await)
-    }
-
     async fn commit(&self, txn: TransactionId) -> Result<(), ParticipantError> {
         self.run(move |p| p.commit(txn)).await
     }
 
     async fn rollback(&self, txn: TransactionId) -> Result<(), ParticipantError> {
         self.run(move |p| p.rollback(txn)).await
+    }
+}
+
+/// What the coordinator polls for a participant's phase 1.
+pub(crate) enum PrepareCall<'a> {
+    /// The future of [`Participant::prepare`] itself: the participant
+    /// overrides neither `prepare_with` nor `try_prepare`, whose defaults
+    /// would only wrap it in `Ok` (in a second boxed future).
+    Vote(CallFuture<'a, PreparedResult>),
+    /// The future of [`Participant::prepare_with`].
+    Call(CallFuture<'a, Result<PreparedResult, ParticipantError>>),
+}
+
+/// Starts `participant`'s phase 1 as the coordinator does: with
+/// `prepare_with(cx)`, or, when its default would only call the default
+/// `try_prepare`, which only wraps `prepare` in `Ok`, with `prepare` itself
+/// (one boxed future per call instead of two). Not cancel sensitive: both
+/// are only futures until polled. A panic from the participant propagates
+/// (the caller catches it).
+pub(crate) fn start_prepare<'a>(
+    participant: &'a dyn Participant,
+    cx: &'a CallContext,
+) -> PrepareCall<'a> {
+    let me = direct::Ident {
+        at: std::ptr::from_ref(participant).cast::<()>(),
+        ty: participant.__dtxn_type_name(),
+    };
+    let probe = direct::Probe::start(me);
+    let call = participant.prepare_with(cx);
+    if probe.finish() {
+        // `call` is the placeholder of the default `try_prepare`.
+        drop(call);
+        PrepareCall::Vote(participant.prepare(cx.transaction_id()))
+    } else {
+        PrepareCall::Call(call)
+    }
+}
+
+/// How the coordinator learns, without any change to the trait's methods,
+/// that a participant's `prepare_with` and `try_prepare` are both the
+/// defaults: a trait object does not tell whether a method was
+/// overridden, and the defaults would box a second future around
+/// `prepare`'s.
+///
+/// A handshake through a thread-local cell, all within one synchronous
+/// call of `prepare_with`:
+/// 1. [`start_prepare`] puts [`Handshake::Probe`] with the participant's
+///    identity (address and type name) in the cell, and calls
+///    `prepare_with`;
+/// 2. the *default* `prepare_with`, finding its own identity there, moves
+///    the cell to [`Handshake::Chained`] and calls `try_prepare`;
+/// 3. the *default* `try_prepare`, finding its own identity chained, moves
+///    the cell to [`Handshake::Reached`] and returns [`Unused`] (a
+///    zero-sized future: boxing it allocates nothing), which the default
+///    `prepare_with` returns as it is;
+/// 4. `start_prepare` finds `Reached`, drops that future and calls
+///    `prepare`.
+///
+/// An override of either method never runs the default's code, so the
+/// cell never reaches `Reached` for that participant; any other code that
+/// runs meanwhile (an override calling other participants, or the
+/// coordinator) finds an identity that is not its own. The identity
+/// includes the type, because a wrapper's field may share its address.
+/// Whatever is left in the cell is cleared when `start_prepare` ends,
+/// panics included.
+mod direct {
+    use std::cell::Cell;
+    use std::future::Future;
+    use std::pin::Pin;
+    use std::task::{Context, Poll};
+
+    use super::{ParticipantError, PreparedResult};
+
+    /// A participant object: its address and its type's name.
+    #[derive(Clone, Copy)]
+    pub(super) struct Ident {
+        pub at: *const (),
+        pub ty: &'static str,
+    }
+
+    impl Ident {
+        pub fn of<T: ?Sized>(value: &T) -> Self {
+            Self {
+                at: std::ptr::from_ref(value).cast::<()>(),
+                ty: std::any::type_name::<T>(),
+            }
+        }
+
+        fn is(self, other: Self) -> bool {
+            self.at == other.at && self.ty == other.ty
+        }
+    }
+
+    #[derive(Clone, Copy)]
+    enum Handshake {
+        Idle,
+        Probe(Ident),
+        Chained(Ident),
+        Reached,
+    }
+
+    thread_local! {
+        static HANDSHAKE: Cell<Handshake> = const { Cell::new(Handshake::Idle) };
+    }
+
+    /// Step 2: called by the default `prepare_with`; whether it was probed.
+    pub(super) fn chain(me: Ident) -> bool {
+        HANDSHAKE.with(|cell| match cell.get() {
+            Handshake::Probe(probed) if probed.is(me) => {
+                cell.set(Handshake::Chained(me));
+                true
+            }
+            _ => false,
+        })
+    }
+
+    /// After step 2's `try_prepare` returned: an overridden one left the
+    /// cell chained.
+    pub(super) fn unchain(me: Ident) {
+        HANDSHAKE.with(|cell| {
+            if matches!(cell.get(), Handshake::Chained(chained) if chained.is(me)) {
+                cell.set(Handshake::Idle);
+            }
+        });
+    }
+
+    /// Step 3: called by the default `try_prepare`; whether it was
+    /// chained, in which case it returns [`Unused`].
+    pub(super) fn reached(me: Ident) -> bool {
+        HANDSHAKE.with(|cell| match cell.get() {
+            Handshake::Chained(chained) if chained.is(me) => {
+                cell.set(Handshake::Reached);
+                true
+            }
+            _ => false,
+        })
+    }
+
+    /// Steps 1 and 4, with the cell cleared when dropped.
+    pub(super) struct Probe(());
+
+    impl Probe {
+        pub fn start(me: Ident) -> Self {
+            HANDSHAKE.with(|cell| cell.set(Handshake::Probe(me)));
+            Self(())
+        }
+
+        /// Whether the defaults were reached.
+        pub fn finish(self) -> bool {
+            HANDSHAKE.with(|cell| matches!(cell.replace(Handshake::Idle), Handshake::Reached))
+        }
+    }
+
+    impl Drop for Probe {
+        fn drop(&mut self) {
+            // Also after `finish`: a panic in `prepare_with` leaves the
+            // cell as it was.
+            let _ = HANDSHAKE.try_with(|cell| cell.set(Handshake::Idle));
+        }
+    }
+
+    /// The future the default `try_prepare` returns in step 3, which
+    /// `start_prepare` drops unpolled. Were it ever polled, it fails the
+    /// call rather than vote.
+    pub(super) struct Unused;
+
+    impl Future for Unused {
+        type Output = Result<PreparedResult, ParticipantError>;
+
+        fn poll(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Self::Output> {
+            Poll::Ready(Err(ParticipantError::permanent(
+                "internal: a coordinator placeholder future was polled",
+            )))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    use super::{start_prepare, PrepareCall};
+    use crate::{
+        async_trait, CallContext, Participant, ParticipantError, Phase, PreparedResult,
+        TransactionId,
+    };
+
+    fn cx() -> CallContext {
+        CallContext::new(TransactionId::from_parts(1, 2), Phase::Prepare)
+    }
+
+    /// Implements only the required methods; counts `prepare` calls.
+    #[derive(Default)]
+    struct Plain(AtomicUsize);
+
+    #[async_trait]
+    impl Participant for Plain {
+        async fn prepare(&self, _: TransactionId) -> PreparedResult {
+            self.0.fetch_add(1, Ordering::Relaxed);
+            PreparedResult::Ready
+        }
+        async fn commit(&self, _: TransactionId) -> Result<(), ParticipantError> {
+            Ok(())
+        }
+        async fn rollback(&self, _: TransactionId) -> Result<(), ParticipantError> {
+            Ok(())
+        }
+    }
+
+    /// Overrides `try_prepare` to fail without a vote.
+    struct Unreachable;
+
+    #[async_trait]
+    impl Participant for Unreachable {
+        async fn prepare(&self, _: TransactionId) -> PreparedResult {
+            PreparedResult::Ready
+        }
+        async fn try_prepare(&self, _: TransactionId) -> Result<PreparedResult, ParticipantError> {
+            Err(ParticipantError::transient("unreachable"))
+        }
+        async fn commit(&self, _: TransactionId) -> Result<(), ParticipantError> {
+            Ok(())
+        }
+        async fn rollback(&self, _: TransactionId) -> Result<(), ParticipantError> {
+            Ok(())
+        }
+    }
+
+    /// A newtype over a participant at the same address, whose
+    /// `prepare_with` asks the inner one's default `prepare_with` at once
+    /// (which, were the handshake to go by address alone, would take the
+    /// shortcut meant for the outer participant) and overrules its vote.
+    struct Veto(Plain);
+
+    #[async_trait]
+    impl Participant for Veto {
+        async fn prepare(&self, _: TransactionId) -> PreparedResult {
+            PreparedResult::Ready
+        }
+        fn prepare_with<'a, 'b, 'c>(
+            &'a self,
+            cx: &'b CallContext,
+        ) -> super::CallFuture<'c, Result<PreparedResult, ParticipantError>>
+        where
+            'a: 'c,
+            'b: 'c,
+            Self: 'c,
+        {
+            // Asked before the returned future is polled: while the
+            // coordinator's handshake is under way.
+            let inner = self.0.prepare_with(cx);
+            Box::pin(async move {
+                assert_eq!(inner.await?, PreparedResult::Ready);
+                Ok(PreparedResult::Aborted("vetoed".into()))
+            })
+        }
+        async fn commit(&self, _: TransactionId) -> Result<(), ParticipantError> {
+            Ok(())
+        }
+        async fn rollback(&self, _: TransactionId) -> Result<(), ParticipantError> {
+            Ok(())
+        }
+    }
+
+    /// Overrides `prepare_with` by wrapping its own default `try_prepare`,
+    /// called eagerly (before the returned future is polled).
+    struct Eager;
+
+    #[async_trait]
+    impl Participant for Eager {
+        async fn prepare(&self, _: TransactionId) -> PreparedResult {
+            PreparedResult::ReadOnly
+        }
+        fn prepare_with<'a, 'b, 'c>(
+            &'a self,
+            cx: &'b CallContext,
+        ) -> super::CallFuture<'c, Result<PreparedResult, ParticipantError>>
+        where
+            'a: 'c,
+            'b: 'c,
+            Self: 'c,
+        {
+            let call = self.try_prepare(cx.transaction_id());
+            Box::pin(async move {
+                match call.await? {
+                    PreparedResult::ReadOnly => Ok(PreparedResult::Aborted("wrapped".into())),
+                    other => Ok(other),
+                }
+            })
+        }
+        async fn commit(&self, _: TransactionId) -> Result<(), ParticipantError> {
+            Ok(())
+        }
+        async fn rollback(&self, _: TransactionId) -> Result<(), ParticipantError> {
+            Ok(())
+        }
+    }
+
+    /// Panics when asked for its `prepare` future.
+    struct PanicsAtOnce;
+
+    impl Participant for PanicsAtOnce {
+        fn prepare<'a, 'b>(&'a self, _: TransactionId) -> super::CallFuture<'b, PreparedResult>
+        where
+            'a: 'b,
+            Self: 'b,
+        {
+            panic!("no future for you")
+        }
+        fn commit<'a, 'b>(
+            &'a self,
+            _: TransactionId,
+        ) -> super::CallFuture<'b, Result<(), ParticipantError>>
+        where
+            'a: 'b,
+            Self: 'b,
+        {
+            Box::pin(async { Ok(()) })
+        }
+        fn rollback<'a, 'b>(
+            &'a self,
+            _: TransactionId,
+        ) -> super::CallFuture<'b, Result<(), ParticipantError>>
+        where
+            'a: 'b,
+            Self: 'b,
+        {
+            Box::pin(async { Ok(()) })
+        }
+    }
+
+    async fn run(call: PrepareCall<'_>) -> (bool, Result<PreparedResult, ParticipantError>) {
+        match call {
+            PrepareCall::Vote(vote) => (true, Ok(vote.await)),
+            PrepareCall::Call(call) => (false, call.await),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_participant_with_only_prepare_is_called_on_its_prepare_future_directly() {
+        let plain = Plain::default();
+        let cx = cx();
+        let (direct, vote) = run(start_prepare(&plain, &cx)).await;
+        assert!(direct);
+        assert_eq!(vote, Ok(PreparedResult::Ready));
+        assert_eq!(plain.0.load(Ordering::Relaxed), 1, "prepare called once");
+    }
+
+    #[tokio::test]
+    async fn an_overridden_try_prepare_is_what_the_coordinator_calls() {
+        let cx = cx();
+        let (direct, vote) = run(start_prepare(&Unreachable, &cx)).await;
+        assert!(!direct);
+        assert!(vote.is_err());
+    }
+
+    #[tokio::test]
+    async fn a_wrapper_at_its_inner_participants_address_keeps_its_own_prepare_with() {
+        let veto = Veto(Plain::default());
+        assert_eq!(
+            std::ptr::from_ref(&veto).cast::<()>(),
+            std::ptr::from_ref(&veto.0).cast::<()>()
+        );
+        let cx = cx();
+        let (direct, vote) = run(start_prepare(&veto, &cx)).await;
+        assert!(!direct);
+        assert_eq!(vote, Ok(PreparedResult::Aborted("vetoed".into())));
+        assert_eq!(veto.0 .0.load(Ordering::Relaxed), 1);
+    }
+
+    #[tokio::test]
+    async fn an_override_that_wraps_its_own_default_try_prepare_keeps_working() {
+        let cx = cx();
+        let (direct, vote) = run(start_prepare(&Eager, &cx)).await;
+        assert!(!direct);
+        assert_eq!(vote, Ok(PreparedResult::Aborted("wrapped".into())));
+    }
+
+    #[tokio::test]
+    async fn the_default_try_prepare_called_by_hand_votes_with_prepare() {
+        let plain = Plain::default();
+        assert_eq!(
+            plain.try_prepare(cx().transaction_id()).await,
+            Ok(PreparedResult::Ready)
+        );
+        assert_eq!(plain.prepare_with(&cx()).await, Ok(PreparedResult::Ready));
+        assert_eq!(plain.0.load(Ordering::Relaxed), 2);
+    }
+
+    #[tokio::test]
+    async fn a_panic_while_starting_a_prepare_leaves_the_next_calls_unaffected() {
+        let cx = cx();
+        let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            drop(start_prepare(&PanicsAtOnce, &cx));
+        }));
+        assert!(panicked.is_err());
+        // Neither a participant with defaults nor an override is confused
+        // by what the panic interrupted.
+        let plain: Arc<dyn Participant> = Arc::new(Plain::default());
+        assert!(run(start_prepare(&*plain, &cx)).await.0);
+        let (direct, vote) = run(start_prepare(&Eager, &cx)).await;
+        assert!(!direct);
+        assert_eq!(vote, Ok(PreparedResult::Aborted("wrapped".into())));
     }
 }

@@ -33,12 +33,15 @@ use tokio::time::Instant;
 
 use super::entry::{drop_user, safe_name, Call, Entry};
 use crate::core::{Action, CallFailure, Event};
+use crate::participant::{start_prepare, PrepareCall};
 use crate::{CallContext, Participant, ParticipantError, Phase, PreparedResult, TransactionId};
 
 type Boxed<T> = Pin<Box<dyn Future<Output = Result<T, ParticipantError>> + Send>>;
 
 /// The participant's future.
 enum Answer {
+    /// `prepare` itself (see [`start_prepare`]).
+    Vote(Pin<Box<dyn Future<Output = PreparedResult> + Send>>),
     Prepare(Boxed<PreparedResult>),
     Phase2(Boxed<()>),
 }
@@ -152,7 +155,10 @@ pub(crate) fn start(
     let (p, cx): (&'static dyn Participant, &'static CallContext) =
         unsafe { (participant.0.as_ref(), &*context) };
     let made = std::panic::catch_unwind(AssertUnwindSafe(|| match phase {
-        Phase::Prepare => Answer::Prepare(p.prepare_with(cx)),
+        Phase::Prepare => match start_prepare(p, cx) {
+            PrepareCall::Vote(vote) => Answer::Vote(vote),
+            PrepareCall::Call(call) => Answer::Prepare(call),
+        },
         Phase::Commit => Answer::Phase2(p.commit_with(cx)),
         Phase::Rollback => Answer::Phase2(p.rollback_with(cx)),
     }));
@@ -182,8 +188,11 @@ impl InFlight {
         let started = &mut self.started;
         let (txn, p) = (self.txn, self.participant);
         match (&mut self.answer, &self.action) {
-            (Answer::Prepare(f), &Action::Prepare { participant }) => {
+            (Answer::Vote(f), &Action::Prepare { participant }) => {
                 guarded(f, cx, started).map(|result| voted(txn, p, participant, result))
+            }
+            (Answer::Prepare(f), &Action::Prepare { participant }) => {
+                guarded(f, cx, started).map(|result| voted(txn, p, participant, flatten(result)))
             }
             (
                 Answer::Phase2(f),
@@ -191,7 +200,7 @@ impl InFlight {
                     participant,
                     attempt,
                 },
-            ) => guarded(f, cx, started).map(|result| {
+            ) => guarded(f, cx, started).map(flatten).map(|result| {
                 if result.is_ok() {
                     crate::failpoint::reach!(crate::failpoint::COMMIT_ACKNOWLEDGED);
                 }
@@ -203,9 +212,11 @@ impl InFlight {
                     participant,
                     attempt,
                 },
-            ) => guarded(f, cx, started).map(|result| acked(txn, p, participant, attempt, result)),
+            ) => guarded(f, cx, started)
+                .map(flatten)
+                .map(|result| acked(txn, p, participant, attempt, result)),
             // `start` makes the future that matches the action.
-            (Answer::Prepare(_), _)
+            (Answer::Vote(_) | Answer::Prepare(_), _)
             | (Answer::Phase2(_), Action::Prepare { .. } | Action::LogCommit { .. }) => {
                 unreachable!("a call's future always matches its action")
             }
@@ -252,12 +263,12 @@ impl InFlight {
 /// Polls a participant's future, catching a panic; notes the start the
 /// first time it is pending.
 fn guarded<T>(
-    f: &mut Boxed<T>,
+    f: &mut Pin<Box<dyn Future<Output = T> + Send>>,
     cx: &mut Context<'_>,
     started: &mut Option<Instant>,
 ) -> Poll<Result<T, CallFailure>> {
     match std::panic::catch_unwind(AssertUnwindSafe(|| f.as_mut().poll(cx))) {
-        Ok(Poll::Ready(result)) => Poll::Ready(result.map_err(CallFailure::Error)),
+        Ok(Poll::Ready(result)) => Poll::Ready(Ok(result)),
         Err(panic) => {
             let failure = CallFailure::Panicked(panic_message(&*panic));
             drop_user(panic);
@@ -268,6 +279,11 @@ fn guarded<T>(
             Poll::Pending
         }
     }
+}
+
+/// A call's outcome: the participant's failure is the call's.
+fn flatten<T>(result: Result<Result<T, ParticipantError>, CallFailure>) -> Result<T, CallFailure> {
+    result.and_then(|answer| answer.map_err(CallFailure::Error))
 }
 
 /// The event of a `prepare` that ended; a failure is logged.
