@@ -583,7 +583,7 @@ mod direct {
         }
 
         fn is(self, other: Self) -> bool {
-            self.at == other.at && self.ty == other.ty
+            self.at == other.at && (std::ptr::eq(self.ty, other.ty) || self.ty == other.ty)
         }
     }
 

@@ -19,20 +19,6 @@ fn duration(m: Micros) -> Option<Duration> {
     (m != NEVER).then(|| Duration::from_micros(m.into()))
 }
 
-/// When one participant's calls ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-struct PeerTimes {
-    prepared: Micros,
-    phase2_done: Micros,
-}
-
-impl PeerTimes {
-    const NEVER: Self = Self {
-        prepared: NEVER,
-        phase2_done: NEVER,
-    };
-}
-
 /// What the core records only to report it: when each phase began and
 /// ended. The protocol never reads it, so it is not part of a
 /// transaction's identity: transactions that differ only here compare
@@ -43,8 +29,8 @@ struct Timings {
     decided_at: Option<Duration>,
     prepare_started: Micros,
     finished: Micros,
-    /// Per participant, made with `peers`.
-    peers: Vec<PeerTimes>,
+    // Per participant: in each `Peer` (`Peer::times`), so one allocation
+    // holds a participant's progress and its timings.
 }
 
 impl PartialEq for Timings {
@@ -230,7 +216,6 @@ impl Transaction {
                 decided_at: None,
                 prepare_started: NEVER,
                 finished: NEVER,
-                peers: Vec::new(),
             },
             scheduled: Vec::new(),
             record: Record::NotKept,
@@ -365,7 +350,7 @@ impl Transaction {
     /// How long participant `i`'s `prepare` took, once it ended.
     pub fn prepare_latency(&self, i: usize) -> Option<Duration> {
         let started = duration(self.timings.prepare_started)?;
-        let ended = duration(self.timings.peers.get(i)?.prepared)?;
+        let ended = duration(self.peers.get(i)?.times.prepared)?;
         Some(ended.saturating_sub(started))
     }
 
@@ -373,7 +358,7 @@ impl Transaction {
     /// ended. It began at the decision or, for a `prepare` still running
     /// then, when that `prepare` ended.
     pub fn phase2_latency(&self, i: usize) -> Option<Duration> {
-        let t = self.timings.peers.get(i)?;
+        let t = self.peers.get(i)?.times;
         let decided = self.timings.decided_at?;
         let started = duration(t.prepared).map_or(decided, |p| p.max(decided));
         Some(duration(t.phase2_done)?.saturating_sub(started))
@@ -414,7 +399,6 @@ impl Transaction {
     fn materialize_peers(&mut self) {
         if self.peers.len() != self.registered {
             self.peers = vec![Peer::UNASKED; self.registered];
-            self.timings.peers = vec![PeerTimes::NEVER; self.registered];
         }
     }
 
@@ -839,7 +823,7 @@ impl Transaction {
             Ok(vote) => PrepareStatus::Voted(vote),
             Err(failure) => PrepareStatus::Failed(Box::new(failure)),
         };
-        self.timings.peers[participant].prepared = micros(self.clock.now);
+        peer.times.prepared = micros(self.clock.now);
         self.preparing -= 1;
         match self.state {
             TransactionState::Preparing => match &peer.prepare {
@@ -953,7 +937,7 @@ impl Transaction {
             self.peers[participant].phase2,
             Phase2Status::InFlight { .. }
         ) {
-            self.timings.peers[participant].phase2_done = micros(self.clock.now);
+            self.peers[participant].times.phase2_done = micros(self.clock.now);
         }
         self.finish_if_done()
     }

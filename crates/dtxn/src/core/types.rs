@@ -175,6 +175,9 @@ pub struct Peer {
     pub prepare: PrepareStatus,
     /// Phase 2.
     pub phase2: Phase2Status,
+    /// When its calls ended, for reports: not part of its identity.
+    #[serde(skip)]
+    pub(crate) times: PeerTimes,
 }
 
 impl Peer {
@@ -182,7 +185,40 @@ impl Peer {
     pub const UNASKED: Peer = Peer {
         prepare: PrepareStatus::NotAsked,
         phase2: Phase2Status::NotSent,
+        times: PeerTimes::NEVER,
     };
+}
+
+/// When one participant's calls ended, in microseconds since the
+/// transaction began (`u32::MAX`: not yet), kept this small because a
+/// transaction may have hundreds of participants.
+///
+/// Recorded only to be reported: the protocol never reads it, so peers
+/// that differ only here compare equal and hash alike, as they behave
+/// alike (a model checker exploring the states must not tell them apart).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct PeerTimes {
+    pub prepared: u32,
+    pub phase2_done: u32,
+}
+
+impl PeerTimes {
+    pub const NEVER: Self = Self {
+        prepared: u32::MAX,
+        phase2_done: u32::MAX,
+    };
+}
+
+impl PartialEq for PeerTimes {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for PeerTimes {}
+
+impl std::hash::Hash for PeerTimes {
+    fn hash<H: std::hash::Hasher>(&self, _: &mut H) {}
 }
 
 /// Why a transaction was decided Abort.

@@ -100,14 +100,30 @@ pub(crate) struct InFlight {
     entry: Arc<Entry>,
 }
 
-/// Starts `call`: asks the participant for its future (user code, so a
-/// panic is caught and becomes the call's answer).
+/// A call just started.
+pub(crate) enum Started {
+    /// It answered on its first poll (or failed to start): its future is
+    /// already dropped.
+    Answered(Event),
+    /// It is pending: polled again by whoever polls its runner.
+    Pending(InFlight),
+}
+
+/// Starts `call`: asks the participant for its future and, given a
+/// `waker`, polls it once (user code both, so a panic is caught and
+/// becomes the call's answer).
+///
+/// A call that answers on that first poll, the common case, ends here:
+/// its future is dropped before the next call's is made (so a phase's
+/// futures reuse one allocation's room rather than being all alive at
+/// once), and nothing is kept for it, not even a reference to its entry.
 pub(crate) fn start(
     entry: &Arc<Entry>,
     call: Call,
     prepare_timeout: Duration,
     phase2_timeout: Duration,
-) -> Result<InFlight, Event> {
+    waker: Option<&mut Context<'_>>,
+) -> Started {
     let Call {
         participant,
         action,
@@ -122,7 +138,7 @@ pub(crate) fn start(
                 "internal: a decision-log write was routed to a participant",
             ));
             tracing::error!(txn = %entry.id, attempt, "{failure}");
-            return Err(Event::CommitLogged {
+            return Started::Answered(Event::CommitLogged {
                 attempt,
                 result: Err(failure),
             });
@@ -141,17 +157,19 @@ pub(crate) fn start(
         OwnContext::None => entry.context(phase),
         OwnContext::Own(context) => Arc::as_ptr(context),
     };
-    let entry = Arc::clone(entry);
     // SAFETY: the participant is an element of `entry`'s participant list
     // (`Borrowed::of` is only made from one, by `Entry::step`), which keeps
     // every participant until the entry itself is dropped; the context is
-    // in `entry` or in `owner`. The returned `InFlight` holds both `Arc`s
-    // (`entry`, `_context`) for as long as `answer`, the only thing that
-    // holds the references, exists: `answer` is declared first, so it is
-    // dropped first, and neither `Arc` is released, replaced or moved out
-    // of before that (`finish` drops `answer` first too). Moving an
-    // `InFlight` moves the `Arc` pointers, not what they point to, and
-    // everything is only ever read through shared references.
+    // in `entry` or in `owner`. Until this function returns, the caller's
+    // `entry` and the local `owner` keep both alive, and an answer found
+    // at once is dropped before `owner`. Otherwise the returned `InFlight`
+    // holds both `Arc`s (`entry`, `_context`) for as long as `answer`, the
+    // only thing that holds the references, exists: `answer` is declared
+    // first, so it is dropped first, and neither `Arc` is released,
+    // replaced or moved out of before that (`finish` drops `answer` first
+    // too). Moving an `InFlight` moves the `Arc` pointers, not what they
+    // point to, and everything is only ever read through shared
+    // references.
     let (p, cx): (&'static dyn Participant, &'static CallContext) =
         unsafe { (participant.0.as_ref(), &*context) };
     let made = std::panic::catch_unwind(AssertUnwindSafe(|| match phase {
@@ -162,21 +180,77 @@ pub(crate) fn start(
         Phase::Commit => Answer::Phase2(p.commit_with(cx)),
         Phase::Rollback => Answer::Phase2(p.rollback_with(cx)),
     }));
-    match made {
-        Ok(answer) => Ok(InFlight {
-            answer,
-            started: None,
-            timeout,
-            action,
-            txn: entry.id,
-            participant: p,
-            _context: owner,
-            entry,
-        }),
+    let mut answer = match made {
+        Ok(answer) => answer,
         Err(panic) => {
             let failure = CallFailure::Panicked(panic_message(&*panic));
             drop_user(panic);
-            Err(failed(entry.id, p, &action, failure))
+            return Started::Answered(failed(entry.id, p, &action, failure));
+        }
+    };
+    let mut started = None;
+    if let Some(waker) = waker {
+        let polled = poll_answer(&mut answer, &action, entry.id, p, waker, &mut started);
+        if let Poll::Ready(event) = polled {
+            drop_user(answer);
+            drop(owner);
+            return Started::Answered(event);
+        }
+    }
+    Started::Pending(InFlight {
+        answer,
+        started,
+        timeout,
+        action,
+        txn: entry.id,
+        participant: p,
+        _context: owner,
+        entry: Arc::clone(entry),
+    })
+}
+
+/// Polls a call's future, catching a panic: `Ready` with the event that
+/// answers it. The first time it is found pending, its start is noted.
+fn poll_answer(
+    answer: &mut Answer,
+    action: &Action,
+    txn: TransactionId,
+    p: &dyn Participant,
+    cx: &mut Context<'_>,
+    started: &mut Option<Instant>,
+) -> Poll<Event> {
+    match (answer, action) {
+        (Answer::Vote(f), &Action::Prepare { participant }) => {
+            guarded(f, cx, started).map(|result| voted(txn, p, participant, result))
+        }
+        (Answer::Prepare(f), &Action::Prepare { participant }) => {
+            guarded(f, cx, started).map(|result| voted(txn, p, participant, flatten(result)))
+        }
+        (
+            Answer::Phase2(f),
+            &Action::Commit {
+                participant,
+                attempt,
+            },
+        ) => guarded(f, cx, started).map(flatten).map(|result| {
+            if result.is_ok() {
+                crate::failpoint::reach!(crate::failpoint::COMMIT_ACKNOWLEDGED);
+            }
+            acked(txn, p, participant, attempt, result)
+        }),
+        (
+            Answer::Phase2(f),
+            &Action::Rollback {
+                participant,
+                attempt,
+            },
+        ) => guarded(f, cx, started)
+            .map(flatten)
+            .map(|result| acked(txn, p, participant, attempt, result)),
+        // `start` makes the future that matches the action.
+        (Answer::Vote(_) | Answer::Prepare(_), _)
+        | (Answer::Phase2(_), Action::Prepare { .. } | Action::LogCommit { .. }) => {
+            unreachable!("a call's future always matches its action")
         }
     }
 }
@@ -185,42 +259,14 @@ impl InFlight {
     /// Polls the call, catching a panic: `Ready` with the event that
     /// answers it. The first time it is found pending, its start is noted.
     pub fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Event> {
-        let started = &mut self.started;
-        let (txn, p) = (self.txn, self.participant);
-        match (&mut self.answer, &self.action) {
-            (Answer::Vote(f), &Action::Prepare { participant }) => {
-                guarded(f, cx, started).map(|result| voted(txn, p, participant, result))
-            }
-            (Answer::Prepare(f), &Action::Prepare { participant }) => {
-                guarded(f, cx, started).map(|result| voted(txn, p, participant, flatten(result)))
-            }
-            (
-                Answer::Phase2(f),
-                &Action::Commit {
-                    participant,
-                    attempt,
-                },
-            ) => guarded(f, cx, started).map(flatten).map(|result| {
-                if result.is_ok() {
-                    crate::failpoint::reach!(crate::failpoint::COMMIT_ACKNOWLEDGED);
-                }
-                acked(txn, p, participant, attempt, result)
-            }),
-            (
-                Answer::Phase2(f),
-                &Action::Rollback {
-                    participant,
-                    attempt,
-                },
-            ) => guarded(f, cx, started)
-                .map(flatten)
-                .map(|result| acked(txn, p, participant, attempt, result)),
-            // `start` makes the future that matches the action.
-            (Answer::Vote(_) | Answer::Prepare(_), _)
-            | (Answer::Phase2(_), Action::Prepare { .. } | Action::LogCommit { .. }) => {
-                unreachable!("a call's future always matches its action")
-            }
-        }
+        poll_answer(
+            &mut self.answer,
+            &self.action,
+            self.txn,
+            self.participant,
+            cx,
+            &mut self.started,
+        )
     }
 
     /// When the call times out, once it was found pending.

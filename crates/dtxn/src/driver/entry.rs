@@ -391,9 +391,10 @@ impl Entry {
         let after = inner.machine.state();
         if before == TransactionState::Active && after != TransactionState::Active {
             // Registration is over: give back the growth slack, when there
-            // is enough of it to be worth a reallocation.
+            // is enough of it to be worth a reallocation (a quarter of the
+            // list, and at least 16 slots: 256 bytes).
             let (len, capacity) = (inner.participants.len(), inner.participants.capacity());
-            if capacity - len > len / 4 {
+            if capacity - len > (len / 4).max(15) {
                 inner.participants.shrink_to_fit();
             }
             inner.payloads.shrink_to_fit();

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use tokio::time::Instant;
 use tracing::Instrument;
 
-use super::call::{self, InFlight};
+use super::call::{self, InFlight, Started};
 use super::entry::{Applied, Entry, LogWrite, CALLS};
 use super::scratch;
 use super::Shared;
@@ -39,6 +39,10 @@ pub(crate) struct Runner {
     wake_at: Option<Instant>,
     /// The timer for `wake_at`, made the first time it is needed.
     timer: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// Whether calls are polled as they start: only where the participants'
+    /// futures may be polled (in a client's future or this runner's task,
+    /// not in plain code that merely hands calls to a task).
+    inline: bool,
 }
 
 /// What a runner found when it polled.
@@ -51,14 +55,21 @@ enum Progress {
     Idle,
 }
 
-/// A runner for what a step of the machine requires.
-pub(crate) fn runner(shared: &Arc<Shared>, entry: &Arc<Entry>, applied: Applied) -> Runner {
+/// A runner for what a step of the machine requires; `inline`: see
+/// [`Runner::inline`].
+pub(crate) fn runner(
+    shared: &Arc<Shared>,
+    entry: &Arc<Entry>,
+    applied: Applied,
+    inline: bool,
+) -> Runner {
     let mut runner = Runner {
         shared: Arc::clone(shared),
         entry: Arc::clone(entry),
         pending: Pending::default(),
         wake_at: None,
         timer: None,
+        inline,
     };
     runner.take(applied);
     runner
@@ -75,12 +86,18 @@ impl Runner {
             applied.calls.clear();
             applied.log = None;
         }
+        // Inline, each call is polled once as it starts, with a no-op
+        // waker: one still pending is polled again, with a real waker, by
+        // whoever polls this runner next (`drive_ready` or the task
+        // `detach` spawns; `take` is only ever followed by one of them).
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
         for call in applied.calls.drain(..) {
             self.pending.push(call::start(
                 &self.entry,
                 call,
                 config.prepare_timeout,
                 config.phase2_timeout,
+                self.inline.then_some(&mut cx),
             ));
         }
         if let Some(LogWrite { attempt, record }) = applied.log.take() {
@@ -167,14 +184,22 @@ impl Runner {
     }
 
     /// Runs the calls still pending and the timer to the end in a spawned
-    /// task.
+    /// task. Answers already in (calls that answered as they started) are
+    /// applied here first: a task is spawned only for calls that wait.
     pub fn detach(mut self, phase: &'static str) {
+        while self.inline && self.pending.answered > 0 {
+            self.feed();
+        }
         if self.pending.is_empty() && self.wake_at.is_none() {
             return;
         }
         let span = tracing::debug_span!("dtxn", txn = %self.entry.id, phase);
         let (shared, id) = (Arc::clone(&self.shared), self.entry.id);
-        let task = async move { self.drive_until(|_| false).await }.instrument(span);
+        let task = async move {
+            self.inline = true;
+            self.drive_until(|_| false).await;
+        }
+        .instrument(span);
         match shared.runtime() {
             Some(handle) => {
                 handle.spawn(task);
@@ -195,7 +220,9 @@ impl Drop for Runner {
     /// retries or rollbacks that follow wait for a live runtime
     /// ([`Shared::abandoned`]). Nothing is left stuck in flight.
     fn drop(&mut self) {
-        if self.pending.is_empty() && self.wake_at.is_none() {
+        // Answers not yet applied count as calls in flight: they are
+        // failed as abandoned (and retried) like those.
+        if self.pending.is_empty() && self.pending.answered == 0 && self.wake_at.is_none() {
             return;
         }
         // The call futures hold participant futures: user code.
@@ -270,8 +297,9 @@ impl Pending {
         })
     }
 
-    /// Adds a started call, or the answer of one that failed to start.
-    fn push(&mut self, started: Result<InFlight, Event>) {
+    /// Adds a started call, or the answer of one that answered at once or
+    /// failed to start.
+    fn push(&mut self, started: Started) {
         if self.running == 0 && self.answered == 0 {
             // Reuse the room of finished calls.
             self.slots.clear();
@@ -280,11 +308,11 @@ impl Pending {
             self.slots = scratch::take(&SLOTS);
         }
         match started {
-            Ok(call) => {
+            Started::Pending(call) => {
                 self.slots.push(Slot::Running(call));
                 self.running += 1;
             }
-            Err(answer) => {
+            Started::Answered(answer) => {
                 self.slots.push(Slot::Answered(answer));
                 self.answered += 1;
             }

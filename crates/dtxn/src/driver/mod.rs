@@ -470,7 +470,7 @@ impl Shared {
     /// Runs what a step outside any runner requires (its calls, its timer)
     /// in a new task.
     fn run_detached(self: &Arc<Self>, entry: &Arc<Entry>, applied: entry::Applied) {
-        exec::runner(self, entry, applied).detach("rollback");
+        exec::runner(self, entry, applied, false).detach("rollback");
     }
 
     /// Fires `entry`'s timers now if its deadline has passed while it is
@@ -512,7 +512,7 @@ impl Shared {
         // Calls that answer at once are driven here; the rest go to a task
         // before this future first returns Pending, so nothing waits on
         // this caller polling again (PROTOCOL.md rule 14).
-        let mut runner = exec::runner(self, entry, applied);
+        let mut runner = exec::runner(self, entry, applied, true);
         runner.drive_ready(&done);
         runner.detach(phase);
         if let Err(e) = result {

@@ -24,7 +24,7 @@ impl Shared {
                 wake_at: entry.wake_at(),
                 result: Ok(()),
             };
-            exec::runner(self, &entry, applied).detach("resume");
+            exec::runner(self, &entry, applied, false).detach("resume");
         }
     }
 
