@@ -2,7 +2,7 @@
 //! mutex, its participants, timings, and its published state.
 
 use std::cell::Cell;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -233,11 +233,6 @@ impl Entry {
         self.state.get()
     }
 
-    /// The core's time: since the transaction began.
-    fn core_now(&self) -> Duration {
-        Instant::now().saturating_duration_since(self.begun)
-    }
-
     /// A time of the core as an instant of the clock (saturating).
     fn instant(&self, at: Duration) -> Instant {
         super::deadline_after(self.begun, at)
@@ -387,7 +382,11 @@ impl Entry {
         let mut gave_up = Vec::new();
         let mut inner = lock(&self.inner);
         let before = inner.machine.state();
-        let result = feed(&mut inner, self.core_now(), &mut actions, &mut gave_up);
+        // The one clock reading of the step: the core's time is since the
+        // transaction began.
+        let now = Instant::now();
+        let core_now = now.saturating_duration_since(self.begun);
+        let result = feed(&mut inner, core_now, &mut actions, &mut gave_up);
         let after = inner.machine.state();
         if before == TransactionState::Active && after != TransactionState::Active {
             // Registration is over: give back the growth slack, when there
@@ -467,7 +466,7 @@ impl Entry {
             Some(LogEnd::Hazard) => shared.keep_logged_hazard(self),
             None => {}
         }
-        shared.after_step(self, changed_to);
+        shared.after_step(self, changed_to, now);
         Applied {
             calls,
             log,
@@ -680,8 +679,14 @@ fn name_cause(cause: AbortCause, who: Option<&dyn Participant>) -> AbortReason {
 /// A transaction's state for readers outside the lock: an atomic byte and a
 /// [`Notify`] for waiters. Far smaller than a `watch` channel (which keeps
 /// eight notifiers per channel), and waking is one `notify_waiters`.
+///
+/// Both ends skip the `Notify` (whose every use takes its lock) when they
+/// can: a waiter whose state is already there does not register, and a
+/// change with nobody waiting wakes nobody.
 struct StateCell {
     state: AtomicU8,
+    /// Waiters registered or about to be (see [`wait_for`](Self::wait_for)).
+    waiters: AtomicU32,
     changed: Notify,
 }
 
@@ -699,6 +704,7 @@ impl StateCell {
     fn new() -> Self {
         Self {
             state: AtomicU8::new(0),
+            waiters: AtomicU32::new(0),
             changed: Notify::new(),
         }
     }
@@ -711,23 +717,53 @@ impl StateCell {
     /// published in order) and wakes every waiter.
     fn set(&self, state: TransactionState) {
         // `STATES` lists the variants in declaration order.
-        self.state.store(state as u8, Ordering::Release);
-        self.changed.notify_waiters();
+        self.state.store(state as u8, Ordering::SeqCst);
+        // Sequentially consistent with the waiter's count and read: either
+        // this sees its count and wakes it, or its read of the state,
+        // which comes after its count, sees this state.
+        if self.waiters.load(Ordering::SeqCst) > 0 {
+            self.changed.notify_waiters();
+        }
     }
 
+    /// Waits until the state satisfies `pred`. Cancel safe.
     async fn wait_for(&self, pred: impl Fn(TransactionState) -> bool) -> TransactionState {
+        let state = self.get();
+        if pred(state) {
+            return state;
+        }
+        let counted = Waiting::new(&self.waiters);
         loop {
-            // Register as a waiter *before* reading the state, so a change
-            // published in between still wakes us.
+            // Registered as a waiter (counted, and the `Notified` made,
+            // which `notify_waiters` wakes from then on) *before* reading
+            // the state, so a change published in between still wakes us.
             let notified = self.changed.notified();
             let mut notified = std::pin::pin!(notified);
             notified.as_mut().enable();
-            let state = self.get();
+            let state = Self::STATES[usize::from(self.state.load(Ordering::SeqCst))];
             if pred(state) {
+                drop(counted);
                 return state;
             }
             notified.await;
         }
+    }
+}
+
+/// One waiter counted in a [`StateCell`], for as long as it lives (a
+/// dropped wait included).
+struct Waiting<'a>(&'a AtomicU32);
+
+impl<'a> Waiting<'a> {
+    fn new(count: &'a AtomicU32) -> Self {
+        count.fetch_add(1, Ordering::SeqCst);
+        Self(count)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
 

@@ -395,12 +395,19 @@ impl Drop for Pending {
     /// Calls dropped unfinished (their runner's task dropped with its
     /// runtime): each future before its participant, panics caught.
     fn drop(&mut self) {
-        for slot in self.slots.drain(..) {
-            if let Slot::Running(call) = slot {
-                call.finish();
+        if self.running > 0 {
+            for slot in &mut self.slots {
+                if matches!(slot, Slot::Running(_)) {
+                    if let Slot::Running(call) = std::mem::replace(slot, Slot::Done) {
+                        call.finish();
+                    }
+                }
             }
         }
-        scratch::give(&SLOTS, std::mem::take(&mut self.slots));
+        if self.slots.capacity() > 0 {
+            self.slots.clear();
+            scratch::give(&SLOTS, std::mem::take(&mut self.slots));
+        }
     }
 }
 

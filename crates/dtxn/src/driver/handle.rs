@@ -523,7 +523,10 @@ impl TransactionCoordinator {
         if shared.is_fenced() {
             return Err(CoordinatorError::Fenced);
         }
-        self.expire_if_due(&entry);
+        // No clock is read here (one per participant would be a tenth of a
+        // registration's cost): a registration that races the deadline is
+        // accepted, and the participant is rolled back with the rest when
+        // the sweeper (or the next client call) finds the deadline passed.
         // User code, so outside every lock, with a panic caught.
         let key = match &shared.log {
             None => None,

@@ -204,7 +204,12 @@ impl Shared {
     /// Bookkeeping after a state change (called by [`Entry`]'s step path,
     /// outside its lock): logs the decision, and puts finished transactions
     /// in the retention queue.
-    pub(crate) fn after_step(&self, entry: &Entry, changed_to: Option<TransactionState>) {
+    pub(crate) fn after_step(
+        &self,
+        entry: &Entry,
+        changed_to: Option<TransactionState>,
+        now: Instant,
+    ) {
         let Some(state) = changed_to else { return };
         if let Some(decision) = state.decision().filter(|_| !state.is_terminal()) {
             tracing::debug!(txn = %entry.id, ?decision, "decided");
@@ -213,7 +218,6 @@ impl Shared {
             return;
         }
         tracing::debug!(txn = %entry.id, %state, "finished");
-        let now = Instant::now();
         // Each finish adds one: at most one goes, keeping the count.
         let oldest = {
             let mut finished = lock(&self.finished);
