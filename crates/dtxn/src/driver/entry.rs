@@ -793,5 +793,32 @@ mod tests {
         assert!(!waiter.is_finished());
         cell.set(crate::TransactionState::Aborted);
         assert_eq!(waiter.await.unwrap(), crate::TransactionState::Aborted);
+        assert_eq!(cell.waiters.load(std::sync::atomic::Ordering::SeqCst), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_dropped_wait_is_no_longer_counted_and_later_waiters_still_wake() {
+        let cell = std::sync::Arc::new(StateCell::new());
+        let dropped = tokio::spawn({
+            let cell = cell.clone();
+            async move { cell.wait_for(|s| s.is_terminal()).await }
+        });
+        tokio::task::yield_now().await;
+        assert_eq!(cell.waiters.load(std::sync::atomic::Ordering::SeqCst), 1);
+        dropped.abort();
+        assert!(dropped.await.unwrap_err().is_cancelled());
+        assert_eq!(cell.waiters.load(std::sync::atomic::Ordering::SeqCst), 0);
+        // A state already there is returned without counting a waiter.
+        assert_eq!(
+            cell.wait_for(|s| s == crate::TransactionState::Active).await,
+            crate::TransactionState::Active
+        );
+        let waiter = tokio::spawn({
+            let cell = cell.clone();
+            async move { cell.wait_for(|s| s.is_terminal()).await }
+        });
+        tokio::task::yield_now().await;
+        cell.set(crate::TransactionState::Committed);
+        assert_eq!(waiter.await.unwrap(), crate::TransactionState::Committed);
     }
 }
