@@ -402,10 +402,15 @@ impl Shared {
         if self.lease.is_none() {
             return Ok(entry.wait_for(done).await);
         }
-        tokio::select! {
-            state = entry.wait_for(done) => Ok(state),
-            () = self.fenced() => Err(CoordinatorError::Fenced),
-        }
+        // Boxed: only a cluster member waits on both, and every client
+        // future would otherwise carry room for the pair.
+        Box::pin(async {
+            tokio::select! {
+                state = entry.wait_for(done) => Ok(state),
+                () = self.fenced() => Err(CoordinatorError::Fenced),
+            }
+        })
+        .await
     }
 
     /// Takes over the decisions of a coordinator whose lease expired:
@@ -506,6 +511,20 @@ impl Shared {
         operation: Operation,
         done: impl Fn(TransactionState) -> bool,
     ) -> Result<TransactionState, CoordinatorError> {
+        self.start_client_call(entry, event, operation, &done)?;
+        self.wait_unless_fenced(entry, done).await
+    }
+
+    /// The synchronous part of [`client_call`](Self::client_call), on its
+    /// first poll: a function of its own, so that none of its locals (the
+    /// step's calls, the runner) takes room in every client future.
+    fn start_client_call(
+        self: &Arc<Self>,
+        entry: &Arc<Entry>,
+        event: Event,
+        operation: Operation,
+        done: &impl Fn(TransactionState) -> bool,
+    ) -> Result<(), CoordinatorError> {
         let phase = match operation {
             Operation::Prepare => "prepare",
             Operation::Commit => "commit",
@@ -517,12 +536,9 @@ impl Shared {
         // before this future first returns Pending, so nothing waits on
         // this caller polling again (PROTOCOL.md rule 14).
         let mut runner = exec::runner(self, entry, applied, true);
-        runner.drive_ready(&done);
+        runner.drive_ready(done);
         runner.detach(phase);
-        if let Err(e) = result {
-            return Err(map_core_error(entry, e, operation));
-        }
-        self.wait_unless_fenced(entry, done).await
+        result.map_err(|e| map_core_error(entry, e, operation))
     }
 
     /// Entries not yet terminal (a snapshot, shard by shard).
