@@ -36,10 +36,16 @@
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicIsize, AtomicUsize, Ordering};
 
 /// Threads counting at the moment: the cheap check every allocation makes.
 static COUNTING_THREADS: AtomicUsize = AtomicUsize::new(0);
+
+/// Whether [`LIVE_BYTES`] is kept (see [`weigh`]).
+static WEIGHING: AtomicUsize = AtomicUsize::new(0);
+
+/// Bytes allocated minus bytes freed, on every thread, while weighing.
+static LIVE_BYTES: AtomicIsize = AtomicIsize::new(0);
 
 thread_local! {
     /// Allocations this thread made while any thread was counting
@@ -61,6 +67,18 @@ impl Counting {
             let _ = ALLOCATIONS.try_with(|n| n.set(n.get() + 1));
         }
     }
+
+    #[inline]
+    fn weigh(&self, bytes: isize) {
+        if WEIGHING.load(Ordering::Relaxed) != 0 {
+            LIVE_BYTES.fetch_add(bytes, Ordering::Relaxed);
+        }
+    }
+}
+
+/// A size as a signed count (no allocation is larger than `isize::MAX`).
+fn signed(size: usize) -> isize {
+    isize::try_from(size).unwrap_or(isize::MAX)
 }
 
 // SAFETY: every method forwards its arguments unchanged to `System`, which
@@ -70,6 +88,7 @@ unsafe impl GlobalAlloc for Counting {
     #[inline]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         self.note();
+        self.weigh(signed(layout.size()));
         // SAFETY: the caller's contract for `alloc`, passed on.
         unsafe { System.alloc(layout) }
     }
@@ -77,12 +96,14 @@ unsafe impl GlobalAlloc for Counting {
     #[inline]
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
         self.note();
+        self.weigh(signed(layout.size()));
         // SAFETY: the caller's contract for `alloc_zeroed`, passed on.
         unsafe { System.alloc_zeroed(layout) }
     }
 
     #[inline]
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        self.weigh(-signed(layout.size()));
         // SAFETY: `ptr` was allocated by `System` (through this allocator)
         // with `layout`, as the caller guarantees.
         unsafe { System.dealloc(ptr, layout) }
@@ -91,6 +112,7 @@ unsafe impl GlobalAlloc for Counting {
     #[inline]
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         self.note();
+        self.weigh(signed(new_size) - signed(layout.size()));
         // SAFETY: the caller's contract for `realloc`, passed on.
         unsafe { System.realloc(ptr, layout, new_size) }
     }
@@ -139,6 +161,43 @@ pub fn count<R>(f: impl FnOnce() -> R) -> (R, Option<u64>) {
     let n = allocations() - before;
     drop(on);
     (out, Some(n))
+}
+
+/// Weighs the heap from when it is made until it is dropped:
+/// [`bytes`](Self::bytes) reads the bytes allocated and not yet freed since
+/// then, by every thread (what the program asked for, without the
+/// allocator's own overhead).
+pub struct Weighing {
+    start: Option<isize>,
+}
+
+impl Weighing {
+    /// Starts weighing; the readings are `None` when the counting
+    /// allocator is not installed.
+    pub fn start() -> Self {
+        if !installed() {
+            return Self { start: None };
+        }
+        WEIGHING.fetch_add(1, Ordering::SeqCst);
+        Self {
+            start: Some(LIVE_BYTES.load(Ordering::SeqCst)),
+        }
+    }
+
+    /// Bytes live now that were not when weighing started (negative when
+    /// more was freed).
+    pub fn bytes(&self) -> Option<isize> {
+        self.start
+            .map(|start| LIVE_BYTES.load(Ordering::SeqCst) - start)
+    }
+}
+
+impl Drop for Weighing {
+    fn drop(&mut self) {
+        if self.start.is_some() {
+            WEIGHING.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
 }
 
 #[cfg(test)]

@@ -353,6 +353,15 @@ pub fn render(report: &Report) -> String {
             mem.bytes_per_prepared_transaction,
             mem.peak_rss_kib
         );
+        if let (Some(active), Some(prepared)) = (
+            mem.heap_bytes_per_active_transaction,
+            mem.heap_bytes_per_prepared_transaction,
+        ) {
+            let _ = writeln!(
+                s,
+                "  heap held (counting allocator): {active:.0} B per transaction registering, {prepared:.0} B prepared"
+            );
+        }
         let _ = writeln!(
             s,
             "  RSS after {} finished: {} KiB; after {}: {} KiB ({:+.1}%, retention_count {})\n",
