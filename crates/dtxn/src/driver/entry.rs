@@ -2,7 +2,7 @@
 //! mutex, its participants, timings, and its published state.
 
 use std::cell::Cell;
-use std::sync::atomic::{AtomicU32, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -92,6 +92,9 @@ struct Inner {
     /// filter over their addresses, so most registrations skip the linear
     /// duplicate scan (which made registering N participants O(N²)).
     registered: Registered,
+    /// Callers waiting for a state change (see [`Entry::wait_for`]): a
+    /// change with none wakes nobody.
+    waiters: u32,
 }
 
 impl Inner {
@@ -189,6 +192,7 @@ impl Entry {
                 payloads: Vec::new(),
                 keys: Vec::new(),
                 registered: Registered::default(),
+                waiters: 0,
             }),
             state: StateCell::new(),
             contexts: [Phase::Prepare, Phase::Commit, Phase::Rollback]
@@ -255,7 +259,10 @@ impl Entry {
         result
     }
 
-    fn try_register(
+    /// Registers `participant` (see [`register`](Self::register)); a
+    /// refused or duplicate one is returned, for the caller to drop once it
+    /// holds no lock.
+    pub(crate) fn try_register(
         &self,
         participant: Arc<dyn Participant>,
         payload: Option<Payload>,
@@ -448,7 +455,7 @@ impl Entry {
         // Published under the lock so concurrent steps cannot publish
         // states out of order.
         let changed_to = (after != before).then(|| {
-            self.state.set(after);
+            self.publish(&inner, after);
             after
         });
         drop(inner);
@@ -509,9 +516,53 @@ impl Entry {
         lock(&self.inner).machine.awaiting_log()
     }
 
+    /// Publishes `state`, under the entry's lock (so states are published
+    /// in order), and wakes the callers waiting for a change, if any.
+    fn publish(&self, inner: &Inner, state: TransactionState) {
+        self.state.set(state);
+        if inner.waiters > 0 {
+            self.state.changed.notify_waiters();
+        }
+    }
+
     /// Waits until the state satisfies `pred`. Cancel safe.
+    ///
+    /// A state already there costs one atomic read. Otherwise the caller
+    /// registers as a waiter under the entry's lock, where states are
+    /// published: either the state it then reads is new enough, or the
+    /// publication that follows sees it counted and wakes it.
     pub async fn wait_for(&self, pred: impl Fn(TransactionState) -> bool) -> TransactionState {
-        self.state.wait_for(pred).await
+        let state = self.state.get();
+        if pred(state) {
+            return state;
+        }
+        let mut waiter = Waiter {
+            entry: self,
+            counted: false,
+        };
+        loop {
+            // `notify_waiters` wakes a `Notified` from when it is made and
+            // enabled: both happen before the lock is released.
+            let notified = self.state.changed.notified();
+            let mut notified = std::pin::pin!(notified);
+            {
+                let mut inner = lock(&self.inner);
+                let state = self.state.get();
+                if pred(state) {
+                    if waiter.counted {
+                        inner.waiters -= 1;
+                        waiter.counted = false;
+                    }
+                    return state;
+                }
+                if !waiter.counted {
+                    inner.waiters += 1;
+                    waiter.counted = true;
+                }
+                notified.as_mut().enable();
+            }
+            notified.await;
+        }
     }
 
     fn abort_reason(inner: &Inner) -> Option<(AbortCause, Option<Arc<dyn Participant>>)> {
@@ -678,15 +729,10 @@ fn name_cause(cause: AbortCause, who: Option<&dyn Participant>) -> AbortReason {
 
 /// A transaction's state for readers outside the lock: an atomic byte and a
 /// [`Notify`] for waiters. Far smaller than a `watch` channel (which keeps
-/// eight notifiers per channel), and waking is one `notify_waiters`.
-///
-/// Both ends skip the `Notify` (whose every use takes its lock) when they
-/// can: a waiter whose state is already there does not register, and a
-/// change with nobody waiting wakes nobody.
+/// eight notifiers per channel), and waking is one `notify_waiters`, only
+/// when someone waits (see [`Entry::wait_for`]).
 struct StateCell {
     state: AtomicU8,
-    /// Waiters registered or about to be (see [`wait_for`](Self::wait_for)).
-    waiters: AtomicU32,
     changed: Notify,
 }
 
@@ -704,7 +750,6 @@ impl StateCell {
     fn new() -> Self {
         Self {
             state: AtomicU8::new(0),
-            waiters: AtomicU32::new(0),
             changed: Notify::new(),
         }
     }
@@ -713,63 +758,53 @@ impl StateCell {
         Self::STATES[usize::from(self.state.load(Ordering::Acquire))]
     }
 
-    /// Publishes `state` (called under the entry's lock, so states are
-    /// published in order) and wakes every waiter.
+    /// Stores `state`: see [`Entry::publish`].
     fn set(&self, state: TransactionState) {
         // `STATES` lists the variants in declaration order.
-        self.state.store(state as u8, Ordering::SeqCst);
-        // Sequentially consistent with the waiter's count and read: either
-        // this sees its count and wakes it, or its read of the state,
-        // which comes after its count, sees this state.
-        if self.waiters.load(Ordering::SeqCst) > 0 {
-            self.changed.notify_waiters();
-        }
-    }
-
-    /// Waits until the state satisfies `pred`. Cancel safe.
-    async fn wait_for(&self, pred: impl Fn(TransactionState) -> bool) -> TransactionState {
-        let state = self.get();
-        if pred(state) {
-            return state;
-        }
-        let counted = Waiting::new(&self.waiters);
-        loop {
-            // Registered as a waiter (counted, and the `Notified` made,
-            // which `notify_waiters` wakes from then on) *before* reading
-            // the state, so a change published in between still wakes us.
-            let notified = self.changed.notified();
-            let mut notified = std::pin::pin!(notified);
-            notified.as_mut().enable();
-            let state = Self::STATES[usize::from(self.state.load(Ordering::SeqCst))];
-            if pred(state) {
-                drop(counted);
-                return state;
-            }
-            notified.await;
-        }
+        self.state.store(state as u8, Ordering::Release);
     }
 }
 
-/// One waiter counted in a [`StateCell`], for as long as it lives (a
-/// dropped wait included).
-struct Waiting<'a>(&'a AtomicU32);
-
-impl<'a> Waiting<'a> {
-    fn new(count: &'a AtomicU32) -> Self {
-        count.fetch_add(1, Ordering::SeqCst);
-        Self(count)
-    }
+/// A caller of [`Entry::wait_for`]: counted among the entry's waiters
+/// until it returns or is dropped.
+struct Waiter<'a> {
+    entry: &'a Entry,
+    counted: bool,
 }
 
-impl Drop for Waiting<'_> {
+impl Drop for Waiter<'_> {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::SeqCst);
+        if self.counted {
+            lock(&self.entry.inner).waiters -= 1;
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::StateCell;
+    use std::sync::Arc;
+
+    use super::{lock, Entry, StateCell};
+    use crate::core::{Limits, Transaction};
+    use crate::{TransactionId, TransactionState};
+
+    fn entry() -> Arc<Entry> {
+        let now = tokio::time::Instant::now();
+        Arc::new(Entry::new(
+            TransactionId::from_parts(1, 1),
+            Transaction::new(Limits::default()),
+            now,
+            now,
+        ))
+    }
+
+    fn publish(entry: &Entry, state: TransactionState) {
+        entry.publish(&lock(&entry.inner), state);
+    }
+
+    fn waiters(entry: &Entry) -> u32 {
+        lock(&entry.inner).waiters
+    }
 
     #[test]
     fn every_state_round_trips_through_the_cell() {
@@ -782,43 +817,64 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_waiter_wakes_on_the_state_it_waits_for() {
-        let cell = std::sync::Arc::new(StateCell::new());
+        let entry = entry();
         let waiter = tokio::spawn({
-            let cell = cell.clone();
-            async move { cell.wait_for(|s| s.is_terminal()).await }
+            let entry = entry.clone();
+            async move { entry.wait_for(TransactionState::is_terminal).await }
         });
         tokio::task::yield_now().await;
-        cell.set(crate::TransactionState::Preparing);
+        publish(&entry, TransactionState::Preparing);
         tokio::task::yield_now().await;
         assert!(!waiter.is_finished());
-        cell.set(crate::TransactionState::Aborted);
-        assert_eq!(waiter.await.unwrap(), crate::TransactionState::Aborted);
-        assert_eq!(cell.waiters.load(std::sync::atomic::Ordering::SeqCst), 0);
+        publish(&entry, TransactionState::Aborted);
+        assert_eq!(waiter.await.unwrap(), TransactionState::Aborted);
+        assert_eq!(waiters(&entry), 0);
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_dropped_wait_is_no_longer_counted_and_later_waiters_still_wake() {
-        let cell = std::sync::Arc::new(StateCell::new());
+        let entry = entry();
         let dropped = tokio::spawn({
-            let cell = cell.clone();
-            async move { cell.wait_for(|s| s.is_terminal()).await }
+            let entry = entry.clone();
+            async move { entry.wait_for(TransactionState::is_terminal).await }
         });
         tokio::task::yield_now().await;
-        assert_eq!(cell.waiters.load(std::sync::atomic::Ordering::SeqCst), 1);
+        assert_eq!(waiters(&entry), 1);
         dropped.abort();
         assert!(dropped.await.unwrap_err().is_cancelled());
-        assert_eq!(cell.waiters.load(std::sync::atomic::Ordering::SeqCst), 0);
+        assert_eq!(waiters(&entry), 0);
         // A state already there is returned without counting a waiter.
         assert_eq!(
-            cell.wait_for(|s| s == crate::TransactionState::Active).await,
-            crate::TransactionState::Active
+            entry.wait_for(|s| s == TransactionState::Active).await,
+            TransactionState::Active
         );
+        assert_eq!(waiters(&entry), 0);
         let waiter = tokio::spawn({
-            let cell = cell.clone();
-            async move { cell.wait_for(|s| s.is_terminal()).await }
+            let entry = entry.clone();
+            async move { entry.wait_for(TransactionState::is_terminal).await }
         });
         tokio::task::yield_now().await;
-        cell.set(crate::TransactionState::Committed);
-        assert_eq!(waiter.await.unwrap(), crate::TransactionState::Committed);
+        publish(&entry, TransactionState::Committed);
+        assert_eq!(waiter.await.unwrap(), TransactionState::Committed);
+        assert_eq!(waiters(&entry), 0);
+    }
+
+    #[test]
+    fn racing_publications_never_strand_a_waiter() {
+        // Two threads: one waits for Committed, the other publishes it at
+        // once; repeated, any lost wake-up would hang a run.
+        for _ in 0..2000 {
+            let entry = entry();
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .build()
+                .unwrap();
+            let publisher = std::thread::spawn({
+                let entry = entry.clone();
+                move || publish(&entry, TransactionState::Committed)
+            });
+            let state = rt.block_on(entry.wait_for(TransactionState::is_terminal));
+            assert_eq!(state, TransactionState::Committed);
+            publisher.join().unwrap();
+        }
     }
 }

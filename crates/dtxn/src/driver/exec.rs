@@ -28,12 +28,16 @@ use crate::ParticipantError;
 /// answers at once) no task is spawned, and progress never depends on the
 /// client future being polled again: a caller that parks its future blocks
 /// nobody (PROTOCOL.md rule 14).
-pub(crate) struct Runner {
+///
+/// It holds the coordinator and the transaction through `H`: borrowed
+/// ([`Lent`]) while it runs in the code that made it, so a client call
+/// that finishes inline touches no reference count; owned ([`Owned`])
+/// once it is sent to a task.
+pub(crate) struct Runner<H: Hold> {
     /// First field, so dropped first: a call's reference to its participant
     /// is never the last while the entry is still held here.
     pending: Pending,
-    shared: Arc<Shared>,
-    entry: Arc<Entry>,
+    hold: H,
     /// When the core next needs its timer (a phase-2 attempt waiting out
     /// its backoff), as of the last step this runner took.
     wake_at: Option<Instant>,
@@ -55,17 +59,46 @@ enum Progress {
     Idle,
 }
 
+/// How a runner holds the coordinator and its transaction.
+pub(crate) trait Hold {
+    fn shared(&self) -> &Arc<Shared>;
+    fn entry(&self) -> &Arc<Entry>;
+}
+
+/// Borrowed from the code that made the runner.
+pub(crate) struct Lent<'a>(&'a Arc<Shared>, &'a Arc<Entry>);
+
+/// Owned, by a runner in a task of its own.
+pub(crate) struct Owned(Arc<Shared>, Arc<Entry>);
+
+impl Hold for Lent<'_> {
+    fn shared(&self) -> &Arc<Shared> {
+        self.0
+    }
+    fn entry(&self) -> &Arc<Entry> {
+        self.1
+    }
+}
+
+impl Hold for Owned {
+    fn shared(&self) -> &Arc<Shared> {
+        &self.0
+    }
+    fn entry(&self) -> &Arc<Entry> {
+        &self.1
+    }
+}
+
 /// A runner for what a step of the machine requires; `inline`: see
 /// [`Runner::inline`].
-pub(crate) fn runner(
-    shared: &Arc<Shared>,
-    entry: &Arc<Entry>,
+pub(crate) fn runner<'a>(
+    shared: &'a Arc<Shared>,
+    entry: &'a Arc<Entry>,
     applied: Applied,
     inline: bool,
-) -> Runner {
+) -> Runner<Lent<'a>> {
     let mut runner = Runner {
-        shared: Arc::clone(shared),
-        entry: Arc::clone(entry),
+        hold: Lent(shared, entry),
         pending: Pending::default(),
         wake_at: None,
         timer: None,
@@ -75,14 +108,14 @@ pub(crate) fn runner(
     runner
 }
 
-impl Runner {
+impl<H: Hold> Runner<H> {
     /// Takes on the calls and the timer a step requires.
     fn take(&mut self, mut applied: Applied) {
-        let config = &self.shared.config;
-        if (!applied.calls.is_empty() || applied.log.is_some()) && !self.shared.may_act() {
+        let config = &self.hold.shared().config;
+        if (!applied.calls.is_empty() || applied.log.is_some()) && !self.hold.shared().may_act() {
             // Fenced (PROTOCOL.md rule 17): the transaction's new owner
             // makes these calls.
-            tracing::debug!(txn = %self.entry.id, calls = applied.calls.len(), "not sent: the lease is lost");
+            tracing::debug!(txn = %self.hold.entry().id, calls = applied.calls.len(), "not sent: the lease is lost");
             applied.calls.clear();
             applied.log = None;
         }
@@ -93,7 +126,7 @@ impl Runner {
         let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
         for call in applied.calls.drain(..) {
             self.pending.push(call::start(
-                &self.entry,
+                self.hold.entry(),
                 call,
                 config.prepare_timeout,
                 config.phase2_timeout,
@@ -104,7 +137,7 @@ impl Runner {
             if attempt == 1 {
                 crate::failpoint::reach!(crate::failpoint::COMMIT_DECIDED);
             }
-            let write = match &self.shared.log {
+            let write = match &self.hold.shared().log {
                 Some(log) => log.log_commit(record),
                 None => Box::pin(std::future::ready(Err(LogError::Closed))),
             };
@@ -119,11 +152,11 @@ impl Runner {
     /// (they stay in `pending`), no result (results are applied in the same
     /// poll that takes them) and no timer (`wake_at` stays).
     pub async fn drive_until(&mut self, done: impl Fn(TransactionState) -> bool) {
-        while !done(self.entry.state()) {
+        while !done(self.hold.entry().state()) {
             match std::future::poll_fn(|cx| self.poll_progress(cx, true)).await {
                 Progress::Answers => self.feed(),
                 Progress::Timer => {
-                    let applied = self.entry.timeout(&self.shared);
+                    let applied = self.hold.entry().timeout(self.hold.shared());
                     self.take(applied);
                 }
                 Progress::Idle => return,
@@ -140,7 +173,7 @@ impl Runner {
     /// left again, with its own waker.
     pub fn drive_ready(&mut self, done: impl Fn(TransactionState) -> bool) {
         let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-        while !done(self.entry.state()) {
+        while !done(self.hold.entry().state()) {
             match self.poll_progress(&mut cx, false) {
                 std::task::Poll::Ready(Progress::Answers) => self.feed(),
                 _ => return,
@@ -174,11 +207,14 @@ impl Runner {
     /// Applies the answers taken, all at once (one lock, one clock
     /// reading), and takes on the calls they require.
     fn feed(&mut self) {
-        let applied = self.entry.apply_all(self.pending.answers(), &self.shared);
+        let applied = self
+            .hold
+            .entry()
+            .apply_all(self.pending.answers(), self.hold.shared());
         if let Err(e) = &applied.result {
             // Stale answers cannot occur here (each call is outstanding
             // exactly once) but are harmless; anything else is a core bug.
-            tracing::error!(txn = %self.entry.id, error = %e, "core refused a call result");
+            tracing::error!(txn = %self.hold.entry().id, error = %e, "core refused a call result");
         }
         self.take(applied);
     }
@@ -193,13 +229,20 @@ impl Runner {
         if self.pending.is_empty() && self.wake_at.is_none() {
             return;
         }
-        let span = tracing::debug_span!("dtxn", txn = %self.entry.id, phase);
-        let (shared, id) = (Arc::clone(&self.shared), self.entry.id);
-        let task = async move {
-            self.inline = true;
-            self.drive_until(|_| false).await;
-        }
-        .instrument(span);
+        let id = self.hold.entry().id;
+        let span = tracing::debug_span!("dtxn", txn = %id, phase);
+        let shared = Arc::clone(self.hold.shared());
+        // What is left moves to a runner that owns its transaction; this
+        // one is left empty, so dropping it does nothing.
+        let mut owned = Runner {
+            pending: std::mem::take(&mut self.pending),
+            hold: Owned(Arc::clone(&shared), Arc::clone(self.hold.entry())),
+            wake_at: self.wake_at.take(),
+            timer: self.timer.take(),
+            inline: true,
+        };
+        drop(self);
+        let task = async move { owned.drive_until(|_| false).await }.instrument(span);
         match shared.runtime() {
             Some(handle) => {
                 handle.spawn(task);
@@ -212,7 +255,7 @@ impl Runner {
     }
 }
 
-impl Drop for Runner {
+impl<H: Hold> Drop for Runner<H> {
     /// A runner is dropped with calls pending only when its task was
     /// dropped unfinished: its runtime shut down (a coordinator that
     /// outlives a `#[tokio::test]`, say). Those calls will never answer, so
@@ -227,7 +270,7 @@ impl Drop for Runner {
         }
         // The call futures hold participant futures: user code.
         super::entry::drop_user(std::mem::take(&mut self.pending));
-        self.shared.abandoned(&self.entry);
+        self.hold.shared().abandoned(self.hold.entry());
     }
 }
 

@@ -519,6 +519,14 @@ impl TransactionCoordinator {
         payload: Option<crate::Payload>,
     ) -> Result<Registration, CoordinatorError> {
         let shared = self.shared();
+        if shared.log.is_none() {
+            let (result, rejected) = self.register_in_memory(txn, participant, payload);
+            // Outside every lock: it may be the last reference.
+            if let Some(p) = rejected {
+                super::entry::drop_user(p);
+            }
+            return result;
+        }
         let entry = shared.get(txn)?;
         if shared.is_fenced() {
             return Err(CoordinatorError::Fenced);
@@ -547,6 +555,39 @@ impl TransactionCoordinator {
             Ok(true) => Ok(Registration::Registered),
             Ok(false) => Ok(Registration::AlreadyRegistered),
             Err(e) => Err(map_core_error(&entry, e, Operation::Register)),
+        }
+    }
+
+    /// Registration without a decision log (so no recovery key to ask
+    /// the participant for, which is user code): done under the shard's
+    /// lock, which spares the entry's reference count a round trip per
+    /// participant. A shard's lock is only ever taken before an entry's,
+    /// never while one is held. Returns the participant when it was not
+    /// registered, to be dropped outside the locks.
+    #[allow(clippy::type_complexity)]
+    fn register_in_memory(
+        &self,
+        txn: TransactionId,
+        participant: Arc<dyn Participant>,
+        payload: Option<crate::Payload>,
+    ) -> (
+        Result<Registration, CoordinatorError>,
+        Option<Arc<dyn Participant>>,
+    ) {
+        let shared = self.shared();
+        shared.ensure_sweeper();
+        let shard = lock(shared.shard(txn));
+        let Some(entry) = shard.get(&txn) else {
+            return (Err(CoordinatorError::NotFound { txn }), Some(participant));
+        };
+        if shared.is_fenced() {
+            return (Err(CoordinatorError::Fenced), Some(participant));
+        }
+        // No clock is read here: see `register`.
+        match entry.try_register(participant, payload, None) {
+            (Ok(true), rejected) => (Ok(Registration::Registered), rejected),
+            (Ok(false), rejected) => (Ok(Registration::AlreadyRegistered), rejected),
+            (Err(e), rejected) => (Err(map_core_error(entry, e, Operation::Register)), rejected),
         }
     }
 
