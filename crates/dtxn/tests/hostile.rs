@@ -937,3 +937,66 @@ async fn a_timed_out_call_whose_future_panics_when_dropped_is_contained() {
         TransactionState::Committed
     );
 }
+
+/// Panics the first time it is asked for a `rollback` future; answers at
+/// once after that.
+struct RollbackPanicsOnce {
+    asked: AtomicUsize,
+}
+
+#[async_trait]
+impl Participant for RollbackPanicsOnce {
+    fn rollback_with<'a, 'b, 'c>(
+        &'a self,
+        _cx: &'b dtxn::CallContext,
+    ) -> Pin<Box<dyn Future<Output = Result<(), ParticipantError>> + Send + 'c>>
+    where
+        'a: 'c,
+        'b: 'c,
+        Self: 'c,
+    {
+        if self.asked.fetch_add(1, Ordering::SeqCst) == 0 {
+            panic!("no rollback future this time");
+        }
+        Box::pin(async { Ok(()) })
+    }
+    async fn prepare(&self, _txn: TransactionId) -> PreparedResult {
+        PreparedResult::Ready
+    }
+    async fn commit(&self, _txn: TransactionId) -> Result<(), ParticipantError> {
+        Ok(())
+    }
+    async fn rollback(&self, _txn: TransactionId) -> Result<(), ParticipantError> {
+        unreachable!("rollback_with is overridden")
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_rollback_that_fails_to_start_in_the_background_is_retried_to_the_end() {
+    // The deadline's rollback is started by the sweeper, outside any
+    // client call: the call that fails to start must still be fed to the
+    // core (and retried), not lost with the runner that started it.
+    let c = coordinator();
+    let flaky = Arc::new(RollbackPanicsOnce {
+        asked: AtomicUsize::new(0),
+    });
+    let txn = c.begin_transaction().unwrap();
+    c.register_participant(txn, flaky.clone()).unwrap();
+    tokio::time::sleep(c.config().transaction_deadline() + Duration::from_secs(1)).await;
+    let ended = tokio::time::timeout(Duration::from_secs(60), async {
+        loop {
+            if c.outcome(txn) == dtxn::OutcomeStatus::Aborted {
+                return;
+            }
+            tokio::time::sleep(ms(10)).await;
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "the rollback never ended");
+    assert_eq!(flaky.asked.load(Ordering::SeqCst), 2, "retried once");
+    let report = c.transaction_report(txn).unwrap();
+    assert!(
+        report.state == dtxn::TransactionState::Aborted,
+        "{report:?}"
+    );
+}

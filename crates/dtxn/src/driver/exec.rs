@@ -226,7 +226,8 @@ impl<H: Hold> Runner<H> {
         while self.inline && self.pending.answered > 0 {
             self.feed();
         }
-        if self.pending.is_empty() && self.wake_at.is_none() {
+        // Not inline, answers (calls that failed to start) go to the task.
+        if self.pending.is_empty() && self.pending.answered == 0 && self.wake_at.is_none() {
             return;
         }
         let id = self.hold.entry().id;
