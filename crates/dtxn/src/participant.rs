@@ -318,6 +318,10 @@ pub trait Participant: Send + Sync {
     /// this participant *is* sent `rollback`, since it may have prepared
     /// before the failure was seen. Override it instead of voting `Aborted`
     /// when the participant's state is unknown.
+    ///
+    /// When neither this nor [`prepare_with`](Self::prepare_with) is
+    /// overridden, the coordinator calls `prepare` directly: the same vote,
+    /// with one boxed future per call instead of two.
     fn try_prepare<'life0, 'async_trait>(
         &'life0 self,
         txn: TransactionId,
