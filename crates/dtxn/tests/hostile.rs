@@ -126,6 +126,43 @@ async fn commit(c: &TransactionCoordinator, txn: TransactionId) {
     c.commit_transaction(txn).await.unwrap();
 }
 
+#[test]
+fn a_refused_registration_drops_its_participant_outside_every_lock() {
+    must_finish(|| async {
+        let c = coordinator();
+        let txn = c.begin_transaction().unwrap();
+        c.prepare_transaction(txn).await.unwrap();
+        // The coordinator holds the last reference to each: refused (the
+        // transaction is Prepared), they are dropped by the registration.
+        // One asks for the same transaction's state from its `Drop` (a
+        // deadlock were the shard's lock still held), one panics in it.
+        let (queries, queried) = Reentrant::new(Some(c.clone()), OnDrop::QueryState(txn));
+        let refused = c.register_participant(txn, queries);
+        assert!(
+            matches!(refused, Err(CoordinatorError::InvalidState { .. })),
+            "{refused:?}"
+        );
+        assert!(queried.load(Ordering::SeqCst));
+        let (panics, panicked) = Reentrant::new(None, OnDrop::Panic);
+        let refused = c.register_participant(txn, panics);
+        assert!(
+            matches!(refused, Err(CoordinatorError::InvalidState { .. })),
+            "{refused:?}"
+        );
+        assert!(panicked.load(Ordering::SeqCst));
+        // An unknown transaction: the same.
+        let (queries, queried) = Reentrant::new(Some(c.clone()), OnDrop::QueryState(txn));
+        let unknown = coordinator().begin_transaction().unwrap();
+        let refused = c.register_participant(unknown, queries);
+        assert!(
+            matches!(refused, Err(CoordinatorError::NotFound { .. })),
+            "{refused:?}"
+        );
+        assert!(queried.load(Ordering::SeqCst));
+        assert!(c.commit_transaction(txn).await.unwrap().is_committed());
+    });
+}
+
 fn keep_one_finished() -> TransactionCoordinator {
     TransactionCoordinator::with_config(config().retention_count(1).build().unwrap())
 }

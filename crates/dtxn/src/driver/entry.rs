@@ -244,25 +244,9 @@ impl Entry {
 
     /// Registers `participant` unless this very `Arc` is already registered.
     /// Returns `Ok(true)` when added. A refused or duplicate `participant`
-    /// is dropped after the entry's lock is released.
-    pub fn register(
-        &self,
-        participant: Arc<dyn Participant>,
-        payload: Option<Payload>,
-        key: Option<Arc<str>>,
-    ) -> Result<bool, CoreError> {
-        let (result, rejected) = self.try_register(participant, payload, key);
-        // Outside the entry's lock: it may be the last reference.
-        if let Some(p) = rejected {
-            drop_user(p);
-        }
-        result
-    }
-
-    /// Registers `participant` (see [`register`](Self::register)); a
-    /// refused or duplicate one is returned, for the caller to drop once it
-    /// holds no lock.
-    pub(crate) fn try_register(
+    /// is returned, for the caller to drop once it holds no lock (it may be
+    /// the last reference).
+    pub(crate) fn register(
         &self,
         participant: Arc<dyn Participant>,
         payload: Option<Payload>,

@@ -519,23 +519,8 @@ impl TransactionCoordinator {
         payload: Option<crate::Payload>,
     ) -> Result<Registration, CoordinatorError> {
         let shared = self.shared();
-        if shared.log.is_none() {
-            let (result, rejected) = self.register_in_memory(txn, participant, payload);
-            // Outside every lock: it may be the last reference.
-            if let Some(p) = rejected {
-                super::entry::drop_user(p);
-            }
-            return result;
-        }
-        let entry = shared.get(txn)?;
-        if shared.is_fenced() {
-            return Err(CoordinatorError::Fenced);
-        }
-        // No clock is read here (one per participant would be a tenth of a
-        // registration's cost): a registration that races the deadline is
-        // accepted, and the participant is rolled back with the rest when
-        // the sweeper (or the next client call) finds the deadline passed.
-        // User code, so outside every lock, with a panic caught.
+        // With a decision log every participant needs a recovery key: user
+        // code, so asked outside every lock, with a panic caught.
         let key = match &shared.log {
             None => None,
             Some(_) => {
@@ -545,31 +530,43 @@ impl TransactionCoordinator {
                 .ok()
                 .flatten();
                 if key.is_none() {
+                    // An unknown transaction or a fenced coordinator is
+                    // said first, as for any registration.
+                    shared.get(txn)?;
+                    if shared.is_fenced() {
+                        return Err(CoordinatorError::Fenced);
+                    }
                     let participant = super::entry::safe_name(&*participant);
                     return Err(CoordinatorError::NotRecoverable { txn, participant });
                 }
                 key
             }
         };
-        match entry.register(participant, payload, key) {
-            Ok(true) => Ok(Registration::Registered),
-            Ok(false) => Ok(Registration::AlreadyRegistered),
-            Err(e) => Err(map_core_error(&entry, e, Operation::Register)),
+        let (result, rejected) = self.register_locked(txn, participant, payload, key);
+        // Outside every lock: it may be the last reference.
+        if let Some(p) = rejected {
+            super::entry::drop_user(p);
         }
+        result
     }
 
-    /// Registration without a decision log (so no recovery key to ask
-    /// the participant for, which is user code): done under the shard's
-    /// lock, which spares the entry's reference count a round trip per
-    /// participant. A shard's lock is only ever taken before an entry's,
-    /// never while one is held. Returns the participant when it was not
-    /// registered, to be dropped outside the locks.
+    /// Registers under the shard's lock, which spares the entry's
+    /// reference count a round trip per participant (a shard's lock is
+    /// only ever taken before an entry's, never while one is held).
+    /// Returns the participant when it was not registered, to be dropped
+    /// outside the locks.
+    ///
+    /// No clock is read here (one per participant would be a tenth of a
+    /// registration's cost): a registration that races the deadline is
+    /// accepted, and the participant is rolled back with the rest when the
+    /// sweeper (or the next client call) finds the deadline passed.
     #[allow(clippy::type_complexity)]
-    fn register_in_memory(
+    fn register_locked(
         &self,
         txn: TransactionId,
         participant: Arc<dyn Participant>,
         payload: Option<crate::Payload>,
+        key: Option<Arc<str>>,
     ) -> (
         Result<Registration, CoordinatorError>,
         Option<Arc<dyn Participant>>,
@@ -583,8 +580,7 @@ impl TransactionCoordinator {
         if shared.is_fenced() {
             return (Err(CoordinatorError::Fenced), Some(participant));
         }
-        // No clock is read here: see `register`.
-        match entry.try_register(participant, payload, None) {
+        match entry.register(participant, payload, key) {
             (Ok(true), rejected) => (Ok(Registration::Registered), rejected),
             (Ok(false), rejected) => (Ok(Registration::AlreadyRegistered), rejected),
             (Err(e), rejected) => (Err(map_core_error(entry, e, Operation::Register)), rejected),
