@@ -92,7 +92,7 @@
 //! | 1            | 814           | 27 ms  |
 //! | 2            | 34 706        | 1.8 s  |
 //! | 3            | 1 199 748     | 81 s   |
-//! | 4            | not re-run since time moved into the core (13.2 M states, 17 min, 4 GB before) (`#[ignore]`d) |
+//! | 4            | `#[ignore]`d: 13.2 M states, 17 min, 4 GB before time moved into the core; re-run since in a release build (`cargo test --release -p dtxn-verify --test model_check -- --ignored`), passed in 11 min on 2026-12-02 |
 //! | 1, with a log and a crash | 2 128 | 66 ms |
 //! | 2, with a log and a crash | 74 790 | 3.0 s |
 //!
