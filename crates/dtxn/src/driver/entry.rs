@@ -433,13 +433,16 @@ impl Entry {
             }
         });
         let wake_at = Self::phase2_timer(&inner).map(|at| self.instant(at));
+        let mut hazard_free = false;
         if after.is_terminal() && !before.is_terminal() {
-            shared.count_finished(after, inner.machine.hazards().count());
+            let hazards = inner.machine.hazards().count();
+            hazard_free = hazards == 0;
+            shared.count_finished(after, hazards);
         }
         // Published under the lock so concurrent steps cannot publish
         // states out of order.
         let changed_to = (after != before).then(|| {
-            self.publish(&inner, after);
+            self.publish(&inner, after, hazard_free);
             after
         });
         drop(inner);
@@ -502,8 +505,11 @@ impl Entry {
 
     /// Publishes `state`, under the entry's lock (so states are published
     /// in order), and wakes the callers waiting for a change, if any.
-    fn publish(&self, inner: &Inner, state: TransactionState) {
-        self.state.set(state);
+    /// `hazard_free`: `state` is terminal and no participant was given up
+    /// on, which lets [`outcome`](Self::outcome) answer a clean commit
+    /// without the lock.
+    fn publish(&self, inner: &Inner, state: TransactionState, hazard_free: bool) {
+        self.state.set_ended(state, hazard_free);
         if inner.waiters > 0 {
             self.state.changed.notify_waiters();
         }
@@ -605,6 +611,15 @@ impl Entry {
 
     /// The final outcome (call once the state is terminal or decided).
     pub fn outcome(&self) -> TransactionOutcome {
+        if self.state.committed_cleanly() {
+            // Final: nothing about a Committed transaction changes again.
+            return TransactionOutcome {
+                txn: self.id,
+                decision: crate::core::Decision::Commit,
+                abort_reason: None,
+                hazards: Vec::new(),
+            };
+        }
         let (decision, reason, hazards) = {
             let inner = lock(&self.inner);
             let decision = inner.machine.state().decision();
@@ -738,14 +753,30 @@ impl StateCell {
         }
     }
 
+    /// Set beside a terminal state with no hazards.
+    const HAZARD_FREE: u8 = 0x80;
+
     fn get(&self) -> TransactionState {
-        Self::STATES[usize::from(self.state.load(Ordering::Acquire))]
+        let byte = self.state.load(Ordering::Acquire) & !Self::HAZARD_FREE;
+        Self::STATES[usize::from(byte)]
+    }
+
+    /// Whether the state is Committed with no participant given up on.
+    fn committed_cleanly(&self) -> bool {
+        self.state.load(Ordering::Acquire) == TransactionState::Committed as u8 | Self::HAZARD_FREE
     }
 
     /// Stores `state`: see [`Entry::publish`].
     fn set(&self, state: TransactionState) {
+        self.set_ended(state, false);
+    }
+
+    /// Stores `state`, marked hazard-free if `hazard_free` (see
+    /// [`Entry::publish`]).
+    fn set_ended(&self, state: TransactionState, hazard_free: bool) {
         // `STATES` lists the variants in declaration order.
-        self.state.store(state as u8, Ordering::Release);
+        let flag = if hazard_free { Self::HAZARD_FREE } else { 0 };
+        self.state.store(state as u8 | flag, Ordering::Release);
     }
 }
 
@@ -783,7 +814,7 @@ mod tests {
     }
 
     fn publish(entry: &Entry, state: TransactionState) {
-        entry.publish(&lock(&entry.inner), state);
+        entry.publish(&lock(&entry.inner), state, false);
     }
 
     fn waiters(entry: &Entry) -> u32 {
@@ -796,6 +827,13 @@ mod tests {
         for state in StateCell::STATES {
             cell.set(state);
             assert_eq!(cell.get(), state);
+            assert!(!cell.committed_cleanly());
+            cell.set_ended(state, true);
+            assert_eq!(cell.get(), state);
+            assert_eq!(
+                cell.committed_cleanly(),
+                state == TransactionState::Committed
+            );
         }
     }
 
