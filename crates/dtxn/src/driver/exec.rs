@@ -223,11 +223,11 @@ impl<H: Hold> Runner<H> {
     /// task. Answers already in (calls that answered as they started) are
     /// applied here first: a task is spawned only for calls that wait.
     pub fn detach(mut self, phase: &'static str) {
-        while self.inline && self.pending.answered > 0 {
+        while self.inline && self.pending.has_answers() {
             self.feed();
         }
         // Not inline, answers (calls that failed to start) go to the task.
-        if self.pending.is_empty() && self.pending.answered == 0 && self.wake_at.is_none() {
+        if self.pending.is_empty() && !self.pending.has_answers() && self.wake_at.is_none() {
             return;
         }
         let id = self.hold.entry().id;
@@ -266,7 +266,7 @@ impl<H: Hold> Drop for Runner<H> {
     fn drop(&mut self) {
         // Answers not yet applied count as calls in flight: they are
         // failed as abandoned (and retried) like those.
-        if self.pending.is_empty() && self.pending.answered == 0 && self.wake_at.is_none() {
+        if self.pending.is_empty() && !self.pending.has_answers() && self.wake_at.is_none() {
             return;
         }
         // The call futures hold participant futures: user code.
@@ -283,14 +283,18 @@ impl<H: Hold> Drop for Runner<H> {
 /// is O(calls running) per wake-up, against a `FuturesUnordered`'s
 /// per-call queue node, reference count and wake-up bookkeeping, which
 /// cost more than they save at these sizes (at most `max_participants`
-/// calls, most answering on their first poll). Answers stay in their
-/// slot until applied, so a runner allocates one `Vec` and nothing per
-/// call or answer.
+/// calls, most answering on their first poll). A call that answers as it
+/// starts never takes a slot: its answer goes straight to `answers`. Both
+/// lists are thread-local buffers reused from runner to runner (see
+/// [`scratch`]), so a runner allocates nothing per call or answer.
 #[derive(Default)]
 pub(crate) struct Pending {
-    slots: Vec<Slot>,
+    /// The calls found pending; `None` once answered.
+    calls: Vec<Option<InFlight>>,
+    /// How many of `calls` are still running.
     running: usize,
-    answered: usize,
+    /// Answers waiting to be applied, in the order they came.
+    answers: Vec<Event>,
     /// One timer for all the calls: armed for the earliest timeout of the
     /// calls found pending (each runs from that call's first poll).
     timer: Option<Pin<Box<tokio::time::Sleep>>>,
@@ -299,14 +303,10 @@ pub(crate) struct Pending {
 }
 
 thread_local! {
-    /// Runners' slots (see [`scratch`]).
-    static SLOTS: Cell<Vec<Slot>> = const { Cell::new(Vec::new()) };
-}
-
-enum Slot {
-    Running(InFlight),
-    Answered(Event),
-    Done,
+    /// Runners' lists of pending calls (see [`scratch`]).
+    static CALLS_PENDING: Cell<Vec<Option<InFlight>>> = const { Cell::new(Vec::new()) };
+    /// Runners' lists of answers (see [`scratch`]).
+    static ANSWERS: Cell<Vec<Event>> = const { Cell::new(Vec::new()) };
 }
 
 /// The event that answers the decision-log write `attempt`.
@@ -329,36 +329,39 @@ impl Pending {
         self.running == 0 && self.log.is_none()
     }
 
-    /// Takes the answers, in call order.
-    fn answers(&mut self) -> impl Iterator<Item = Event> + '_ {
-        self.answered = 0;
-        self.slots.iter_mut().filter_map(|slot| match slot {
-            Slot::Answered(_) => match std::mem::replace(slot, Slot::Done) {
-                Slot::Answered(event) => Some(event),
-                _ => None,
-            },
-            _ => None,
-        })
+    /// Whether answers wait to be applied.
+    fn has_answers(&self) -> bool {
+        !self.answers.is_empty()
+    }
+
+    /// Takes the answers, in the order they came.
+    fn answers(&mut self) -> std::vec::Drain<'_, Event> {
+        self.answers.drain(..)
+    }
+
+    /// Keeps an answer until it is applied.
+    fn answer(&mut self, event: Event) {
+        if self.answers.capacity() == 0 {
+            self.answers = scratch::take(&ANSWERS);
+        }
+        self.answers.push(event);
     }
 
     /// Adds a started call, or the answer of one that answered at once or
     /// failed to start.
     fn push(&mut self, started: Started) {
-        if self.running == 0 && self.answered == 0 {
-            // Reuse the room of finished calls.
-            self.slots.clear();
-        }
-        if self.slots.capacity() == 0 {
-            self.slots = scratch::take(&SLOTS);
-        }
         match started {
+            Started::Answered(answer) => self.answer(answer),
             Started::Pending(call) => {
-                self.slots.push(Slot::Running(call));
+                if self.running == 0 {
+                    // Reuse the room of finished calls.
+                    self.calls.clear();
+                }
+                if self.calls.capacity() == 0 {
+                    self.calls = scratch::take(&CALLS_PENDING);
+                }
+                self.calls.push(Some(call));
                 self.running += 1;
-            }
-            Started::Answered(answer) => {
-                self.slots.push(Slot::Answered(answer));
-                self.answered += 1;
             }
         }
     }
@@ -381,11 +384,7 @@ impl Pending {
         };
         let answer = logged(*attempt, result);
         self.log = None;
-        if self.slots.capacity() == 0 {
-            self.slots = scratch::take(&SLOTS);
-        }
-        self.slots.push(Slot::Answered(answer));
-        self.answered += 1;
+        self.answer(answer);
     }
 
     /// Polls every call still running once, and (with `arm_timer`) the
@@ -397,15 +396,21 @@ impl Pending {
         if self.log.is_some() {
             self.poll_log(cx);
         }
-        for slot in &mut self.slots {
-            let Slot::Running(call) = slot else { continue };
+        if self.running == 0 {
+            return self.has_answers();
+        }
+        for slot in &mut self.calls {
+            let Some(call) = slot else { continue };
             match call.poll(cx) {
                 std::task::Poll::Ready(event) => {
-                    if let Slot::Running(call) = std::mem::replace(slot, Slot::Answered(event)) {
+                    if let Some(call) = slot.take() {
                         call.finish();
                     }
                     self.running -= 1;
-                    self.answered += 1;
+                    if self.answers.capacity() == 0 {
+                        self.answers = scratch::take(&ANSWERS);
+                    }
+                    self.answers.push(event);
                 }
                 std::task::Poll::Pending => {
                     earliest = match (earliest, call.deadline()) {
@@ -416,22 +421,25 @@ impl Pending {
             }
         }
         let Some(at) = earliest.filter(|_| arm_timer) else {
-            return self.answered > 0;
+            return self.has_answers();
         };
         if poll_timer(&mut self.timer, at, cx) {
             let now = Instant::now();
-            for slot in &mut self.slots {
-                let overdue = matches!(slot, Slot::Running(call) if call.deadline().is_some_and(|d| d <= now));
-                if overdue {
-                    if let Slot::Running(call) = std::mem::replace(slot, Slot::Done) {
-                        *slot = Slot::Answered(call.time_out());
-                    }
+            for slot in &mut self.calls {
+                let overdue = slot
+                    .as_ref()
+                    .is_some_and(|call| call.deadline().is_some_and(|d| d <= now));
+                if let Some(call) = slot.take_if(|_| overdue) {
+                    let event = call.time_out();
                     self.running -= 1;
-                    self.answered += 1;
+                    if self.answers.capacity() == 0 {
+                        self.answers = scratch::take(&ANSWERS);
+                    }
+                    self.answers.push(event);
                 }
             }
         }
-        self.answered > 0
+        self.has_answers()
     }
 }
 
@@ -440,17 +448,17 @@ impl Drop for Pending {
     /// runtime): each future before its participant, panics caught.
     fn drop(&mut self) {
         if self.running > 0 {
-            for slot in &mut self.slots {
-                if matches!(slot, Slot::Running(_)) {
-                    if let Slot::Running(call) = std::mem::replace(slot, Slot::Done) {
-                        call.finish();
-                    }
-                }
+            for call in self.calls.iter_mut().filter_map(Option::take) {
+                call.finish();
             }
         }
-        if self.slots.capacity() > 0 {
-            self.slots.clear();
-            scratch::give(&SLOTS, std::mem::take(&mut self.slots));
+        if self.calls.capacity() > 0 {
+            self.calls.clear();
+            scratch::give(&CALLS_PENDING, std::mem::take(&mut self.calls));
+        }
+        if self.answers.capacity() > 0 {
+            self.answers.clear();
+            scratch::give(&ANSWERS, std::mem::take(&mut self.answers));
         }
     }
 }

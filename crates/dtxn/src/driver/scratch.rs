@@ -1,5 +1,5 @@
 //! Buffers reused across steps on one thread: a step's actions and calls,
-//! and a runner's call slots, which would otherwise be allocated and freed
+//! and a runner's pending calls and answers, which would otherwise be allocated and freed
 //! for every phase of every transaction.
 //!
 //! A buffer is taken out of its thread's cell and given back empty; a
