@@ -341,10 +341,7 @@ impl Pending {
 
     /// Keeps an answer until it is applied.
     fn answer(&mut self, event: Event) {
-        if self.answers.capacity() == 0 {
-            self.answers = scratch::take(&ANSWERS);
-        }
-        self.answers.push(event);
+        keep(&mut self.answers, event);
     }
 
     /// Adds a started call, or the answer of one that answered at once or
@@ -407,10 +404,7 @@ impl Pending {
                         call.finish();
                     }
                     self.running -= 1;
-                    if self.answers.capacity() == 0 {
-                        self.answers = scratch::take(&ANSWERS);
-                    }
-                    self.answers.push(event);
+                    keep(&mut self.answers, event);
                 }
                 std::task::Poll::Pending => {
                     earliest = match (earliest, call.deadline()) {
@@ -432,15 +426,21 @@ impl Pending {
                 if let Some(call) = slot.take_if(|_| overdue) {
                     let event = call.time_out();
                     self.running -= 1;
-                    if self.answers.capacity() == 0 {
-                        self.answers = scratch::take(&ANSWERS);
-                    }
-                    self.answers.push(event);
+                    keep(&mut self.answers, event);
                 }
             }
         }
         self.has_answers()
     }
+}
+
+/// Adds `event` to a runner's answers (a field of its own, so that it can
+/// be added to while the calls are iterated), taking a reused buffer first.
+fn keep(answers: &mut Vec<Event>, event: Event) {
+    if answers.capacity() == 0 {
+        *answers = scratch::take(&ANSWERS);
+    }
+    answers.push(event);
 }
 
 impl Drop for Pending {

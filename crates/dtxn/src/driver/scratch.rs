@@ -1,6 +1,6 @@
 //! Buffers reused across steps on one thread: a step's actions and calls,
-//! and a runner's pending calls and answers, which would otherwise be allocated and freed
-//! for every phase of every transaction.
+//! and a runner's pending calls and answers, which would otherwise be
+//! allocated and freed for every phase of every transaction.
 //!
 //! A buffer is taken out of its thread's cell and given back empty; a
 //! re-entrant use while it is out (a participant that calls back into the
