@@ -10,6 +10,9 @@
 //! [`dtxn_bench::alloc::Counting`] over a second pass of as many cycles
 //! (leave it off under callgrind, so instructions per cycle stay those of
 //! one pass).
+//!
+//! `PROFILE_CONTENDER=floor` (or `fanout`, `baseline`) profiles that
+//! contender instead of dtxn, for instruction counts to compare with.
 
 use std::sync::Arc;
 
@@ -30,7 +33,13 @@ fn main() {
         .expect("a tokio runtime");
     let _guard = rt.enter();
     let participants = many(size, || Arc::new(Noop) as Arc<dyn Participant>);
-    let contender = Contender::dtxn(1000, 100);
+    let contender = match std::env::var("PROFILE_CONTENDER").as_deref() {
+        Ok("floor") => Contender::floor(false),
+        Ok("fanout") => Contender::floor(true),
+        Ok("baseline") => Contender::baseline(),
+        Ok("dtxn") | Err(_) => Contender::dtxn(1000, 100),
+        Ok(other) => panic!("PROFILE_CONTENDER={other}: expected floor, fanout, baseline or dtxn"),
+    };
     let started = std::time::Instant::now();
     for key in 0..cycles {
         rt.block_on(contender.cycle(key, &participants))

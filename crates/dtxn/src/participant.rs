@@ -404,6 +404,17 @@ pub trait Participant: Send + Sync {
     fn __dtxn_type_name(&self) -> &'static str {
         std::any::type_name::<Self>()
     }
+
+    /// The implementing type's id: the coordinator keeps what the
+    /// handshake of `start_prepare` found for each type, which depends on
+    /// the type alone. Not part of the API: leave it to its default.
+    #[doc(hidden)]
+    fn __dtxn_type_id(&self) -> std::any::TypeId
+    where
+        Self: 'static,
+    {
+        std::any::TypeId::of::<Self>()
+    }
 }
 
 /// A participant whose code blocks the thread, such as one using a
@@ -517,22 +528,82 @@ pub(crate) enum PrepareCall<'a> {
 /// (one boxed future per call instead of two). Not cancel sensitive: both
 /// are only futures until polled. A panic from the participant propagates
 /// (the caller catches it).
+///
+/// Which of the two it is depends on the participant's type alone (which
+/// methods it overrides), so the handshake that finds it out runs once per
+/// type and thread; later calls read the answer from [`seen`].
 pub(crate) fn start_prepare<'a>(
-    participant: &'a dyn Participant,
+    participant: &'a (dyn Participant + 'static),
     cx: &'a CallContext,
 ) -> PrepareCall<'a> {
+    let ty = participant.__dtxn_type_id();
+    match seen::direct(ty) {
+        Some(true) => return PrepareCall::Vote(participant.prepare(cx.transaction_id())),
+        Some(false) => return PrepareCall::Call(participant.prepare_with(cx)),
+        None => {}
+    }
     let me = direct::Ident {
         at: std::ptr::from_ref(participant).cast::<()>(),
         ty: participant.__dtxn_type_name(),
     };
     let probe = direct::Probe::start(me);
     let call = participant.prepare_with(cx);
-    if probe.finish() {
+    let direct = probe.finish();
+    seen::remember(ty, direct);
+    if direct {
         // `call` is the placeholder of the default `try_prepare`.
         drop(call);
         PrepareCall::Vote(participant.prepare(cx.transaction_id()))
     } else {
         PrepareCall::Call(call)
+    }
+}
+
+/// What the handshake found for the participant types a thread called
+/// last: whether a type keeps both defaults (`prepare` is called
+/// directly). A few slots, replaced in turn: an application has a handful
+/// of participant types, and a type that lost its slot only costs one
+/// more handshake. Keyed by [`TypeId`](std::any::TypeId), which, unlike a
+/// type's name, no two types share.
+mod seen {
+    use std::any::TypeId;
+    use std::cell::Cell;
+
+    const SLOTS: usize = 8;
+
+    struct Seen {
+        slots: [Cell<Option<(TypeId, bool)>>; SLOTS],
+        next: Cell<usize>,
+    }
+
+    thread_local! {
+        static SEEN: Seen = const {
+            Seen {
+                slots: [const { Cell::new(None) }; SLOTS],
+                next: Cell::new(0),
+            }
+        };
+    }
+
+    /// Whether `ty` keeps both defaults, if known on this thread.
+    pub(super) fn direct(ty: TypeId) -> Option<bool> {
+        SEEN.try_with(|seen| {
+            seen.slots
+                .iter()
+                .find_map(|slot| slot.get().filter(|&(t, _)| t == ty))
+                .map(|(_, direct)| direct)
+        })
+        .ok()
+        .flatten()
+    }
+
+    /// Notes what the handshake found for `ty`.
+    pub(super) fn remember(ty: TypeId, direct: bool) {
+        let _ = SEEN.try_with(|seen| {
+            let at = seen.next.get();
+            seen.slots[at].set(Some((ty, direct)));
+            seen.next.set((at + 1) % SLOTS);
+        });
     }
 }
 
@@ -563,6 +634,9 @@ pub(crate) fn start_prepare<'a>(
 /// includes the type, because a wrapper's field may share its address.
 /// Whatever is left in the cell is cleared when `start_prepare` ends,
 /// panics included.
+///
+/// The answer depends on the participant's type alone, so it is found
+/// once per type and thread and kept (see [`seen`]).
 mod direct {
     use std::cell::Cell;
     use std::future::Future;
@@ -886,6 +960,83 @@ mod tests {
         );
         assert_eq!(plain.prepare_with(&cx()).await, Ok(PreparedResult::Ready));
         assert_eq!(plain.0.load(Ordering::Relaxed), 2);
+    }
+
+    /// Keeps both defaults; one type per `N`.
+    #[derive(Default)]
+    struct Nth<const N: usize>(AtomicUsize);
+
+    #[async_trait]
+    impl<const N: usize> Participant for Nth<N> {
+        async fn prepare(&self, _: TransactionId) -> PreparedResult {
+            self.0.fetch_add(1, Ordering::Relaxed);
+            PreparedResult::Ready
+        }
+        async fn commit(&self, _: TransactionId) -> Result<(), ParticipantError> {
+            Ok(())
+        }
+        async fn rollback(&self, _: TransactionId) -> Result<(), ParticipantError> {
+            Ok(())
+        }
+    }
+
+    /// Overrides `try_prepare` to vote through it; one type per `N`.
+    struct NthOverride<const N: usize>;
+
+    #[async_trait]
+    impl<const N: usize> Participant for NthOverride<N> {
+        async fn prepare(&self, _: TransactionId) -> PreparedResult {
+            PreparedResult::Ready
+        }
+        async fn try_prepare(&self, _: TransactionId) -> Result<PreparedResult, ParticipantError> {
+            Ok(PreparedResult::Aborted(format!("override {N}")))
+        }
+        async fn commit(&self, _: TransactionId) -> Result<(), ParticipantError> {
+            Ok(())
+        }
+        async fn rollback(&self, _: TransactionId) -> Result<(), ParticipantError> {
+            Ok(())
+        }
+    }
+
+    async fn check_nth<const N: usize>(cx: &CallContext) {
+        let plain = Nth::<N>::default();
+        let (direct, vote) = run(start_prepare(&plain, cx)).await;
+        assert!(direct, "type {N} keeps the defaults");
+        assert_eq!(vote, Ok(PreparedResult::Ready));
+        assert_eq!(plain.0.load(Ordering::Relaxed), 1);
+        let (direct, vote) = run(start_prepare(&NthOverride::<N>, cx)).await;
+        assert!(!direct, "type {N} overrides try_prepare");
+        assert_eq!(vote, Ok(PreparedResult::Aborted(format!("override {N}"))));
+    }
+
+    #[tokio::test]
+    async fn what_the_handshake_found_is_kept_per_type_and_never_lent_to_another_type() {
+        let cx = cx();
+        // Rounds after the first take what the first found; the twenty
+        // types are more than the thread keeps, so some are found again.
+        for _ in 0..3 {
+            check_nth::<0>(&cx).await;
+            check_nth::<1>(&cx).await;
+            check_nth::<2>(&cx).await;
+            check_nth::<3>(&cx).await;
+            check_nth::<4>(&cx).await;
+            check_nth::<5>(&cx).await;
+            check_nth::<6>(&cx).await;
+            check_nth::<7>(&cx).await;
+            check_nth::<8>(&cx).await;
+            check_nth::<9>(&cx).await;
+            // The wrappers of the other tests, once their types are known.
+            let veto = Veto(Plain::default());
+            let (direct, vote) = run(start_prepare(&veto, &cx)).await;
+            assert!(!direct);
+            assert_eq!(vote, Ok(PreparedResult::Aborted("vetoed".into())));
+            let (direct, vote) = run(start_prepare(&Eager, &cx)).await;
+            assert!(!direct);
+            assert_eq!(vote, Ok(PreparedResult::Aborted("wrapped".into())));
+            let plain = Plain::default();
+            assert!(run(start_prepare(&plain, &cx)).await.0);
+        }
     }
 
     #[tokio::test]
