@@ -577,6 +577,33 @@ impl Transaction {
         self.handle_at(event, self.clock.now, actions)
     }
 
+    /// Exactly [`handle`](Self::handle)`(Event::Register, actions)`, in
+    /// fewer instructions when no timer can be due: an Active transaction
+    /// with no deadline passed at the latest time fed in and no shutdown or
+    /// expiry noted, where `handle`'s timer checks before and after the
+    /// event find nothing to do. Otherwise it is `handle` itself.
+    pub fn register(&mut self, actions: &mut Vec<Action>) -> Result<(), CoreError> {
+        let idle = self.state == TransactionState::Active
+            && !self.clock.shutdown
+            && !self.clock.expired
+            && self.clock.now < self.clock.deadline;
+        if !idle {
+            return self.handle(Event::Register, actions);
+        }
+        self.count_registration()
+    }
+
+    /// [`Event::Register`] in the Active state.
+    fn count_registration(&mut self) -> Result<(), CoreError> {
+        if self.registered >= self.limits.max_participants {
+            return Err(CoreError::TooManyParticipants {
+                limit: self.limits.max_participants,
+            });
+        }
+        self.registered += 1;
+        Ok(())
+    }
+
     fn dispatch(&mut self, event: Event, actions: &mut Vec<Action>) -> Result<(), CoreError> {
         use TransactionState::*;
         match event {
@@ -584,13 +611,7 @@ impl Transaction {
                 if self.state != Active {
                     return Err(self.invalid(Operation::Register));
                 }
-                if self.registered >= self.limits.max_participants {
-                    return Err(CoreError::TooManyParticipants {
-                        limit: self.limits.max_participants,
-                    });
-                }
-                self.registered += 1;
-                Ok(())
+                self.count_registration()
             }
             Event::Prepare => match self.state {
                 Active => {
@@ -1240,6 +1261,50 @@ mod tests {
             t.handle(Event::Register, &mut Vec::new()),
             Err(CoreError::TooManyParticipants { limit: 3 })
         );
+    }
+
+    #[test]
+    fn register_is_handle_register_in_every_state_reached_here() {
+        // Machines in each state, with deadlines passed or not and the
+        // phase-1 notes (expiry, shutdown) set or not.
+        let mut machines = Vec::new();
+        for registered in 0..=3 {
+            for deadline in [Duration::MAX, MS, Duration::ZERO] {
+                let fresh = || {
+                    let mut t = Transaction::new(limits(2)).with_deadline(deadline);
+                    for _ in 0..registered {
+                        let _ = t.handle(Event::Register, &mut Vec::new());
+                    }
+                    t
+                };
+                machines.push(fresh());
+                for events in [
+                    &[Event::Prepare][..],
+                    &[Event::Prepare, Event::DeadlineExpired],
+                    &[Event::Prepare, Event::Shutdown],
+                    &[Event::Rollback],
+                    &[Event::Shutdown],
+                    &[Event::DeadlineExpired],
+                ] {
+                    let mut t = fresh();
+                    for event in events {
+                        let _ = t.handle_at(event.clone(), MS, &mut Vec::new());
+                    }
+                    machines.push(t);
+                }
+            }
+        }
+        assert!(machines.len() > 80);
+        for machine in machines {
+            let (mut by_handle, mut by_register) = (machine.clone(), machine);
+            let (mut handled, mut registered) = (Vec::new(), Vec::new());
+            assert_eq!(
+                by_handle.handle(Event::Register, &mut handled),
+                by_register.register(&mut registered)
+            );
+            assert_eq!(handled, registered);
+            assert_eq!(by_handle, by_register);
+        }
     }
 
     #[test]

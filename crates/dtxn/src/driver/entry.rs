@@ -271,7 +271,7 @@ impl Entry {
         {
             return (Ok(false), Some(participant));
         }
-        if let Err(e) = inner.machine.handle(Event::Register, &mut Vec::new()) {
+        if let Err(e) = inner.machine.register(&mut Vec::new()) {
             return (Err(e), Some(participant));
         }
         if let Some(payload) = payload {
