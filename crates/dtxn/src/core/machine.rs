@@ -398,7 +398,9 @@ impl Transaction {
     /// Makes the per-participant state on leaving Active.
     fn materialize_peers(&mut self) {
         if self.peers.len() != self.registered {
-            self.peers = vec![Peer::UNASKED; self.registered];
+            // Each element written from the constant, not cloned from
+            // the first (`vec![x; n]` clones, field by field).
+            self.peers = (0..self.registered).map(|_| Peer::UNASKED).collect();
         }
     }
 
