@@ -937,7 +937,7 @@ pub(crate) fn targets(report: &Report) -> Vec<Target> {
 /// (a): the full cycle against the sequential floor at 3 and 100
 /// participants, and throughput against the baseline and each peer at
 /// every size, per number in flight.
-fn overhead_targets<'a>(rows: &'a [OverheadRow], out: &mut Vec<Target>) {
+fn overhead_targets(rows: &[OverheadRow], out: &mut Vec<Target>) {
     let mut concurrencies: Vec<usize> = rows.iter().map(|r| r.concurrency).collect();
     concurrencies.sort_unstable();
     concurrencies.dedup();
@@ -976,14 +976,13 @@ fn overhead_targets<'a>(rows: &'a [OverheadRow], out: &mut Vec<Target>) {
             .map(|r| r.peers.iter().map(|p| p.name).collect())
             .unwrap_or_default();
         for name in names {
-            let of_peer = |r: &'a OverheadRow| peer(r, name);
             out.push(Target {
                 workload: "a",
                 target: format!("throughput ≥ {name}'s at every size, {c} in flight"),
                 measured: at_c
                     .iter()
                     .filter_map(|r| {
-                        of_peer(r).map(|p| {
+                        peer(r, name).map(|p| {
                             format!(
                                 "{}p: {:.2}×",
                                 r.participants,
@@ -995,7 +994,7 @@ fn overhead_targets<'a>(rows: &'a [OverheadRow], out: &mut Vec<Target>) {
                     .join(", "),
                 met: at_c
                     .iter()
-                    .all(|r| of_peer(r).is_some_and(|p| p.dtxn_over_peer <= 1.0)),
+                    .all(|r| peer(r, name).is_some_and(|p| p.dtxn_over_peer <= 1.0)),
             });
         }
     }
@@ -1050,8 +1049,9 @@ fn allocation_target(a: &AllocationReport, out: &mut Vec<Target>) {
 mod tests {
     use super::{allocation_target, AllocationReport, AllocationRow};
 
-    fn report(counts: &[(usize, f64, f64)]) -> AllocationReport {
-        AllocationReport {
+    /// The (e) verdict on allocations per cycle: (participants, floor, dtxn).
+    fn verdict(counts: &[(usize, f64, f64)]) -> super::Target {
+        let report = AllocationReport {
             installed: true,
             cycles: 1000,
             rows: counts
@@ -1064,38 +1064,33 @@ mod tests {
                     dtxn: Some(dtxn),
                 })
                 .collect(),
-        }
+        };
+        let mut out = Vec::new();
+        allocation_target(&report, &mut out);
+        assert_eq!(out.len(), 1);
+        out.remove(0)
     }
 
     #[test]
     fn allocations_that_grow_with_the_list_doublings_meet_the_allocation_target() {
-        let mut out = Vec::new();
-        allocation_target(
-            &report(&[
-                (1, 2.0, 5.0),
-                (3, 6.0, 9.0),
-                (10, 20.0, 25.0),
-                (100, 200.0, 209.0),
-            ]),
-            &mut out,
-        );
-        assert_eq!(out.len(), 1);
-        assert!(out[0].met, "{:?}", out[0]);
-        assert!(out[0].measured.contains("100p +9"), "{:?}", out[0]);
+        let target = verdict(&[
+            (1, 2.0, 5.0),
+            (3, 6.0, 9.0),
+            (10, 20.0, 25.0),
+            (100, 200.0, 209.0),
+        ]);
+        assert!(target.met, "{target:?}");
+        assert!(target.measured.contains("100p +9"), "{target:?}");
     }
 
     #[test]
     fn one_more_allocation_per_participant_misses_the_allocation_target() {
-        let mut out = Vec::new();
-        allocation_target(
-            &report(&[
-                (1, 2.0, 6.0),
-                (3, 6.0, 12.0),
-                (10, 20.0, 33.0),
-                (100, 200.0, 303.0),
-            ]),
-            &mut out,
-        );
-        assert!(!out[0].met, "{:?}", out[0]);
+        let target = verdict(&[
+            (1, 2.0, 6.0),
+            (3, 6.0, 12.0),
+            (10, 20.0, 33.0),
+            (100, 200.0, 303.0),
+        ]);
+        assert!(!target.met, "{target:?}");
     }
 }

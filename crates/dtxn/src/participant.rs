@@ -765,22 +765,7 @@ mod tests {
     }
 
     /// Implements only the required methods; counts `prepare` calls.
-    #[derive(Default)]
-    struct Plain(AtomicUsize);
-
-    #[async_trait]
-    impl Participant for Plain {
-        async fn prepare(&self, _: TransactionId) -> PreparedResult {
-            self.0.fetch_add(1, Ordering::Relaxed);
-            PreparedResult::Ready
-        }
-        async fn commit(&self, _: TransactionId) -> Result<(), ParticipantError> {
-            Ok(())
-        }
-        async fn rollback(&self, _: TransactionId) -> Result<(), ParticipantError> {
-            Ok(())
-        }
-    }
+    type Plain = Nth<0>;
 
     /// Overrides `try_prepare` to fail without a vote.
     struct Unreachable;
@@ -962,7 +947,8 @@ mod tests {
         assert_eq!(plain.0.load(Ordering::Relaxed), 2);
     }
 
-    /// Keeps both defaults; one type per `N`.
+    /// Implements only the required methods (keeps both defaults); counts
+    /// `prepare` calls. One type per `N`.
     #[derive(Default)]
     struct Nth<const N: usize>(AtomicUsize);
 
